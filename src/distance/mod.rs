@@ -1,0 +1,166 @@
+//! Distance kernels: squared L2 and dot product, with SIMD variants picked once at run time.
+//!
+//! Every metric reduces to one of the two kernels: cosine vectors are normalised on insert, so
+//! cosine distance is `1 - dot`; inner-product distance is `-dot` (smaller is closer).
+
+use std::fmt;
+use std::sync::OnceLock;
+
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+/// How two vectors are compared. Smaller distances are closer for every metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Squared Euclidean distance.
+    L2,
+    /// `1 - cos(a, b)`; vectors are normalised on insert and zero vectors are rejected.
+    Cosine,
+    /// `-dot(a, b)`: the negated inner product.
+    InnerProduct,
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Metric::L2 => "l2",
+            Metric::Cosine => "cosine",
+            Metric::InnerProduct => "inner_product",
+        })
+    }
+}
+
+/// A kernel over two slices of equal length.
+pub type Kernel = fn(&[f32], &[f32]) -> f32;
+
+/// One instruction-set implementation of both kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    /// Name of the instruction set, e.g. `"avx512f"`.
+    pub name: &'static str,
+    /// Dot product.
+    pub dot: Kernel,
+    /// Squared Euclidean distance.
+    pub l2sq: Kernel,
+}
+
+/// The scalar reference implementation.
+pub const SCALAR: Kernels = Kernels { name: "scalar", dot: scalar::dot, l2sq: scalar::l2sq };
+
+/// Every implementation this CPU can run, best last; the scalar one is always first.
+pub fn available_kernels() -> Vec<Kernels> {
+    let mut all = vec![SCALAR];
+    #[cfg(target_arch = "x86_64")]
+    all.extend(x86::detected());
+    #[cfg(target_arch = "aarch64")]
+    all.push(neon::KERNELS);
+    all
+}
+
+/// The fastest implementation for this CPU, detected once.
+pub fn best_kernels() -> Kernels {
+    static BEST: OnceLock<Kernels> = OnceLock::new();
+    *BEST.get_or_init(|| available_kernels().pop().unwrap_or(SCALAR))
+}
+
+/// A metric bound to the CPU's kernels: the one object the graph code calls.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Distance {
+    metric: Metric,
+    kernels: Kernels,
+}
+
+impl Distance {
+    pub(crate) fn new(metric: Metric) -> Self {
+        Distance { metric, kernels: best_kernels() }
+    }
+
+    #[inline]
+    pub(crate) fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        match self.metric {
+            Metric::L2 => (self.kernels.l2sq)(a, b),
+            Metric::Cosine => 1.0 - (self.kernels.dot)(a, b),
+            Metric::InnerProduct => -(self.kernels.dot)(a, b),
+        }
+    }
+
+    /// Squared Euclidean norm, used to normalise cosine vectors.
+    pub(crate) fn norm_squared(&self, a: &[f32]) -> f32 {
+        (self.kernels.dot)(a, a)
+    }
+}
+
+/// Hints the CPU to start loading `data` into cache; a no-op where unsupported.
+#[inline(always)]
+pub(crate) fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch(data);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// f64 reference, independent of every kernel under test.
+    fn reference(a: &[f32], b: &[f32]) -> (f64, f64) {
+        let dot = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let l2 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+        (dot, l2)
+    }
+
+    #[test]
+    fn every_kernel_agrees_with_the_reference_on_every_length() {
+        let kernels = available_kernels();
+        println!("kernels: {:?}", kernels.iter().map(|k| k.name).collect::<Vec<_>>());
+        for len in (0..140).chain([255, 256, 257, 384, 768, 1000, 1536]) {
+            let a = pseudo_random(len, 1 + len as u64);
+            let b = pseudo_random(len, 1000 + len as u64);
+            let (dot, l2) = reference(&a, &b);
+            for k in &kernels {
+                let tolerance = 1e-4 * (1.0 + len as f64);
+                let got_dot = (k.dot)(&a, &b) as f64;
+                let got_l2 = (k.l2sq)(&a, &b) as f64;
+                assert!((got_dot - dot).abs() <= tolerance, "{} dot len {len}: {got_dot} vs {dot}", k.name);
+                assert!((got_l2 - l2).abs() <= tolerance, "{} l2 len {len}: {got_l2} vs {l2}", k.name);
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_read_only_the_common_prefix_of_unequal_slices() {
+        let a = pseudo_random(100, 7);
+        let b = pseudo_random(37, 8);
+        for k in available_kernels() {
+            let expected = (SCALAR.dot)(&a[..37], &b);
+            assert!(((k.dot)(&a, &b) - expected).abs() < 1e-3, "{}", k.name);
+        }
+    }
+
+    #[test]
+    fn metrics_order_neighbours_as_documented() {
+        let a = [1.0f32, 0.0];
+        let near = [0.9f32, 0.1];
+        let far = [-1.0f32, 0.0];
+        for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+            let d = Distance::new(metric);
+            assert!(d.eval(&a, &near) < d.eval(&a, &far), "{metric}");
+        }
+        assert_eq!(Distance::new(Metric::Cosine).eval(&a, &a), 0.0);
+        assert_eq!(Distance::new(Metric::InnerProduct).eval(&a, &a), -1.0);
+    }
+}

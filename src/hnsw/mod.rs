@@ -1,0 +1,362 @@
+//! One HNSW graph (Malkov & Yashunin, 2016): layered proximity graph, greedy descent, beam search
+//! with `ef`, and the neighbour-selection heuristic for both new links and pruned back-links.
+//!
+//! Concurrency: neighbour lists are arrays of `AtomicU32` (`[count, links...]`), so searches read
+//! them without locks while builders rewrite them. Builders serialise writes to one list with that
+//! node's mutex. Every slot always holds some valid node id (new lists start zeroed, and node 0
+//! exists before any list does), so a reader racing a writer sees a possibly stale but valid list.
+
+mod scratch;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rayon::prelude::*;
+
+use crate::distance::{prefetch, Distance};
+pub(crate) use scratch::{with_scratch, Scored, Scratch};
+
+/// Highest layer a node can be assigned: with m >= 2 the chance to exceed it is below 2^-15.
+const MAX_LEVEL: usize = 15;
+
+/// Packed entry point: node in the low 32 bits, its level above. `NO_ENTRY` while empty.
+const NO_ENTRY: u64 = u64::MAX;
+
+fn pack(node: u32, level: usize) -> u64 {
+    (level as u64) << 32 | node as u64
+}
+
+fn unpack(entry: u64) -> (u32, usize) {
+    (entry as u32, (entry >> 32) as usize)
+}
+
+fn lock(mutex: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Construction parameters of one graph.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Params {
+    /// Links per node on upper layers; layer 0 keeps up to `2 * m`.
+    pub m: usize,
+    pub ef_construction: usize,
+    /// Seeds the level draw; with the node's position it fixes the node's level.
+    pub seed: u64,
+}
+
+impl Params {
+    fn capacity(&self, level: usize) -> usize {
+        if level == 0 {
+            2 * self.m
+        } else {
+            self.m
+        }
+    }
+
+    /// Draws a level with P(level >= l) = m^-l (mL = 1/ln m), from a hash of seed and position.
+    fn level_of(&self, position: u64) -> usize {
+        let mut z = self.seed ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let uniform = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // in (0, 1]
+        let level = -uniform.ln() / (self.m as f64).ln();
+        (level as usize).min(MAX_LEVEL)
+    }
+}
+
+/// Vectors and links of one graph.
+pub(crate) struct Graph {
+    dim: usize,
+    params: Params,
+    distance: Distance,
+    vectors: Vec<f32>,
+    levels: Vec<u8>,
+    /// Per node `[count, 2m links]`.
+    layer0: Vec<AtomicU32>,
+    /// Per node, for levels 1..=level, `[count, m links]` each.
+    upper: Vec<Box<[AtomicU32]>>,
+    entry: AtomicU64,
+}
+
+/// The per-node locks and entry-point lock that concurrent insertion needs; a sealed graph drops them.
+#[derive(Default)]
+pub(crate) struct BuildLocks {
+    nodes: Vec<Mutex<()>>,
+    entry: Mutex<()>,
+}
+
+impl BuildLocks {
+    pub(crate) fn grow_to(&mut self, len: usize) {
+        self.nodes.resize_with(len, Mutex::default);
+    }
+}
+
+fn zeroed(len: usize) -> impl Iterator<Item = AtomicU32> {
+    (0..len).map(|_| AtomicU32::new(0))
+}
+
+impl Graph {
+    pub(crate) fn new(dim: usize, params: Params, distance: Distance) -> Self {
+        Graph {
+            dim,
+            params,
+            distance,
+            vectors: Vec::new(),
+            levels: Vec::new(),
+            layer0: Vec::new(),
+            upper: Vec::new(),
+            entry: AtomicU64::new(NO_ENTRY),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    #[inline]
+    pub(crate) fn vector(&self, node: u32) -> &[f32] {
+        let start = node as usize * self.dim;
+        &self.vectors[start..start + self.dim]
+    }
+
+    /// Adds `vectors` (row-major) as unlinked nodes; `insert` links them.
+    pub(crate) fn append(&mut self, vectors: &[f32]) {
+        let count = vectors.len() / self.dim;
+        let stride0 = 1 + self.params.capacity(0);
+        let stride = 1 + self.params.m;
+        self.vectors.extend_from_slice(vectors);
+        self.levels.reserve(count);
+        self.layer0.reserve(count * stride0);
+        self.upper.reserve(count);
+        for _ in 0..count {
+            let level = self.params.level_of(self.levels.len() as u64);
+            self.levels.push(level as u8);
+            self.layer0.extend(zeroed(stride0));
+            self.upper.push(zeroed(level * stride).collect());
+        }
+    }
+
+    /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.
+    pub(crate) fn compacted(&self) -> Graph {
+        let copy = |list: &[AtomicU32]| list.iter().map(|a| AtomicU32::new(a.load(Relaxed))).collect::<Vec<_>>();
+        Graph {
+            dim: self.dim,
+            params: self.params,
+            distance: self.distance,
+            vectors: self.vectors.clone(),
+            levels: self.levels.clone(),
+            layer0: copy(&self.layer0),
+            upper: self.upper.iter().map(|u| copy(u).into_boxed_slice()).collect(),
+            entry: AtomicU64::new(self.entry.load(Acquire)),
+        }
+    }
+
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.vectors.shrink_to_fit();
+        self.levels.shrink_to_fit();
+        self.layer0.shrink_to_fit();
+        self.upper.shrink_to_fit();
+    }
+
+    fn list(&self, node: u32, level: usize) -> &[AtomicU32] {
+        if level == 0 {
+            let stride = 1 + self.params.capacity(0);
+            &self.layer0[node as usize * stride..(node as usize + 1) * stride]
+        } else {
+            let stride = 1 + self.params.m;
+            &self.upper[node as usize][(level - 1) * stride..level * stride]
+        }
+    }
+
+    fn copy_neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        let list = self.list(node, level);
+        let count = (list[0].load(Acquire) as usize).min(list.len() - 1);
+        out.clear();
+        out.extend(list[1..=count].iter().map(|slot| slot.load(Relaxed)));
+    }
+
+    fn write_list(&self, node: u32, level: usize, links: &[Scored]) {
+        let list = self.list(node, level);
+        for (slot, link) in list[1..].iter().zip(links) {
+            slot.store(link.node, Relaxed);
+        }
+        list[0].store(links.len() as u32, Release);
+    }
+
+    /// Greedy walk on one layer: move to the closest neighbour until none is closer.
+    fn greedy(&self, query: &[f32], mut current: Scored, level: usize, s: &mut Scratch) -> Scored {
+        loop {
+            self.copy_neighbors(current.node, level, &mut s.neighbors);
+            let before = current.node;
+            for &n in &s.neighbors {
+                let distance = self.distance.eval(query, self.vector(n));
+                if distance < current.distance {
+                    current = Scored { distance, node: n };
+                }
+            }
+            if current.node == before {
+                return current;
+            }
+        }
+    }
+
+    /// Beam search on one layer from `s.seeds`; leaves the best `ef` in `s.found`, closest first.
+    fn search_layer(&self, query: &[f32], ef: usize, level: usize, s: &mut Scratch) {
+        s.visited.begin(self.len());
+        s.candidates.clear();
+        s.results.clear();
+        for &seed in &s.seeds {
+            if s.visited.insert(seed.node) {
+                s.candidates.push(std::cmp::Reverse(seed));
+                s.results.push(seed);
+            }
+        }
+        while s.results.len() > ef {
+            s.results.pop();
+        }
+        while let Some(std::cmp::Reverse(closest)) = s.candidates.pop() {
+            let worst = s.results.peek().map_or(f32::INFINITY, |w| w.distance);
+            if closest.distance > worst && s.results.len() >= ef {
+                break;
+            }
+            self.copy_neighbors(closest.node, level, &mut s.neighbors);
+            // Mark and prefetch first, then compute: the loads of all unvisited vectors overlap.
+            s.unvisited.clear();
+            for &n in &s.neighbors {
+                if s.visited.insert(n) {
+                    prefetch(self.vector(n));
+                    s.unvisited.push(n);
+                }
+            }
+            for &n in &s.unvisited {
+                let distance = self.distance.eval(query, self.vector(n));
+                let full = s.results.len() >= ef;
+                if !full || distance < s.results.peek().map_or(f32::INFINITY, |w| w.distance) {
+                    let scored = Scored { distance, node: n };
+                    s.candidates.push(std::cmp::Reverse(scored));
+                    s.results.push(scored);
+                    if full {
+                        s.results.pop();
+                    }
+                }
+            }
+        }
+        s.found.clear();
+        s.found.extend(s.results.drain());
+        s.found.sort_unstable();
+    }
+
+    /// The heuristic: walk `candidates` closest first and keep one only if it is closer to the
+    /// base node than to every neighbour already kept, up to `max` neighbours.
+    fn select(&self, candidates: &[Scored], max: usize, out: &mut Vec<Scored>) {
+        out.clear();
+        for &candidate in candidates {
+            if out.len() >= max {
+                break;
+            }
+            let v = self.vector(candidate.node);
+            if out.iter().all(|kept| self.distance.eval(v, self.vector(kept.node)) >= candidate.distance) {
+                out.push(candidate);
+            }
+        }
+    }
+
+    /// Greedy descent from the packed `entry` down to layer `level + 1`.
+    fn descend(&self, query: &[f32], level: usize, entry: u64, s: &mut Scratch) -> Scored {
+        let (node, top) = unpack(entry);
+        let mut current = Scored { distance: self.distance.eval(query, self.vector(node)), node };
+        for l in (level + 1..=top).rev() {
+            current = self.greedy(query, current, l, s);
+        }
+        current
+    }
+
+    /// The `k` nearest nodes to `query`, closest first, searching layer 0 with `max(ef, k)`.
+    pub(crate) fn search<'s>(&self, query: &[f32], k: usize, ef: usize, s: &'s mut Scratch) -> &'s [Scored] {
+        let entry = self.entry.load(Acquire);
+        if entry == NO_ENTRY || k == 0 {
+            s.found.clear();
+            return &s.found;
+        }
+        let start = self.descend(query, 0, entry, s);
+        s.seeds.clear();
+        s.seeds.push(start);
+        self.search_layer(query, ef.max(k), 0, s);
+        s.found.truncate(k);
+        &s.found
+    }
+
+    /// Links the appended nodes `nodes` into the graph, in parallel on the current rayon pool.
+    pub(crate) fn insert_range(&self, nodes: Range<u32>, locks: &BuildLocks) {
+        nodes.into_par_iter().for_each(|node| with_scratch(|s| self.insert(node, locks, s)));
+    }
+
+    /// Links one appended node: descend to its level, then per layer search with
+    /// `ef_construction`, select its neighbours and add (pruned) back-links.
+    fn insert(&self, node: u32, locks: &BuildLocks, s: &mut Scratch) {
+        let level = self.levels[node as usize] as usize;
+        let mut entry = self.entry.load(Acquire);
+        // A node that will become the new top holds the entry lock for its whole insertion, so
+        // two such nodes cannot both raise the top; this happens about log_m(n) times per graph.
+        let _raising_top = if entry == NO_ENTRY || level > unpack(entry).1 {
+            let guard = lock(&locks.entry);
+            entry = self.entry.load(Acquire);
+            if entry == NO_ENTRY {
+                self.entry.store(pack(node, level), Release);
+                return;
+            }
+            Some(guard).filter(|_| level > unpack(entry).1)
+        } else {
+            None
+        };
+        let top = unpack(entry).1;
+        let query = self.vector(node);
+        let start = self.descend(query, level, entry, s);
+        s.seeds.clear();
+        s.seeds.push(start);
+        for l in (0..=level.min(top)).rev() {
+            self.search_layer(query, self.params.ef_construction, l, s);
+            // The node itself can be reached through a back-link added by a concurrent insert.
+            s.found.retain(|c| c.node != node);
+            self.select(&s.found, self.params.m, &mut s.selected);
+            {
+                let _own = lock(&locks.nodes[node as usize]);
+                self.write_list(node, l, &s.selected);
+            }
+            for i in 0..s.selected.len() {
+                let neighbor = s.selected[i];
+                self.link_back(neighbor, node, l, locks, s);
+            }
+            std::mem::swap(&mut s.seeds, &mut s.found);
+        }
+        if level > top {
+            self.entry.store(pack(node, level), Release);
+        }
+    }
+
+    /// Adds `new` to `neighbor`'s list on `level`; a full list is re-pruned with the heuristic.
+    fn link_back(&self, neighbor: Scored, new: u32, level: usize, locks: &BuildLocks, s: &mut Scratch) {
+        let capacity = self.params.capacity(level);
+        let _guard = lock(&locks.nodes[neighbor.node as usize]);
+        let list = self.list(neighbor.node, level);
+        let count = (list[0].load(Relaxed) as usize).min(capacity);
+        if count < capacity {
+            list[1 + count].store(new, Relaxed);
+            list[0].store(count as u32 + 1, Release);
+            return;
+        }
+        let base = self.vector(neighbor.node);
+        s.prune.clear();
+        s.prune.push(Scored { distance: neighbor.distance, node: new });
+        for slot in &list[1..=count] {
+            let n = slot.load(Relaxed);
+            s.prune.push(Scored { distance: self.distance.eval(base, self.vector(n)), node: n });
+        }
+        s.prune.sort_unstable();
+        self.select(&s.prune, capacity, &mut s.pruned);
+        self.write_list(neighbor.node, level, &s.pruned);
+    }
+}

@@ -1,0 +1,70 @@
+//! The external id → (segment, node) map. Node → external id is each segment's own `ids` array,
+//! so both directions are O(1).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::{Error, Result};
+
+/// Where a vector lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub segment: u64,
+    pub node: u32,
+}
+
+/// Hashes one u64 with a strong 64-bit mixer (the murmur3 finaliser): ids chosen by callers are
+/// often sequential, and SipHash would cost more than the rest of the lookup.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        z = (z ^ (z >> 33)).wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        z ^ (z >> 33)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+pub(crate) struct IdMap {
+    locations: FastMap<u64, Location>,
+}
+
+impl IdMap {
+    pub(crate) fn get(&self, id: u64) -> Option<Location> {
+        self.locations.get(&id).copied()
+    }
+
+    /// Fails on the first id already present or repeated within `ids`.
+    pub(crate) fn check_new(&self, ids: &[u64]) -> Result<()> {
+        let mut seen = FastSet::with_capacity_and_hasher(ids.len(), Default::default());
+        for &id in ids {
+            if self.locations.contains_key(&id) {
+                return Err(Error::DuplicateId { id, in_batch: false });
+            }
+            if !seen.insert(id) {
+                return Err(Error::DuplicateId { id, in_batch: true });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn insert(&mut self, id: u64, location: Location) {
+        self.locations.insert(id, location);
+    }
+}

@@ -1,0 +1,432 @@
+//! omendb: an embeddable vector search engine built from segmented HNSW graphs.
+//!
+//! This is the Rust API; C, C++ and other runtimes use the same engine through [`ffi`] and the
+//! generated `include/omendb.h`.
+//!
+//! ```
+//! use omendb::{Index, Metric, Options};
+//!
+//! let index = Index::new(Options::new(3, Metric::L2)).unwrap();
+//! index.insert_batch(&[10, 11], &[0.0, 0.0, 1.0, 5.0, 5.0, 5.0]).unwrap();
+//! let hits = index.search(&[0.0, 0.0, 0.9], 1, 0).unwrap();
+//! assert_eq!(hits[0].id, 10);
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod distance;
+pub mod ffi;
+mod hnsw;
+mod ids;
+mod segment;
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use rayon::prelude::*;
+
+pub use distance::Metric;
+use distance::Distance;
+use ids::{IdMap, Location};
+use segment::{Growing, Hit, Layout, SegmentSet};
+
+/// Everything that can go wrong, each with the detail a caller needs to fix the input.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument is out of its documented range (k = 0, dim = 0, m too small, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A vector's length does not match the index dimension.
+    #[error("dimension mismatch: {0}")]
+    DimensionMismatch(String),
+    /// A vector holds NaN or an infinity.
+    #[error("vector {row} has a non-finite component ({value}) at position {column}")]
+    NonFinite { row: usize, column: usize, value: f32 },
+    /// A zero vector under the cosine metric, which has no direction to compare.
+    #[error("vector {row} is all zeros, which the cosine metric cannot compare")]
+    ZeroVector { row: usize },
+    /// An id that is already in the index, or twice in one batch.
+    #[error("id {id} {}", if *.in_batch { "appears more than once in the batch" } else { "is already in the index" })]
+    DuplicateId { id: u64, in_batch: bool },
+    /// The worker thread pool could not start.
+    #[error("could not start worker threads: {0}")]
+    Threads(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Index configuration. [`Options::new`] fills every field but `dim` and `metric` with defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Dimension of every vector (1..=65,536).
+    pub dim: usize,
+    pub metric: Metric,
+    /// Links per node on upper layers (layer 0 keeps 2·m); 2..=128, default 16.
+    pub m: usize,
+    /// Beam width while building; default 100.
+    pub ef_construction: usize,
+    /// Beam width of a search that passes `ef = 0`; default 64.
+    pub ef_search: usize,
+    /// Vectors per segment before it is sealed; default 1,048,576.
+    pub segment_capacity: usize,
+    /// Threads that build graphs and serve batch searches; 0 = one per core.
+    pub threads: usize,
+    /// Seeds the level draw, so builds are reproducible.
+    pub seed: u64,
+}
+
+impl Options {
+    pub const DEFAULT_M: usize = 16;
+    pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
+    pub const DEFAULT_EF_SEARCH: usize = 64;
+    pub const DEFAULT_SEGMENT_CAPACITY: usize = 1 << 20;
+    pub const MAX_DIM: usize = 1 << 16;
+    pub const MAX_M: usize = 128;
+
+    pub fn new(dim: usize, metric: Metric) -> Self {
+        Options {
+            dim,
+            metric,
+            m: Self::DEFAULT_M,
+            ef_construction: Self::DEFAULT_EF_CONSTRUCTION,
+            ef_search: Self::DEFAULT_EF_SEARCH,
+            segment_capacity: Self::DEFAULT_SEGMENT_CAPACITY,
+            threads: 0,
+            seed: 0x6f6d_656e_6462,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(Error::InvalidArgument(what)) };
+        check((1..=Self::MAX_DIM).contains(&self.dim), format!("dim must be in 1..={}, got {}", Self::MAX_DIM, self.dim))?;
+        check((2..=Self::MAX_M).contains(&self.m), format!("m must be in 2..={}, got {}", Self::MAX_M, self.m))?;
+        check(self.ef_construction >= 1, "ef_construction must be at least 1".into())?;
+        check(self.ef_search >= 1, "ef_search must be at least 1".into())?;
+        check(
+            (1..u32::MAX as usize).contains(&self.segment_capacity),
+            format!("segment_capacity must be in 1..{}, got {}", u32::MAX, self.segment_capacity),
+        )?;
+        check(self.threads <= 4096, format!("threads must be at most 4096, got {}", self.threads))
+    }
+}
+
+/// One neighbour of a query.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SearchResult {
+    pub id: u64,
+    /// Distance under the index metric (smaller is closer).
+    pub distance: f32,
+}
+
+/// Insert state owned by the single writer at a time.
+struct Writer {
+    ids: IdMap,
+    next_ordinal: u64,
+}
+
+/// A segmented HNSW index. Every method takes `&self`: searches run concurrently with each other
+/// and with inserts; inserts are serialised among themselves (each one is parallel inside).
+pub struct Index {
+    options: Options,
+    layout: Layout,
+    distance: Distance,
+    pool: rayon::ThreadPool,
+    writer: Mutex<Writer>,
+    segments: RwLock<Arc<SegmentSet>>,
+}
+
+impl Index {
+    /// An empty in-memory index.
+    pub fn new(options: Options) -> Result<Index> {
+        options.validate()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .thread_name(|i| format!("omendb-{i}"))
+            .build()
+            .map_err(|e| Error::Threads(e.to_string()))?;
+        let distance = Distance::new(options.metric);
+        let params = hnsw::Params { m: options.m, ef_construction: options.ef_construction, seed: options.seed };
+        let layout = Layout { dim: options.dim, capacity: options.segment_capacity, params, distance };
+        let growing = Arc::new(Growing::new(&layout, 0));
+        Ok(Index {
+            segments: RwLock::new(Arc::new(SegmentSet { sealed: Vec::new(), growing })),
+            writer: Mutex::new(Writer { ids: IdMap::default(), next_ordinal: 1 }),
+            options,
+            layout,
+            distance,
+            pool,
+        })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub fn dim(&self) -> usize {
+        self.options.dim
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.options.metric
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of non-empty segments (sealed ones plus the growing one if it holds data).
+    pub fn segment_count(&self) -> usize {
+        self.snapshot().count()
+    }
+
+    /// True when `id` is in the index.
+    pub fn contains(&self, id: u64) -> bool {
+        self.writer().ids.get(id).is_some()
+    }
+
+    fn snapshot(&self) -> Arc<SegmentSet> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        // Writer state is changed only after every check passed and the segments were swapped
+        // in, so a panic cannot leave it half-updated.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Inserts one vector.
+    pub fn insert(&self, id: u64, vector: &[f32]) -> Result<()> {
+        self.insert_batch(&[id], vector)
+    }
+
+    /// Inserts `ids.len()` vectors stored row-major in `vectors`. All or nothing: on any error
+    /// the index is unchanged. Linking runs in parallel on the index's threads.
+    pub fn insert_batch(&self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        let dim = self.options.dim;
+        if vectors.len() != ids.len() * dim {
+            return Err(Error::DimensionMismatch(format!(
+                "{} ids need {} floats at dim {dim}, got {}",
+                ids.len(),
+                ids.len() * dim,
+                vectors.len()
+            )));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer();
+        writer.ids.check_new(ids)?;
+        let vectors = self.prepare(vectors)?;
+
+        let current = self.snapshot();
+        let into_growing = current.growing.room().min(ids.len());
+        let (head_ids, rest_ids) = ids.split_at(into_growing);
+        let (head_vectors, rest_vectors) = vectors.split_at(into_growing * dim);
+        let capacity = self.layout.capacity;
+        let first_ordinal = writer.next_ordinal;
+        let chunks: Vec<_> = rest_ids.chunks(capacity).zip(rest_vectors.chunks(capacity * dim)).collect();
+        let growing_start = current.growing.len();
+
+        let (_, built) = self.pool.install(|| {
+            rayon::join(
+                || current.growing.add(head_ids, head_vectors),
+                || {
+                    chunks
+                        .par_iter()
+                        .enumerate()
+                        .map(|(i, (ids, vectors))| {
+                            let ordinal = first_ordinal + i as u64;
+                            if ids.len() == capacity {
+                                Ok(Growing::build_sealed(&self.layout, ordinal, ids, vectors))
+                            } else {
+                                let growing = Growing::new(&self.layout, ordinal);
+                                growing.add(ids, vectors);
+                                Err(growing)
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                },
+            )
+        });
+
+        let mut sealed = current.sealed.clone();
+        let mut growing = current.growing.clone();
+        if growing.room() == 0 {
+            sealed.push(Arc::new(growing.seal()));
+            growing = Arc::new(Growing::new(&self.layout, first_ordinal + chunks.len() as u64));
+        }
+        for segment in built {
+            match segment {
+                Ok(full) => sealed.push(Arc::new(full)),
+                Err(partial) => growing = Arc::new(partial),
+            }
+        }
+        let next_set = Arc::new(SegmentSet { sealed, growing });
+        *self.segments.write().unwrap_or_else(PoisonError::into_inner) = next_set;
+
+        writer.next_ordinal = first_ordinal + chunks.len() as u64 + 1;
+        let head_ordinal = current.growing.ordinal();
+        for (i, &id) in head_ids.iter().enumerate() {
+            writer.ids.insert(id, Location { segment: head_ordinal, node: (growing_start + i) as u32 });
+        }
+        for (c, (chunk_ids, _)) in chunks.iter().enumerate() {
+            for (i, &id) in chunk_ids.iter().enumerate() {
+                writer.ids.insert(id, Location { segment: first_ordinal + c as u64, node: i as u32 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every row (finite; non-zero under cosine) and returns the rows as the graph
+    /// stores them: normalised for cosine, unchanged otherwise.
+    fn prepare<'a>(&self, vectors: &'a [f32]) -> Result<Cow<'a, [f32]>> {
+        for (row, vector) in vectors.chunks_exact(self.options.dim).enumerate() {
+            if let Some(column) = vector.iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFinite { row, column, value: vector[column] });
+            }
+        }
+        if self.options.metric != Metric::Cosine {
+            return Ok(Cow::Borrowed(vectors));
+        }
+        let mut normalised = vectors.to_vec();
+        for (row, vector) in normalised.chunks_exact_mut(self.options.dim).enumerate() {
+            let squared = self.distance.norm_squared(vector);
+            // f64 fallback: components near f32::MAX overflow the f32 sum, tiny ones underflow it.
+            let norm = if squared.is_normal() {
+                squared.sqrt() as f64
+            } else {
+                vector.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+            };
+            if norm == 0.0 {
+                return Err(Error::ZeroVector { row });
+            }
+            vector.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+        }
+        Ok(Cow::Owned(normalised))
+    }
+
+    fn check_search(&self, k: usize, ef: usize) -> Result<usize> {
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        let ef = if ef == 0 { self.options.ef_search } else { ef };
+        Ok(ef.max(k))
+    }
+
+    /// The `k` nearest neighbours of `query`, closest first (fewer when the index holds fewer).
+    /// `ef` is the beam width: 0 uses `Options::ef_search`, and a value below `k` is raised to
+    /// `k`. Segments are searched in parallel on the index's threads.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<SearchResult>> {
+        let ef = self.check_search(k, ef)?;
+        let query = self.prepare_queries(query, 1)?;
+        let set = self.snapshot();
+        let mut hits = Vec::with_capacity(k);
+        if set.sealed.is_empty() {
+            set.search(&query, k, ef, &mut hits);
+        } else {
+            self.pool.install(|| set.par_search(&query, k, ef, &mut hits));
+        }
+        Ok(hits.iter().map(|h| SearchResult { id: h.id, distance: h.distance }).collect())
+    }
+
+    fn prepare_queries<'a>(&self, queries: &'a [f32], count: usize) -> Result<Cow<'a, [f32]>> {
+        let dim = self.options.dim;
+        if queries.len() != count * dim {
+            return Err(Error::DimensionMismatch(format!(
+                "{count} queries need {} floats at dim {dim}, got {}",
+                count * dim,
+                queries.len()
+            )));
+        }
+        self.prepare(queries)
+    }
+
+    /// Searches many queries (row-major in `queries`); see [`Index::search_batch_into`].
+    pub fn search_batch(&self, queries: &[f32], k: usize, ef: usize, threads: usize) -> Result<Vec<Vec<SearchResult>>> {
+        let count = queries.len() / self.options.dim.max(1);
+        let mut ids = vec![0; count * k];
+        let mut distances = vec![0.0; count * k];
+        let mut counts = vec![0; count];
+        self.search_batch_into(queries, k, ef, threads, &mut ids, &mut distances, &mut counts)?;
+        Ok((0..count)
+            .map(|q| {
+                (0..counts[q]).map(|j| SearchResult { id: ids[q * k + j], distance: distances[q * k + j] }).collect()
+            })
+            .collect())
+    }
+
+    /// Searches `counts.len()` queries and writes query `q`'s hits to `ids[q*k..]` and
+    /// `distances[q*k..]`, their number to `counts[q]`; unused slots get id `u64::MAX` and
+    /// distance `+inf`. `threads`: 1 runs on the calling thread, 0 on the index's threads, any
+    /// other number on a pool of that size. On error nothing is written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_batch_into(
+        &self,
+        queries: &[f32],
+        k: usize,
+        ef: usize,
+        threads: usize,
+        ids: &mut [u64],
+        distances: &mut [f32],
+        counts: &mut [usize],
+    ) -> Result<()> {
+        let count = counts.len();
+        let ef = self.check_search(k, ef)?;
+        if ids.len() != count * k || distances.len() != count * k {
+            return Err(Error::InvalidArgument(format!(
+                "output buffers must hold {count} × {k} = {} slots, got {} ids and {} distances",
+                count * k,
+                ids.len(),
+                distances.len()
+            )));
+        }
+        let queries = self.prepare_queries(queries, count)?;
+        if count == 0 {
+            return Ok(());
+        }
+        let set = self.snapshot();
+        let one = |(((query, ids), distances), count): (((&[f32], &mut [u64]), &mut [f32]), &mut usize), hits: &mut Vec<Hit>| {
+            set.search(query, k, ef, hits);
+            *count = hits.len();
+            for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
+                let hit = hits.get(slot);
+                *id = hit.map_or(u64::MAX, |h| h.id);
+                *distance = hit.map_or(f32::INFINITY, |h| h.distance);
+            }
+        };
+        let dim = self.options.dim;
+        match threads {
+            1 => {
+                let mut hits = Vec::with_capacity(k);
+                let rows = queries.chunks_exact(dim).zip(ids.chunks_exact_mut(k)).zip(distances.chunks_exact_mut(k));
+                rows.zip(counts.iter_mut()).for_each(|row| one(row, &mut hits));
+            }
+            _ => {
+                let run = || {
+                    queries
+                        .par_chunks_exact(dim)
+                        .zip(ids.par_chunks_exact_mut(k))
+                        .zip(distances.par_chunks_exact_mut(k))
+                        .zip(counts.par_iter_mut())
+                        .for_each_init(|| Vec::with_capacity(k), |hits, row| one(row, hits))
+                };
+                if threads == 0 || threads == self.pool.current_num_threads() {
+                    self.pool.install(run);
+                } else {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .map_err(|e| Error::Threads(e.to_string()))?
+                        .install(run);
+                }
+            }
+        }
+        Ok(())
+    }
+}

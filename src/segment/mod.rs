@@ -1,0 +1,206 @@
+//! Segments: one growing segment takes inserts; a full one is sealed (compacted, immutable).
+//! A query fans out over every segment and the per-segment top-k lists merge into one.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, PoisonError};
+
+use crate::distance::Distance;
+use crate::hnsw::{with_scratch, BuildLocks, Graph, Params};
+
+/// One search hit with the caller's id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Hit {
+    pub distance: f32,
+    pub id: u64,
+}
+
+/// How each segment's graph is built.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    pub dim: usize,
+    pub capacity: usize,
+    pub params: Params,
+    pub distance: Distance,
+}
+
+impl Layout {
+    /// Each segment draws its levels from its own stream, so segments built in parallel stay
+    /// reproducible.
+    fn graph(&self, ordinal: u64) -> Graph {
+        let params = Params { seed: self.params.seed ^ ordinal.wrapping_mul(0xD1B5_4A32_D192_ED03), ..self.params };
+        Graph::new(self.dim, params, self.distance)
+    }
+}
+
+struct GrowingState {
+    graph: Graph,
+    ids: Vec<u64>,
+    locks: BuildLocks,
+}
+
+/// The segment that takes inserts. Appending takes the write lock briefly; linking and searching
+/// share the read lock, with per-node locks inside the graph.
+pub(crate) struct Growing {
+    ordinal: u64,
+    capacity: usize,
+    state: RwLock<GrowingState>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // Writers only append whole batches before any reader can see them; a panic during an
+    // append leaves the old, consistent prefix, so a poisoned lock is still safe to read.
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Growing {
+    pub(crate) fn new(layout: &Layout, ordinal: u64) -> Self {
+        Growing {
+            ordinal,
+            capacity: layout.capacity,
+            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Vec::new(), locks: BuildLocks::default() }),
+        }
+    }
+
+    pub(crate) fn ordinal(&self) -> u64 {
+        self.ordinal
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        read(&self.state).ids.len()
+    }
+
+    pub(crate) fn room(&self) -> usize {
+        self.capacity - self.len()
+    }
+
+    /// Appends and links a batch, in parallel on the current rayon pool. The caller serialises
+    /// calls and keeps the batch within `room()`.
+    pub(crate) fn add(&self, ids: &[u64], vectors: &[f32]) {
+        if ids.is_empty() {
+            return;
+        }
+        let first = {
+            let mut state = write(&self.state);
+            let first = state.graph.len();
+            state.graph.append(vectors);
+            state.ids.extend_from_slice(ids);
+            let len = state.graph.len();
+            state.locks.grow_to(len);
+            first
+        };
+        let state = read(&self.state);
+        state.graph.insert_range(first as u32..(first + ids.len()) as u32, &state.locks);
+    }
+
+    /// Appends all of `ids` and returns the sealed segment, without copying the graph.
+    pub(crate) fn build_sealed(layout: &Layout, ordinal: u64, ids: &[u64], vectors: &[f32]) -> Sealed {
+        let growing = Growing::new(layout, ordinal);
+        growing.add(ids, vectors);
+        let state = growing.state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Sealed::new(state.graph, state.ids)
+    }
+
+    /// A sealed copy, for when searches may still hold this segment.
+    pub(crate) fn seal(&self) -> Sealed {
+        let state = read(&self.state);
+        Sealed::new(state.graph.compacted(), state.ids.clone())
+    }
+
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+        let state = read(&self.state);
+        search_graph(&state.graph, &state.ids, query, k, ef, out);
+    }
+}
+
+/// An immutable segment.
+pub(crate) struct Sealed {
+    graph: Graph,
+    ids: Vec<u64>,
+}
+
+impl Sealed {
+    fn new(mut graph: Graph, mut ids: Vec<u64>) -> Self {
+        graph.shrink_to_fit();
+        ids.shrink_to_fit();
+        Sealed { graph, ids }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+        search_graph(&self.graph, &self.ids, query, k, ef, out);
+    }
+}
+
+fn search_graph(graph: &Graph, ids: &[u64], query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+    with_scratch(|s| {
+        let found = graph.search(query, k, ef, s);
+        out.extend(found.iter().map(|f| Hit { distance: f.distance, id: ids[f.node as usize] }));
+    });
+}
+
+/// The segments a query sees: swapped as a whole by the writer, so a search holds one snapshot.
+pub(crate) struct SegmentSet {
+    pub sealed: Vec<Arc<Sealed>>,
+    pub growing: Arc<Growing>,
+}
+
+impl SegmentSet {
+    pub(crate) fn count(&self) -> usize {
+        self.sealed.len() + usize::from(self.growing.len() > 0)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sealed.iter().map(|s| s.len()).sum::<usize>() + self.growing.len()
+    }
+
+    /// Searches every segment one after another and merges into `out` (the best `k`, closest first).
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+        out.clear();
+        for segment in &self.sealed {
+            segment.search(query, k, ef, out);
+        }
+        self.growing.search(query, k, ef, out);
+        merge(out, k);
+    }
+
+    /// Searches the segments in parallel on the current rayon pool, then merges.
+    pub(crate) fn par_search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+        use rayon::prelude::*;
+        if self.sealed.is_empty() {
+            return self.search(query, k, ef, out);
+        }
+        let (mut hits, growing) = rayon::join(
+            || {
+                self.sealed
+                    .par_iter()
+                    .map(|segment| {
+                        let mut hits = Vec::with_capacity(k);
+                        segment.search(query, k, ef, &mut hits);
+                        hits
+                    })
+                    .flatten_iter()
+                    .collect::<Vec<_>>()
+            },
+            || {
+                let mut hits = Vec::with_capacity(k);
+                self.growing.search(query, k, ef, &mut hits);
+                hits
+            },
+        );
+        hits.extend(growing);
+        merge(&mut hits, k);
+        *out = hits;
+    }
+}
+
+/// Keeps the `k` closest hits, sorted by distance then id (deterministic under ties).
+fn merge(hits: &mut Vec<Hit>, k: usize) {
+    hits.sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
+    hits.truncate(k);
+}
