@@ -76,6 +76,7 @@ pub struct Options {
     pub seed: u64,
 }
 
+/// cbindgen:ignore
 impl Options {
     pub const DEFAULT_M: usize = 16;
     pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
@@ -83,7 +84,10 @@ impl Options {
     pub const DEFAULT_SEGMENT_CAPACITY: usize = 1 << 20;
     pub const MAX_DIM: usize = 1 << 16;
     pub const MAX_M: usize = 128;
+}
 
+impl Options {
+    /// Options with the defaults for everything but `dim` and `metric`.
     pub fn new(dim: usize, metric: Metric) -> Self {
         Options {
             dim,

@@ -1,0 +1,112 @@
+//! The panic boundary and pointer checks that every export goes through.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::error::{omen_error, omen_status, Failure};
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into());
+    format!("internal error (please report): {detail}")
+}
+
+/// Runs a fallible export body: catches panics, turns failures into a status, and stores the
+/// error in `*err` (when `err` is not NULL). On success `*err` is set to NULL.
+pub(crate) fn guard(err: *mut *mut omen_error, body: impl FnOnce() -> Result<(), Failure>) -> omen_status {
+    let outcome = catch_unwind(AssertUnwindSafe(body))
+        .unwrap_or_else(|payload| Err(Failure::new(omen_status::Panic, panic_message(&*payload))));
+    let (status, error) = match outcome {
+        Ok(()) => (omen_status::Ok, std::ptr::null_mut()),
+        Err(failure) => (failure.status, Box::into_raw(omen_error::boxed(failure))),
+    };
+    if err.is_null() {
+        if !error.is_null() {
+            // SAFETY: `error` was just made by `Box::into_raw` and nobody else has seen it.
+            drop(unsafe { Box::from_raw(error) });
+        }
+    } else {
+        // SAFETY: a non-NULL `err` points to writable storage for one pointer (caller's contract).
+        unsafe { err.write(error) };
+    }
+    status
+}
+
+/// Runs an export that cannot fail; a panic yields `fallback`.
+pub(crate) fn infallible<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+/// A borrowed C array as a slice. (NULL, 0) is the empty slice; NULL with a length fails.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `len` initialised `T`s that stay valid and unmodified for `'a`.
+pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<&'a [T], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    check_array(ptr, len, name)?;
+    // SAFETY: non-NULL, aligned, size fits in isize (checked above); validity is the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A caller's output array as a mutable slice, with the same rules as [`slice`].
+///
+/// # Safety
+/// A non-NULL `ptr` must point to `len` writable `T`s that nothing else accesses during `'a`.
+pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize, name: &str) -> Result<&'a mut [T], Failure> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    check_array(ptr, len, name)?;
+    // SAFETY: as in `slice`, plus exclusive access (caller's contract; overlap between our own
+    // arguments is rejected by `disjoint`).
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
+fn check_array<T>(ptr: *const T, len: usize, name: &str) -> Result<(), Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(name));
+    }
+    if !ptr.is_aligned() {
+        return Err(Failure::invalid(format!("`{name}` is not aligned for its element type")));
+    }
+    match len.checked_mul(size_of::<T>()) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err(Failure::invalid(format!("`{name}` length {len} is too large"))),
+    }
+}
+
+/// Fails when two argument arrays share memory (which would alias a `&mut`).
+pub(crate) fn disjoint<A, B>(a: &[A], b: &[B], names: (&str, &str)) -> Result<(), Failure> {
+    let range = |start: usize, bytes: usize| start..start + bytes;
+    let (ra, rb) = (range(a.as_ptr() as usize, size_of_val(a)), range(b.as_ptr() as usize, size_of_val(b)));
+    if ra.is_empty() || rb.is_empty() || ra.end <= rb.start || rb.end <= ra.start {
+        Ok(())
+    } else {
+        Err(Failure::invalid(format!("`{}` and `{}` overlap", names.0, names.1)))
+    }
+}
+
+/// Writes `value` to a required out-pointer.
+///
+/// # Safety
+/// A non-NULL `ptr` must be valid for one write of `T`.
+pub(crate) unsafe fn write_out<T>(ptr: *mut T, value: T) {
+    // SAFETY: checked non-NULL by the caller's `require` and valid by its contract.
+    unsafe { ptr.write(value) }
+}
+
+/// Fails with `OMEN_STATUS_NULL_ARGUMENT` when `ptr` is NULL.
+pub(crate) fn require<T>(ptr: *const T, name: &str) -> Result<(), Failure> {
+    if ptr.is_null() {
+        Err(Failure::null(name))
+    } else if !ptr.is_aligned() {
+        Err(Failure::invalid(format!("`{name}` is not aligned for its type")))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! `omen_index`: create, insert, search, inspect, free.
+
+use super::error::{omen_error, omen_status, Failure};
+use super::guard::{disjoint, guard, infallible, require, slice, slice_mut, write_out};
+use super::options::omen_options;
+use crate::Index;
+
+/// An index handle. Opaque: create it with `omen_index_create`, free it with `omen_index_free`.
+pub struct omen_index {
+    index: Index,
+}
+
+/// Borrows the index behind a handle.
+///
+/// # Safety
+/// A non-NULL `handle` must come from `omen_index_create` and not be freed during `'a`.
+unsafe fn index<'a>(handle: *const omen_index) -> Result<&'a Index, Failure> {
+    require(handle, "index")?;
+    // SAFETY: non-NULL and aligned (checked); live by the caller's contract.
+    Ok(unsafe { &(*handle).index })
+}
+
+fn product(a: usize, b: usize, what: &str) -> Result<usize, Failure> {
+    a.checked_mul(b).ok_or_else(|| Failure::invalid(format!("{what} overflows size_t")))
+}
+
+fn check_dim(index: &Index, dim: usize) -> Result<(), Failure> {
+    if dim == index.dim() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            omen_status::DimensionMismatch,
+            format!("vectors have dimension {dim} but the index has dimension {}", index.dim()),
+        ))
+    }
+}
+
+/// Creates an empty in-memory index.
+///
+/// # Ownership
+/// Borrows `options` (only during the call). On success `*out_index` receives a new index that
+/// the caller owns and releases with `omen_index_free`; on failure `*out_index` is untouched.
+///
+/// # Thread safety
+/// Safe from any thread.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT` for a NULL `options` or `out_index`;
+/// `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `options->size`, dim = 0, an unknown metric or a
+/// parameter out of range; `OMEN_STATUS_RESOURCE_EXHAUSTED` when worker threads cannot start.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_create(
+    options: *const omen_options,
+    out_index: *mut *mut omen_index,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        require(options, "options")?;
+        require(out_index, "out_index")?;
+        // SAFETY: non-NULL and aligned (checked); a readable omen_options by the caller's contract.
+        // Read as a copy, so a caller changing it later has no effect.
+        let options = unsafe { options.read() }.to_options()?;
+        let handle = Box::new(omen_index { index: Index::new(options)? });
+        // SAFETY: `out_index` is non-NULL and aligned (checked) and writable (caller's contract).
+        unsafe { write_out(out_index, Box::into_raw(handle)) };
+        Ok(())
+    })
+}
+
+/// Inserts `count` vectors with caller-chosen ids, all or nothing.
+///
+/// `vectors` is row-major: `count * dim` floats, row i belonging to `ids[i]`. `dim` must equal the
+/// index dimension. Vectors are linked in parallel on the index's threads; the call returns when
+/// all are searchable. `count = 0` is a successful no-op (`ids` and `vectors` may then be NULL).
+///
+/// # Ownership
+/// Borrows `ids` and `vectors` during the call only; the index keeps copies.
+///
+/// # Thread safety
+/// May run concurrently with searches and other inserts on the same index; inserts are applied
+/// one at a time.
+///
+/// # Errors
+/// On any error the index is unchanged. `OMEN_STATUS_NULL_ARGUMENT` for a NULL `index`, or NULL
+/// `ids`/`vectors` with `count > 0`; `OMEN_STATUS_DIMENSION_MISMATCH` when `dim` differs from
+/// the index; `OMEN_STATUS_NON_FINITE` for NaN or infinity; `OMEN_STATUS_ZERO_VECTOR` for a zero
+/// vector under cosine; `OMEN_STATUS_DUPLICATE_ID` for an id already present or repeated in the
+/// batch; `OMEN_STATUS_INVALID_ARGUMENT` for misaligned pointers or sizes that overflow.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_insert_batch(
+    index: *mut omen_index,
+    ids: *const u64,
+    vectors: *const f32,
+    count: usize,
+    dim: usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        check_dim(index, dim)?;
+        let floats = product(count, dim, "count * dim")?;
+        // SAFETY: `ids` holds `count` ids and `vectors` `count * dim` floats (caller's contract),
+        // both only read during this call.
+        let (ids, vectors) = unsafe { (slice(ids, count, "ids")?, slice(vectors, floats, "vectors")?) };
+        index.insert_batch(ids, vectors)?;
+        Ok(())
+    })
+}
+
+/// Finds the `k` nearest neighbours of one query, closest first.
+///
+/// `query` holds `dim` floats (`dim` must equal the index dimension). `ef` is the beam width:
+/// 0 uses `options.ef_search`, and a value below `k` is raised to `k` (larger = better recall,
+/// slower). `out_ids` and `out_distances` must each hold `k` slots; `*out_count` receives the
+/// number of hits (less than `k` only when the index holds fewer vectors); the slots after it
+/// are set to `OMEN_NO_ID` and `INFINITY`. Sealed segments are searched in parallel.
+///
+/// # Ownership
+/// Borrows every pointer during the call only; writes the outputs only on success.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`; sees every
+/// batch whose insert returned before the search started.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT` for a NULL pointer; `OMEN_STATUS_INVALID_ARGUMENT` for k = 0,
+/// misaligned or overlapping buffers; `OMEN_STATUS_DIMENSION_MISMATCH`; `OMEN_STATUS_NON_FINITE`;
+/// `OMEN_STATUS_ZERO_VECTOR` for a zero query under cosine.
+#[no_mangle]
+#[must_use]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn omen_index_search(
+    index: *const omen_index,
+    query: *const f32,
+    dim: usize,
+    k: usize,
+    ef: usize,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_count: *mut usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        check_dim(index, dim)?;
+        require(query, "query")?;
+        require(out_count, "out_count")?;
+        // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
+        // each (caller's contract); overlaps are rejected below before any write.
+        let (query, ids, distances) = unsafe {
+            (slice(query, dim, "query")?, slice_mut(out_ids, k, "out_ids")?, slice_mut(out_distances, k, "out_distances")?)
+        };
+        disjoint(ids, distances, ("out_ids", "out_distances"))?;
+        disjoint(query, ids, ("query", "out_ids"))?;
+        disjoint(query, distances, ("query", "out_distances"))?;
+        let hits = index.search(query, k, ef)?;
+        for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
+            *id = hits.get(slot).map_or(u64::MAX, |h| h.id);
+            *distance = hits.get(slot).map_or(f32::INFINITY, |h| h.distance);
+        }
+        // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
+        unsafe { write_out(out_count, hits.len()) };
+        Ok(())
+    })
+}
+
+/// Searches `n_queries` queries at once, spread over `threads` threads.
+///
+/// `queries` is row-major, `n_queries * dim` floats. Query q's hits go to
+/// `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
+/// unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
+/// thread, 0 on the index's own threads, any other value on a temporary pool of that size.
+/// `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
+///
+/// # Ownership
+/// Borrows every pointer during the call only; writes the outputs only on success.
+///
+/// # Thread safety
+/// As `omen_index_search`.
+///
+/// # Errors
+/// As `omen_index_search`, checked for every query before any search runs;
+/// `OMEN_STATUS_RESOURCE_EXHAUSTED` when the requested threads cannot start.
+#[no_mangle]
+#[must_use]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn omen_index_search_batch(
+    index: *const omen_index,
+    queries: *const f32,
+    n_queries: usize,
+    dim: usize,
+    k: usize,
+    ef: usize,
+    threads: usize,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_counts: *mut usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        check_dim(index, dim)?;
+        if k == 0 {
+            return Err(Failure::invalid("k must be at least 1"));
+        }
+        let floats = product(n_queries, dim, "n_queries * dim")?;
+        let slots = product(n_queries, k, "n_queries * k")?;
+        // SAFETY: sizes as documented (caller's contract); overlaps are rejected below before
+        // any write.
+        let (queries, ids, distances, counts) = unsafe {
+            (
+                slice(queries, floats, "queries")?,
+                slice_mut(out_ids, slots, "out_ids")?,
+                slice_mut(out_distances, slots, "out_distances")?,
+                slice_mut(out_counts, n_queries, "out_counts")?,
+            )
+        };
+        disjoint(ids, distances, ("out_ids", "out_distances"))?;
+        disjoint(ids, counts, ("out_ids", "out_counts"))?;
+        disjoint(distances, counts, ("out_distances", "out_counts"))?;
+        disjoint(queries, ids, ("queries", "out_ids"))?;
+        disjoint(queries, distances, ("queries", "out_distances"))?;
+        disjoint(queries, counts, ("queries", "out_counts"))?;
+        index.search_batch_into(queries, k, ef, threads, ids, distances, counts)?;
+        Ok(())
+    })
+}
+
+/// Number of vectors in the index; 0 for a NULL `index`.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`.
+#[no_mangle]
+pub extern "C" fn omen_index_len(index: *const omen_index) -> usize {
+    // SAFETY: the caller passes NULL or a live handle (documented).
+    infallible(0, || unsafe { self::index(index) }.map_or(0, Index::len))
+}
+
+/// The index dimension; 0 for a NULL `index`.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`.
+#[no_mangle]
+pub extern "C" fn omen_index_dim(index: *const omen_index) -> usize {
+    // SAFETY: the caller passes NULL or a live handle (documented).
+    infallible(0, || unsafe { self::index(index) }.map_or(0, Index::dim))
+}
+
+/// Number of non-empty segments (sealed ones plus the growing one); 0 for a NULL `index`.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`.
+#[no_mangle]
+pub extern "C" fn omen_index_segment_count(index: *const omen_index) -> usize {
+    // SAFETY: the caller passes NULL or a live handle (documented).
+    infallible(0, || unsafe { self::index(index) }.map_or(0, Index::segment_count))
+}
+
+/// Frees an index and everything it holds.
+///
+/// # Ownership
+/// Takes `index`; it must not be used afterwards. NULL is accepted and ignored.
+///
+/// # Thread safety
+/// No other call may use `index` concurrently or afterwards.
+#[no_mangle]
+pub extern "C" fn omen_index_free(index: *mut omen_index) {
+    infallible((), || {
+        if !index.is_null() {
+            // SAFETY: a non-NULL handle came from `Box::into_raw` in `omen_index_create` and is
+            // freed once (caller's contract).
+            drop(unsafe { Box::from_raw(index) });
+        }
+    })
+}

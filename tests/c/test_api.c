@@ -1,0 +1,182 @@
+/* C API test: real results (exact hits, recall against brute force, batch == single) and every
+ * bad input rejected with its status while the index stays unchanged. Exit code 0 = pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omendb.h"
+
+#define DIM 32
+#define N 3000
+#define K 10
+#define QUERIES 50
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fprintf(stderr, "\n");                                         \
+            failures++;                                                    \
+        }                                                                  \
+    } while (0)
+
+static uint64_t rng_state = 0x1234567;
+static float next_float(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) & 0xFFFFFF) / (float)0x1000000 * 2.0f - 1.0f;
+}
+
+static float l2(const float *a, const float *b) {
+    float s = 0;
+    for (int i = 0; i < DIM; i++) s += (a[i] - b[i]) * (a[i] - b[i]);
+    return s;
+}
+
+/* Expects `status` with a matching error code and a non-empty message, then frees the error. */
+static void expect_error(omen_status status, omen_error *err, omen_status expected, const char *what) {
+    CHECK(status == expected, "%s: got %s, want %s", what, omen_status_name(status), omen_status_name(expected));
+    CHECK(err != NULL, "%s: no error object", what);
+    CHECK(omen_error_code(err) == expected, "%s: error code %u", what, (unsigned)omen_error_code(err));
+    CHECK(strlen(omen_error_message(err)) > 0, "%s: empty message", what);
+    omen_error_free(err);
+}
+
+/* Evaluates `call` (which writes `err`) before inspecting `err`. */
+#define EXPECT(call, expected, what)                \
+    do {                                            \
+        omen_status got_ = (call);                  \
+        expect_error(got_, err, (expected), (what)); \
+        err = NULL;                                 \
+    } while (0)
+
+int main(void) {
+    omen_index *index = NULL;
+    omen_error *err = NULL;
+    float *base = malloc(sizeof(float) * N * DIM);
+    uint64_t *ids = malloc(sizeof(uint64_t) * N);
+    float queries[QUERIES * DIM];
+    uint64_t out_ids[QUERIES * K];
+    float out_distances[QUERIES * K];
+    size_t out_counts[QUERIES];
+    size_t count = 0;
+    omen_status status;
+
+    CHECK(omen_abi_version() == OMEN_ABI_VERSION, "abi %u vs %u", omen_abi_version(), OMEN_ABI_VERSION);
+    CHECK(strlen(omen_version()) > 0, "empty version");
+    printf("omendb %s (abi %u)\n", omen_version(), omen_abi_version());
+
+    omen_options options;
+    status = omen_options_default(&options, sizeof options - 1, &err);
+    expect_error(status, err, OMEN_STATUS_INVALID_ARGUMENT, "options size mismatch");
+    status = omen_options_default(&options, sizeof options, &err);
+    CHECK(status == OMEN_STATUS_OK && err == NULL, "options_default: %s", omen_error_message(err));
+    CHECK(options.m == 16 && options.ef_construction == 100 && options.dim == 0, "defaults m=%zu", options.m);
+
+    status = omen_index_create(&options, &index, &err);
+    expect_error(status, err, OMEN_STATUS_INVALID_ARGUMENT, "dim 0");
+    CHECK(index == NULL, "index written on failure");
+    options.dim = DIM;
+    options.metric = 99;
+    status = omen_index_create(&options, &index, &err);
+    expect_error(status, err, OMEN_STATUS_INVALID_ARGUMENT, "unknown metric");
+    options.metric = OMEN_METRIC_L2;
+    options.threads = 2;
+    status = omen_index_create(&options, &index, &err);
+    CHECK(status == OMEN_STATUS_OK, "create: %s", omen_error_message(err));
+    if (status != OMEN_STATUS_OK) goto cleanup;
+    CHECK(omen_index_dim(index) == DIM && omen_index_len(index) == 0, "fresh index");
+
+    for (size_t i = 0; i < (size_t)N * DIM; i++) base[i] = next_float();
+    for (size_t i = 0; i < N; i++) ids[i] = 1000000 + i * 7;
+    for (size_t i = 0; i < (size_t)QUERIES * DIM; i++) queries[i] = next_float();
+
+    /* Two batches, so the second one links into an existing graph. */
+    status = omen_index_insert_batch(index, ids, base, N / 2, DIM, &err);
+    CHECK(status == OMEN_STATUS_OK, "insert 1: %s", omen_error_message(err));
+    status = omen_index_insert_batch(index, ids + N / 2, base + (N / 2) * DIM, N - N / 2, DIM, NULL);
+    CHECK(status == OMEN_STATUS_OK, "insert 2");
+    CHECK(omen_index_len(index) == N, "len %zu", omen_index_len(index));
+
+    /* An inserted vector finds itself at distance 0. */
+    status = omen_index_search(index, base + 1234 * DIM, DIM, K, 0, out_ids, out_distances, &count, &err);
+    CHECK(status == OMEN_STATUS_OK && count == K, "self search: %s", omen_error_message(err));
+    CHECK(out_ids[0] == ids[1234] && out_distances[0] == 0.0f, "self hit %llu %f", (unsigned long long)out_ids[0], out_distances[0]);
+    for (size_t j = 1; j < count; j++) CHECK(out_distances[j - 1] <= out_distances[j], "unsorted at %zu", j);
+
+    /* Recall against brute force, and batch search equal to single searches. */
+    status = omen_index_search_batch(index, queries, QUERIES, DIM, K, 64, 2, out_ids, out_distances, out_counts, &err);
+    CHECK(status == OMEN_STATUS_OK, "search_batch: %s", omen_error_message(err));
+    size_t hits = 0;
+    for (int q = 0; q < QUERIES; q++) {
+        const float *query = queries + q * DIM;
+        float best[K];
+        uint64_t best_ids[K];
+        for (int j = 0; j < K; j++) best[j] = INFINITY;
+        for (size_t i = 0; i < N; i++) {
+            float d = l2(query, base + i * DIM);
+            if (d >= best[K - 1]) continue;
+            int j = K - 1;
+            while (j > 0 && best[j - 1] > d) { best[j] = best[j - 1]; best_ids[j] = best_ids[j - 1]; j--; }
+            best[j] = d; best_ids[j] = ids[i];
+        }
+        CHECK(out_counts[q] == K, "count %zu", out_counts[q]);
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++) hits += out_ids[q * K + a] == best_ids[b];
+        uint64_t single_ids[K];
+        float single_d[K];
+        status = omen_index_search(index, query, DIM, K, 64, single_ids, single_d, &count, NULL);
+        CHECK(status == OMEN_STATUS_OK && memcmp(single_ids, out_ids + q * K, sizeof single_ids) == 0, "batch != single for %d", q);
+    }
+    double recall = (double)hits / (QUERIES * K);
+    printf("recall@%d = %.3f over %d queries\n", K, recall, QUERIES);
+    CHECK(recall >= 0.95, "recall %.3f", recall);
+
+    /* Bad input: the right status, and nothing changes. */
+    float bad[DIM];
+    memcpy(bad, base, sizeof bad);
+    bad[3] = NAN;
+    uint64_t fresh_id = 42;
+    EXPECT(omen_index_insert_batch(index, &fresh_id, bad, 1, DIM, &err), OMEN_STATUS_NON_FINITE, "NaN");
+    bad[3] = INFINITY;
+    EXPECT(omen_index_insert_batch(index, &fresh_id, bad, 1, DIM, &err), OMEN_STATUS_NON_FINITE, "inf");
+    EXPECT(omen_index_insert_batch(index, &fresh_id, base, 1, DIM + 1, &err), OMEN_STATUS_DIMENSION_MISMATCH, "dim");
+    EXPECT(omen_index_insert_batch(index, ids, base, 1, DIM, &err), OMEN_STATUS_DUPLICATE_ID, "dup existing");
+    uint64_t twice[2] = {7, 7};
+    EXPECT(omen_index_insert_batch(index, twice, base, 2, DIM, &err), OMEN_STATUS_DUPLICATE_ID, "dup in batch");
+    EXPECT(omen_index_insert_batch(NULL, ids, base, 1, DIM, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL index");
+    EXPECT(omen_index_insert_batch(index, NULL, base, 1, DIM, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL ids");
+    EXPECT(omen_index_insert_batch(index, &fresh_id, NULL, 1, DIM, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL vectors");
+    CHECK(omen_index_insert_batch(index, NULL, NULL, 0, DIM, &err) == OMEN_STATUS_OK && err == NULL, "empty batch");
+    CHECK(omen_index_len(index) == N, "len changed to %zu", omen_index_len(index));
+
+    count = 12345;
+    EXPECT(omen_index_search(index, base, DIM, 0, 0, out_ids, out_distances, &count, &err), OMEN_STATUS_INVALID_ARGUMENT, "k=0");
+    EXPECT(omen_index_search(index, base, DIM - 1, K, 0, out_ids, out_distances, &count, &err), OMEN_STATUS_DIMENSION_MISMATCH, "query dim");
+    EXPECT(omen_index_search(index, bad, DIM, K, 0, out_ids, out_distances, &count, &err), OMEN_STATUS_NON_FINITE, "query inf");
+    EXPECT(omen_index_search(index, base, DIM, K, 0, NULL, out_distances, &count, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL out_ids");
+    EXPECT(omen_index_search(index, base, DIM, K, 0, out_ids, out_distances, NULL, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL out_count");
+    EXPECT(omen_index_search(index, base, DIM, K, 0, out_ids, (float *)out_ids, &count, &err), OMEN_STATUS_INVALID_ARGUMENT, "overlap");
+    CHECK(count == 12345, "out_count written on failure");
+
+    /* ef below k is raised to k; k above len returns len hits padded with OMEN_NO_ID. */
+    status = omen_index_search(index, base, DIM, K, 1, out_ids, out_distances, &count, &err);
+    CHECK(status == OMEN_STATUS_OK && count == K, "ef < k");
+
+cleanup:
+    omen_index_free(index);
+    omen_index_free(NULL);
+    omen_error_free(NULL);
+    free(base);
+    free(ids);
+    if (failures) {
+        fprintf(stderr, "test_api: %d checks failed\n", failures);
+        return 1;
+    }
+    printf("test_api: all checks passed\n");
+    return 0;
+}

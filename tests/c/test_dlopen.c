@@ -1,0 +1,44 @@
+/* Loads the shared library at run time, as Python ctypes, Node or Java FFM do, and checks that
+ * the exported symbols resolve and agree with the header. Usage: test_dlopen path/to/libomendb.so */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "omendb.h"
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s libomendb.so\n", argv[0]);
+        return 2;
+    }
+    void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        fprintf(stderr, "dlopen: %s\n", dlerror());
+        return 1;
+    }
+    int ok = 1;
+    uint32_t (*abi)(void) = (uint32_t (*)(void))dlsym(lib, "omen_abi_version");
+    const char *(*version)(void) = (const char *(*)(void))dlsym(lib, "omen_version");
+    const char *(*name)(uint32_t) = (const char *(*)(uint32_t))dlsym(lib, "omen_status_name");
+    const char *symbols[] = {"omen_options_default", "omen_index_create", "omen_index_insert_batch",
+                             "omen_index_search", "omen_index_search_batch", "omen_index_len",
+                             "omen_index_free", "omen_error_free", "omen_error_message", "omen_error_code"};
+    for (size_t i = 0; i < sizeof symbols / sizeof *symbols; i++) {
+        if (!dlsym(lib, symbols[i])) {
+            fprintf(stderr, "missing symbol %s\n", symbols[i]);
+            ok = 0;
+        }
+    }
+    if (!abi || !version || !name) {
+        fprintf(stderr, "missing version symbols\n");
+        ok = 0;
+    } else {
+        ok &= abi() == OMEN_ABI_VERSION;
+        ok &= strcmp(name(OMEN_STATUS_DUPLICATE_ID), "OMEN_STATUS_DUPLICATE_ID") == 0;
+        ok &= strcmp(name(123456), "OMEN_STATUS_UNKNOWN") == 0;
+        printf("dlopen: omendb %s abi %u\n", version(), abi());
+    }
+    dlclose(lib);
+    printf("test_dlopen: %s\n", ok ? "all checks passed" : "FAILED");
+    return ok ? 0 : 1;
+}
