@@ -326,12 +326,17 @@ impl Graph {
                 let _own = lock(&locks.nodes[node as usize]);
                 self.write_list(node, l, &s.selected);
             }
-            for i in 0..s.selected.len() {
-                let neighbor = s.selected[i];
-                self.link_back(neighbor, node, l, locks, s);
-            }
+            s.back_links.extend(s.selected.iter().map(|&n| (l, n)));
             std::mem::swap(&mut s.seeds, &mut s.found);
         }
+        // Back-links make the node reachable. Adding them only now, lowest layer first, means a
+        // search can never descend into this node on a layer where its own list is still empty.
+        s.back_links.sort_by_key(|&(l, _)| l);
+        for i in 0..s.back_links.len() {
+            let (l, neighbor) = s.back_links[i];
+            self.link_back(neighbor, node, l, locks, s);
+        }
+        s.back_links.clear();
         if level > top {
             self.entry.store(pack(node, level), Release);
         }

@@ -77,6 +77,8 @@ pub(crate) struct Scratch {
     pub unvisited: Vec<u32>,
     /// Candidates while re-pruning an overfull list.
     pub prune: Vec<Scored>,
+    /// (layer, neighbour) pairs that still need a link back to the node being inserted.
+    pub back_links: Vec<(usize, Scored)>,
     /// What the heuristic keeps of `prune`.
     pub pruned: Vec<Scored>,
 }
