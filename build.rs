@@ -1,31 +1,40 @@
-//! Writes include/omendb.h from the `#[no_mangle]` exports in src/ffi/ with cbindgen.
+// Writes include/omendb.h from the `#[no_mangle]` exports in src/ffi/ with cbindgen.
+// tests/header.rs includes this file to regenerate the header and compare it with the committed one.
 
-use std::path::PathBuf;
+use std::path::Path;
 
+#[allow(dead_code)] // called by cargo; tests/header.rs includes this file for `generate` only
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let version = std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
+    // Writes only when the content changed, so an unchanged header keeps its timestamp.
+    generate(Path::new(&root), &version).write_to_file(Path::new(&root).join("include/omendb.h"));
+}
+
+/// The header for the crate at `root`, whose Cargo.toml version is `version`.
+fn generate(root: &Path, version: &str) -> cbindgen::Bindings {
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml is valid");
-    config.after_includes = Some(after_includes());
-    let bindings = cbindgen::Builder::new()
-        .with_crate(&root)
+    config.after_includes = Some(after_includes(version));
+    cbindgen::Builder::new()
+        .with_crate(root)
         .with_config(config)
         .generate()
-        .expect("src/ffi/ must generate a header");
-    // Writes only when the content changed, so an unchanged header keeps its timestamp.
-    bindings.write_to_file(root.join("include/omendb.h"));
+        .expect("src/ffi/ must generate a header")
 }
 
 /// Macros that come from Cargo.toml rather than from Rust items, so they can never drift.
-fn after_includes() -> String {
-    let version = |part: &str| std::env::var(format!("CARGO_PKG_VERSION_{part}")).expect("cargo sets the version");
+fn after_includes(version: &str) -> String {
+    let mut parts = version.split(['.', '-']);
+    let mut next = || parts.next().unwrap_or("0").to_string();
+    let (major, minor, patch) = (next(), next(), next());
     format!(
         r#"
 /** Version of the omendb this header was generated from; omen_version() gives the linked one. */
-#define OMEN_VERSION_MAJOR {}
-#define OMEN_VERSION_MINOR {}
-#define OMEN_VERSION_PATCH {}
+#define OMEN_VERSION_MAJOR {major}
+#define OMEN_VERSION_MINOR {minor}
+#define OMEN_VERSION_PATCH {patch}
 
 /** Id written to result slots that hold no hit. */
 #define OMEN_NO_ID UINT64_MAX
@@ -36,9 +45,6 @@ fn after_includes() -> String {
 #else
 #define OMEN_MUST_USE
 #endif
-"#,
-        version("MAJOR"),
-        version("MINOR"),
-        version("PATCH")
+"#
     )
 }

@@ -110,3 +110,38 @@ pub(crate) fn require<T>(ptr: *const T, name: &str) -> Result<(), Failure> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::error::{omen_error_code, omen_error_free, omen_error_message};
+
+    #[test]
+    fn a_panic_becomes_a_status_and_an_error_and_never_unwinds_into_c() {
+        let mut err = std::ptr::null_mut();
+        let status = guard(&mut err, || panic!("boom {}", 42));
+        assert_eq!(status, omen_status::Panic);
+        assert_eq!(omen_error_code(err), omen_status::Panic);
+        // SAFETY: `err` is a live error, its message a valid C string.
+        let message = unsafe { std::ffi::CStr::from_ptr(omen_error_message(err)) }.to_str().unwrap().to_owned();
+        assert!(message.contains("boom 42"), "{message}");
+        omen_error_free(err);
+        assert_eq!(guard(std::ptr::null_mut(), || panic!("no err pointer")), omen_status::Panic);
+        assert_eq!(infallible(7, || panic!("getter")), 7);
+    }
+
+    #[test]
+    fn success_clears_the_error_pointer() {
+        let mut err = 0x10 as *mut omen_error;
+        assert_eq!(guard(&mut err, || Ok(())), omen_status::Ok);
+        assert!(err.is_null());
+    }
+
+    #[test]
+    fn overlapping_ranges_are_detected() {
+        let buffer = [0u64; 8];
+        assert!(disjoint(&buffer[..4], &buffer[4..], ("a", "b")).is_ok());
+        assert!(disjoint(&buffer[..5], &buffer[4..], ("a", "b")).is_err());
+        assert!(disjoint(&buffer[..0], &buffer[..], ("a", "b")).is_ok());
+    }
+}
