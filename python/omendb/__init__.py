@@ -1,0 +1,198 @@
+"""omendb for Python: the C library loaded with ctypes (numpy in, numpy out).
+
+    import numpy as np, omendb
+    index = omendb.Index(dim=128, metric="cosine")
+    index.insert_batch(np.arange(1000, dtype=np.uint64), vectors)        # float32[1000, 128]
+    ids, distances = index.search_batch(queries, k=10)                   # uint64[q, 10], float32[q, 10]
+
+The library is found through the OMENDB_LIBRARY variable (a path to libomendb.so), else in the
+cargo target directory of the checkout this package sits in (release, then debug). Long calls
+release the GIL (ctypes does so for every foreign call).
+"""
+import ctypes
+import os
+import pathlib
+
+import numpy as np
+
+__all__ = ["Index", "Error", "InvalidInputError", "library_path", "version"]
+
+_METRICS = {"l2": 0, "cosine": 1, "cos": 1, "ip": 2, "inner_product": 2}
+
+
+class Error(Exception):
+    """A failed omendb call; `status` is the omen_status code, `status_name` its name."""
+
+    def __init__(self, status, status_name, message):
+        super().__init__(f"{status_name}: {message}")
+        self.status, self.status_name, self.message = status, status_name, message
+
+
+class InvalidInputError(Error, ValueError):
+    """The input was rejected (statuses 1-99): wrong dimension, NaN, duplicate id, k = 0, ..."""
+
+
+def library_path():
+    """Where the shared library is loaded from."""
+    explicit = os.environ.get("OMENDB_LIBRARY")
+    if explicit:
+        return pathlib.Path(explicit)
+    root = pathlib.Path(__file__).resolve().parents[2]
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    for profile in ("release", "debug"):
+        candidate = target / profile / "libomendb.so"
+        if candidate.exists():
+            return candidate
+    raise OSError(f"libomendb.so not found under {target}: run `cargo build --release` or set OMENDB_LIBRARY")
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("dim", ctypes.c_size_t),
+        ("metric", ctypes.c_uint32),
+        ("m", ctypes.c_size_t),
+        ("ef_construction", ctypes.c_size_t),
+        ("ef_search", ctypes.c_size_t),
+        ("segment_capacity", ctypes.c_size_t),
+        ("threads", ctypes.c_size_t),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+def _load():
+    lib = ctypes.CDLL(str(library_path()))
+    p, size, u32, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint64
+    err = ctypes.POINTER(ctypes.c_void_p)
+    signatures = {
+        "omen_abi_version": (u32, []),
+        "omen_version": (ctypes.c_char_p, []),
+        "omen_status_name": (ctypes.c_char_p, [u32]),
+        "omen_error_code": (u32, [p]),
+        "omen_error_message": (ctypes.c_char_p, [p]),
+        "omen_error_free": (None, [p]),
+        "omen_options_default": (u32, [ctypes.POINTER(_Options), size, err]),
+        "omen_index_create": (u32, [ctypes.POINTER(_Options), ctypes.POINTER(p), err]),
+        "omen_index_insert_batch": (u32, [p, p, p, size, size, err]),
+        "omen_index_search": (u32, [p, p, size, size, size, p, p, ctypes.POINTER(size), err]),
+        "omen_index_search_batch": (u32, [p, p, size, size, size, size, size, p, p, p, err]),
+        "omen_index_len": (size, [p]),
+        "omen_index_dim": (size, [p]),
+        "omen_index_segment_count": (size, [p]),
+        "omen_index_free": (None, [p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        function = getattr(lib, name)
+        function.restype, function.argtypes = restype, argtypes
+    if lib.omen_abi_version() != 1:
+        raise OSError(f"{library_path()} has ABI {lib.omen_abi_version()}, this binding needs 1")
+    return lib
+
+
+_lib = _load()
+
+
+def version():
+    return _lib.omen_version().decode()
+
+
+def _call(function, *args):
+    error = ctypes.c_void_p()
+    status = function(*args, ctypes.byref(error))
+    if status != 0:
+        message = _lib.omen_error_message(error).decode(errors="replace")
+        _lib.omen_error_free(error)
+        name = _lib.omen_status_name(status).decode()
+        raise (InvalidInputError if status < 100 else Error)(status, name, message)
+
+
+def _pointer(array):
+    return array.ctypes.data_as(ctypes.c_void_p)
+
+
+class Index:
+    """An in-memory segmented HNSW index. Safe to share between threads."""
+
+    def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
+                 threads=0, seed=None):
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+        options = _Options()
+        _call(_lib.omen_options_default, ctypes.byref(options), ctypes.sizeof(options))
+        options.dim, options.metric, options.m = dim, _METRICS[metric], m
+        options.ef_construction, options.threads = ef_construction, threads
+        if ef_search is not None:
+            options.ef_search = ef_search
+        if segment_capacity is not None:
+            options.segment_capacity = segment_capacity
+        if seed is not None:
+            options.seed = seed
+        handle = ctypes.c_void_p()
+        _call(_lib.omen_index_create, ctypes.byref(options), ctypes.byref(handle))
+        self._handle = handle
+        self.dim = dim
+
+    def _live(self):
+        if self._handle is None:
+            raise Error(2, "OMEN_STATUS_INVALID_ARGUMENT", "the index is closed")
+        return self._handle
+
+    def close(self):
+        """Frees the index; further calls raise. Idempotent."""
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
+            _lib.omen_index_free(handle)
+
+    __del__ = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self):
+        return _lib.omen_index_len(self._live())
+
+    @property
+    def segment_count(self):
+        return _lib.omen_index_segment_count(self._live())
+
+    def _matrix(self, vectors):
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors.reshape(1, -1)
+        if vectors.ndim != 2:
+            raise ValueError(f"expected a 2-d array of vectors, got shape {vectors.shape}")
+        return vectors
+
+    def insert_batch(self, ids, vectors):
+        """Inserts rows of `vectors` (float32[n, dim]) under `ids` (uint64[n]); all or nothing."""
+        ids = np.ascontiguousarray(ids, dtype=np.uint64).reshape(-1)
+        vectors = self._matrix(vectors)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        _call(_lib.omen_index_insert_batch, self._live(), _pointer(ids), _pointer(vectors), len(ids), vectors.shape[1])
+
+    def insert(self, id, vector):
+        self.insert_batch([id], vector)
+
+    def search(self, query, k=10, ef=0):
+        """The k nearest neighbours of one query: (uint64 ids, float32 distances), closest first."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        ids, distances, count = np.empty(k, np.uint64), np.empty(k, np.float32), ctypes.c_size_t()
+        _call(_lib.omen_index_search, self._live(), _pointer(query), len(query), k, ef,
+              _pointer(ids), _pointer(distances), ctypes.byref(count))
+        return ids[: count.value], distances[: count.value]
+
+    def search_batch(self, queries, k=10, ef=0, threads=0):
+        """Searches every row of `queries`: (uint64[q, k] ids, float32[q, k] distances). Missing
+        hits (fewer than k vectors) have id 2**64-1 and distance inf. threads: 0 = the index's
+        threads, 1 = this thread."""
+        queries = self._matrix(queries)
+        n = len(queries)
+        ids, distances = np.empty((n, k), np.uint64), np.empty((n, k), np.float32)
+        counts = np.empty(n, np.uintp)
+        _call(_lib.omen_index_search_batch, self._live(), _pointer(queries), n, queries.shape[1], k, ef, threads,
+              _pointer(ids), _pointer(distances), _pointer(counts))
+        return ids, distances

@@ -1,0 +1,69 @@
+"""The Python binding: real results against numpy brute force, and clear errors."""
+import numpy as np
+import pytest
+
+import omendb
+
+
+def clustered(n, dim, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-1, 1, (20, dim)).astype(np.float32)
+    return (centres[rng.integers(0, 20, n)] + 0.25 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_recall_against_brute_force():
+    data = clustered(5100, 48, 1)
+    base, queries = data[:5000], data[5000:]
+    with omendb.Index(dim=48, metric="l2", threads=2) as index:
+        index.insert_batch(np.arange(5000, dtype=np.uint64) + 10, base)
+        assert len(index) == 5000
+        ids, distances = index.search_batch(queries, k=10)
+        assert ids.shape == (100, 10) and ids.dtype == np.uint64 and distances.dtype == np.float32
+        exact = np.argsort(((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1), axis=1)[:, :10] + 10
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])
+        assert recall >= 0.95, recall
+        single_ids, single_distances = index.search(queries[0], k=10)
+        assert (single_ids == ids[0]).all() and np.allclose(single_distances, distances[0])
+
+
+def test_cosine_distance_and_padding():
+    with omendb.Index(dim=2, metric="cosine") as index:
+        index.insert_batch([1, 2], np.array([[1, 0], [0, 3]], np.float32))
+        ids, distances = index.search_batch(np.array([[2, 0]], np.float32), k=3)
+        assert ids[0].tolist() == [1, 2, 2**64 - 1]
+        assert np.allclose(distances[0][:2], [0, 1]) and np.isinf(distances[0][2])
+
+
+@pytest.mark.parametrize("vectors, status", [
+    (np.full((1, 8), np.nan, np.float32), "OMEN_STATUS_NON_FINITE"),
+    (np.ones((1, 7), np.float32), "OMEN_STATUS_DIMENSION_MISMATCH"),
+    (np.zeros((1, 8), np.float32), "OMEN_STATUS_ZERO_VECTOR"),
+])
+def test_bad_vectors_raise_and_change_nothing(vectors, status):
+    with omendb.Index(dim=8, metric="cosine") as index:
+        index.insert_batch([1], np.ones((1, 8), np.float32))
+        with pytest.raises(omendb.InvalidInputError) as caught:
+            index.insert_batch([2], vectors)
+        assert caught.value.status_name == status and isinstance(caught.value, ValueError)
+        assert len(index) == 1
+
+
+def test_duplicate_ids_and_k_zero_and_closed_index():
+    index = omendb.Index(dim=4)
+    index.insert_batch([5], np.ones((1, 4), np.float32))
+    with pytest.raises(omendb.InvalidInputError, match="DUPLICATE_ID"):
+        index.insert_batch([6, 5], np.ones((2, 4), np.float32))
+    with pytest.raises(omendb.InvalidInputError, match="INVALID_ARGUMENT"):
+        index.search(np.ones(4, np.float32), k=0)
+    index.close()
+    index.close()
+    with pytest.raises(omendb.Error, match="closed"):
+        len(index)
+
+
+def test_bad_options_raise():
+    with pytest.raises(omendb.InvalidInputError, match="dim"):
+        omendb.Index(dim=0)
+    with pytest.raises(ValueError):
+        omendb.Index(dim=4, metric="hamming")
+    assert omendb.version().count(".") == 2
