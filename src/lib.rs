@@ -19,6 +19,7 @@ pub mod ffi;
 mod hnsw;
 mod ids;
 mod segment;
+mod storage;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

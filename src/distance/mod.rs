@@ -95,7 +95,7 @@ impl Distance {
 
 /// Hints the CPU to start loading `data` into cache; a no-op where unsupported.
 #[inline(always)]
-pub(crate) fn prefetch(data: &[f32]) {
+pub(crate) fn prefetch<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     x86::prefetch(data);
     #[cfg(not(target_arch = "x86_64"))]

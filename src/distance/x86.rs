@@ -22,7 +22,7 @@ pub(super) fn detected() -> Vec<Kernels> {
 }
 
 #[inline(always)]
-pub(super) fn prefetch(data: &[f32]) {
+pub(super) fn prefetch<T>(data: &[T]) {
     // SAFETY: prefetching is only a hint and cannot fault; the pointer comes from a live slice
     // and SSE (which provides the instruction) is part of the x86_64 baseline.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().cast()) }

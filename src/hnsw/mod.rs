@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rayon::prelude::*;
 
 use crate::distance::{prefetch, Distance};
+use crate::storage::{huge_copy, reserve_huge};
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
 
 /// Highest layer a node can be assigned: with m >= 2 the chance to exceed it is below 2^-15.
@@ -127,9 +128,10 @@ impl Graph {
         let count = vectors.len() / self.dim;
         let stride0 = 1 + self.params.capacity(0);
         let stride = 1 + self.params.m;
+        reserve_huge(&mut self.vectors, vectors.len());
         self.vectors.extend_from_slice(vectors);
         self.levels.reserve(count);
-        self.layer0.reserve(count * stride0);
+        reserve_huge(&mut self.layer0, count * stride0);
         self.upper.reserve(count);
         for _ in 0..count {
             let level = self.params.level_of(self.levels.len() as u64);
@@ -141,15 +143,26 @@ impl Graph {
 
     /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.
     pub(crate) fn compacted(&self) -> Graph {
-        let copy = |list: &[AtomicU32]| list.iter().map(|a| AtomicU32::new(a.load(Relaxed))).collect::<Vec<_>>();
+        let copy = |list: &[AtomicU32], into: &mut Vec<AtomicU32>| into.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed))));
+        let mut layer0 = Vec::new();
+        reserve_huge(&mut layer0, self.layer0.len());
+        copy(&self.layer0, &mut layer0);
         Graph {
             dim: self.dim,
             params: self.params,
             distance: self.distance,
-            vectors: self.vectors.clone(),
+            vectors: huge_copy(&self.vectors),
             levels: self.levels.clone(),
-            layer0: copy(&self.layer0),
-            upper: self.upper.iter().map(|u| copy(u).into_boxed_slice()).collect(),
+            layer0,
+            upper: self
+                .upper
+                .iter()
+                .map(|u| {
+                    let mut list = Vec::with_capacity(u.len());
+                    copy(u, &mut list);
+                    list.into_boxed_slice()
+                })
+                .collect(),
             entry: AtomicU64::new(self.entry.load(Acquire)),
         }
     }
@@ -161,6 +174,7 @@ impl Graph {
         self.upper.shrink_to_fit();
     }
 
+    #[inline]
     fn list(&self, node: u32, level: usize) -> &[AtomicU32] {
         if level == 0 {
             let stride = 1 + self.params.capacity(0);
@@ -171,6 +185,7 @@ impl Graph {
         }
     }
 
+    #[inline]
     fn copy_neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         let list = self.list(node, level);
         let count = (list[0].load(Acquire) as usize).min(list.len() - 1);
@@ -221,6 +236,9 @@ impl Graph {
             let worst = s.results.peek().map_or(f32::INFINITY, |w| w.distance);
             if closest.distance > worst && s.results.len() >= ef {
                 break;
+            }
+            if let Some(std::cmp::Reverse(next)) = s.candidates.peek() {
+                prefetch(self.list(next.node, level));
             }
             self.copy_neighbors(closest.node, level, &mut s.neighbors);
             // Mark and prefetch first, then compute: the loads of all unvisited vectors overlap.
