@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-#[allow(dead_code)] // called by cargo; tests/header.rs includes this file for `generate` only
+#[allow(dead_code, clippy::expect_used)] // called by cargo; tests/header.rs includes this file for `generate` only
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
@@ -14,14 +14,11 @@ fn main() {
 }
 
 /// The header for the crate at `root`, whose Cargo.toml version is `version`.
+#[allow(clippy::expect_used)] // a build script reports failure by panicking
 fn generate(root: &Path, version: &str) -> cbindgen::Bindings {
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml is valid");
     config.after_includes = Some(after_includes(version));
-    cbindgen::Builder::new()
-        .with_crate(root)
-        .with_config(config)
-        .generate()
-        .expect("src/ffi/ must generate a header")
+    cbindgen::Builder::new().with_crate(root).with_config(config).generate().expect("src/ffi/ must generate a header")
 }
 
 /// Macros that come from Cargo.toml rather than from Rust items, so they can never drift.

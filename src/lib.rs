@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rayon::prelude::*;
 
-pub use distance::Metric;
 use distance::Distance;
+pub use distance::Metric;
 use ids::{IdMap, Location};
-use segment::{Growing, Hit, Layout, SegmentSet};
+use segment::{Built, Growing, Hit, Layout, SegmentSet};
 
 /// Everything that can go wrong, each with the detail a caller needs to fix the input.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -104,7 +104,10 @@ impl Options {
 
     fn validate(&self) -> Result<()> {
         let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(Error::InvalidArgument(what)) };
-        check((1..=Self::MAX_DIM).contains(&self.dim), format!("dim must be in 1..={}, got {}", Self::MAX_DIM, self.dim))?;
+        check(
+            (1..=Self::MAX_DIM).contains(&self.dim),
+            format!("dim must be in 1..={}, got {}", Self::MAX_DIM, self.dim),
+        )?;
         check((2..=Self::MAX_M).contains(&self.m), format!("m must be in 2..={}, got {}", Self::MAX_M, self.m))?;
         check(self.ef_construction >= 1, "ef_construction must be at least 1".into())?;
         check(self.ef_search >= 1, "ef_search must be at least 1".into())?;
@@ -247,13 +250,7 @@ impl Index {
                         .enumerate()
                         .map(|(i, (ids, vectors))| {
                             let ordinal = first_ordinal + i as u64;
-                            if ids.len() == capacity {
-                                Ok(Growing::build_sealed(&self.layout, ordinal, ids, vectors))
-                            } else {
-                                let growing = Growing::new(&self.layout, ordinal);
-                                growing.add(ids, vectors);
-                                Err(growing)
-                            }
+                            Built::new(&self.layout, ordinal, ids, vectors)
                         })
                         .collect::<Vec<_>>()
                 },
@@ -268,8 +265,8 @@ impl Index {
         }
         for segment in built {
             match segment {
-                Ok(full) => sealed.push(Arc::new(full)),
-                Err(partial) => growing = Arc::new(partial),
+                Built::Sealed(full) => sealed.push(Arc::new(full)),
+                Built::Growing(partial) => growing = Arc::new(partial),
             }
         }
         let next_set = Arc::new(SegmentSet { sealed, growing });
@@ -396,21 +393,24 @@ impl Index {
             return Ok(());
         }
         let set = self.snapshot();
-        let one = |(((query, ids), distances), count): (((&[f32], &mut [u64]), &mut [f32]), &mut usize), hits: &mut Vec<Hit>| {
+        // Writes one query's hits into its row of the outputs; returns how many there are.
+        let one = |query: &[f32], ids: &mut [u64], distances: &mut [f32], hits: &mut Vec<Hit>| {
             set.search(query, k, ef, hits);
-            *count = hits.len();
             for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
                 let hit = hits.get(slot);
                 *id = hit.map_or(u64::MAX, |h| h.id);
                 *distance = hit.map_or(f32::INFINITY, |h| h.distance);
             }
+            hits.len()
         };
         let dim = self.options.dim;
         match threads {
             1 => {
                 let mut hits = Vec::with_capacity(k);
                 let rows = queries.chunks_exact(dim).zip(ids.chunks_exact_mut(k)).zip(distances.chunks_exact_mut(k));
-                rows.zip(counts.iter_mut()).for_each(|row| one(row, &mut hits));
+                for (((query, ids), distances), count) in rows.zip(counts.iter_mut()) {
+                    *count = one(query, ids, distances, &mut hits);
+                }
             }
             _ => {
                 let run = || {
@@ -419,7 +419,10 @@ impl Index {
                         .zip(ids.par_chunks_exact_mut(k))
                         .zip(distances.par_chunks_exact_mut(k))
                         .zip(counts.par_iter_mut())
-                        .for_each_init(|| Vec::with_capacity(k), |hits, row| one(row, hits))
+                        .for_each_init(
+                            || Vec::with_capacity(k),
+                            |hits, (((query, ids), distances), count)| *count = one(query, ids, distances, hits),
+                        )
                 };
                 if threads == 0 || threads == self.pool.current_num_threads() {
                     self.pool.install(run);

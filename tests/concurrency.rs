@@ -1,5 +1,7 @@
 //! Searches running while another thread inserts: every result valid, nothing lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -73,7 +75,8 @@ fn searches_run_while_batches_are_inserted_and_sealed() {
 
 #[test]
 fn concurrent_inserts_from_many_threads_all_land() {
-    let index = Arc::new(Index::new(Options { segment_capacity: 900, ..Options::new(8, Metric::InnerProduct) }).unwrap());
+    let index =
+        Arc::new(Index::new(Options { segment_capacity: 900, ..Options::new(8, Metric::InnerProduct) }).unwrap());
     let data = Arc::new(clustered(4 * 1_000, 8, 10, 77));
     let writers: Vec<_> = (0..4)
         .map(|t| {

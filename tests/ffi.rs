@@ -1,6 +1,8 @@
 //! The C ABI driven from Rust: every bad input gets its own status and leaves the index
 //! exactly as it was (same length, same search results).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::ffi::CStr;
@@ -51,7 +53,17 @@ fn expect(expected: omen_status, call: impl FnOnce(*mut *mut omen_error) -> omen
 
 fn search(index: &Handle, query: &[f32]) -> (Vec<u64>, Vec<f32>) {
     let (mut ids, mut distances, mut count) = (vec![0u64; K], vec![0f32; K], 0usize);
-    let status = omen_index_search(index.0, query.as_ptr(), query.len(), K, 0, ids.as_mut_ptr(), distances.as_mut_ptr(), &mut count, null_mut());
+    let status = omen_index_search(
+        index.0,
+        query.as_ptr(),
+        query.len(),
+        K,
+        0,
+        ids.as_mut_ptr(),
+        distances.as_mut_ptr(),
+        &mut count,
+        null_mut(),
+    );
     assert_eq!(status, omen_status::Ok);
     ids.truncate(count);
     distances.truncate(count);
@@ -86,16 +98,19 @@ fn bad_inputs_get_their_status_and_change_nothing() {
     expect(omen_status::DuplicateId, insert(twice.as_ptr(), rows.as_ptr(), 2, DIM));
     expect(omen_status::NullArgument, insert(null(), rows.as_ptr(), 2, DIM));
     expect(omen_status::NullArgument, insert(fresh.as_ptr(), null(), 2, DIM));
-    expect(omen_status::NullArgument, |err| omen_index_insert_batch(null_mut(), fresh.as_ptr(), rows.as_ptr(), 2, DIM, err));
+    expect(omen_status::NullArgument, |err| {
+        omen_index_insert_batch(null_mut(), fresh.as_ptr(), rows.as_ptr(), 2, DIM, err)
+    });
     expect(omen_status::InvalidArgument, insert(fresh.as_ptr(), rows.as_ptr(), usize::MAX / 2, DIM));
     let misaligned = (rows.as_ptr() as usize + 1) as *const f32;
     expect(omen_status::InvalidArgument, insert(fresh.as_ptr(), misaligned, 2, DIM));
     assert_eq!(insert(null(), null(), 0, DIM)(null_mut()), omen_status::Ok, "an empty batch is a no-op");
 
     let (mut out_ids, mut out_distances, mut count) = ([7u64; K], [7f32; K], 99usize);
-    let search_with = |query: *const f32, dim: usize, k: usize, out_ids: *mut u64, out_distances: *mut f32, out_count: *mut usize| {
-        move |err| omen_index_search(index.0, query, dim, k, 0, out_ids, out_distances, out_count, err)
-    };
+    let search_with =
+        |query: *const f32, dim: usize, k: usize, out_ids: *mut u64, out_distances: *mut f32, out_count: *mut usize| {
+            move |err| omen_index_search(index.0, query, dim, k, 0, out_ids, out_distances, out_count, err)
+        };
     let (oi, od, oc) = (out_ids.as_mut_ptr(), out_distances.as_mut_ptr(), &mut count as *mut usize);
     expect(omen_status::InvalidArgument, search_with(query.as_ptr(), DIM, 0, oi, od, oc));
     expect(omen_status::DimensionMismatch, search_with(query.as_ptr(), DIM + 1, K, oi, od, oc));
@@ -121,8 +136,17 @@ fn search_batch_matches_single_searches_and_pads_missing_slots() {
     let (mut out_ids, mut out_distances, mut counts) = (vec![0u64; 20 * K], vec![0f32; 20 * K], vec![0usize; 20]);
     for threads in [1, 0, 3] {
         let status = omen_index_search_batch(
-            index.0, queries.as_ptr(), 20, DIM, K, 0, threads,
-            out_ids.as_mut_ptr(), out_distances.as_mut_ptr(), counts.as_mut_ptr(), null_mut(),
+            index.0,
+            queries.as_ptr(),
+            20,
+            DIM,
+            K,
+            0,
+            threads,
+            out_ids.as_mut_ptr(),
+            out_distances.as_mut_ptr(),
+            counts.as_mut_ptr(),
+            null_mut(),
         );
         assert_eq!(status, omen_status::Ok);
         for q in 0..20 {
@@ -134,13 +158,35 @@ fn search_batch_matches_single_searches_and_pads_missing_slots() {
         }
     }
     expect(omen_status::InvalidArgument, |err| {
-        omen_index_search_batch(index.0, queries.as_ptr(), 20, DIM, K, 0, 1, out_ids.as_mut_ptr(), out_distances.as_mut_ptr(), out_ids.as_mut_ptr().cast(), err)
+        omen_index_search_batch(
+            index.0,
+            queries.as_ptr(),
+            20,
+            DIM,
+            K,
+            0,
+            1,
+            out_ids.as_mut_ptr(),
+            out_distances.as_mut_ptr(),
+            out_ids.as_mut_ptr().cast(),
+            err,
+        )
     });
 
     let small = create(&options(DIM, omen_metric::L2));
     assert_eq!(omen_index_insert_batch(small.0, ids.as_ptr(), data.as_ptr(), 2, DIM, null_mut()), omen_status::Ok);
     let status = omen_index_search_batch(
-        small.0, queries.as_ptr(), 1, DIM, K, 0, 1, out_ids.as_mut_ptr(), out_distances.as_mut_ptr(), counts.as_mut_ptr(), null_mut(),
+        small.0,
+        queries.as_ptr(),
+        1,
+        DIM,
+        K,
+        0,
+        1,
+        out_ids.as_mut_ptr(),
+        out_distances.as_mut_ptr(),
+        counts.as_mut_ptr(),
+        null_mut(),
     );
     assert_eq!(status, omen_status::Ok);
     assert_eq!(counts[0], 2);
@@ -173,6 +219,7 @@ fn options_and_handles_are_checked() {
     omen_error_free(null_mut());
     assert_eq!(omen_error_code(null()), omen_status::Ok);
     // SAFETY: both return static C strings.
-    let (empty, unknown) = unsafe { (CStr::from_ptr(omen_error_message(null())), CStr::from_ptr(omen_status_name(4242))) };
+    let (empty, unknown) =
+        unsafe { (CStr::from_ptr(omen_error_message(null())), CStr::from_ptr(omen_status_name(4242))) };
     assert_eq!((empty.to_bytes(), unknown.to_bytes()), (&b""[..], &b"OMEN_STATUS_UNKNOWN"[..]));
 }

@@ -1,5 +1,7 @@
 //! include/omendb.h must be exactly what src/ffi/ generates, and committed as such.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! Recall on real data: 50,000 sentence embeddings (384-d, cosine) from ../shared/data, with
 //! exact ground truth. Skips when the files are absent (a user's clone does not have them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use omendb::{Index, Metric, Options};
@@ -36,7 +38,10 @@ fn npm51k_recall_at_10_is_at_least_095() {
     let dir = data_dir();
     let base_path = dir.join("npm51k_base.f16");
     if !base_path.exists() {
-        println!("SKIPPED: {} not found (the shared data set sits beside the project only in CI and dev checkouts)", base_path.display());
+        println!(
+            "SKIPPED: {} not found (the shared data set sits beside the project only in CI and dev checkouts)",
+            base_path.display()
+        );
         return;
     }
     let (dim, queries) = read_vecs(&dir.join("npm51k_query.fvecs"));

@@ -1,6 +1,8 @@
 //! Recall against brute force on generated clustered data, for every metric, at dimensions 128
 //! and 384, with one and with many segments, and batch-built against one-at-a-time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -98,7 +100,8 @@ fn every_vector_finds_itself_and_results_are_sorted() {
     let data = data(64, 5);
     let index = build(&data, Options { segment_capacity: 7_000, ..Options::new(64, Metric::L2) });
     let results = index.search_batch(&data.base, 3, 0, 0).unwrap();
-    let found = results.iter().zip(&data.ids).filter(|(hits, id)| hits[0].id == **id && hits[0].distance == 0.0).count();
+    let found =
+        results.iter().zip(&data.ids).filter(|(hits, id)| hits[0].id == **id && hits[0].distance == 0.0).count();
     println!("{found} of {N} vectors are their own nearest neighbour");
     assert!(found as f64 >= 0.999 * N as f64, "only {found} of {N} found themselves");
     for hits in &results {

@@ -6,11 +6,11 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
-#[cfg(target_arch = "aarch64")]
-mod neon;
 
 /// How two vectors are compared. Smaller distances are closer for every metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -72,16 +72,17 @@ macro_rules! avx2_kernel {
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = 0;
-            // SAFETY (all loads below): `i + width <= n` is checked before each load and both
-            // slices hold `n` floats; unaligned loads accept any address.
             while i + 32 <= n {
                 for (lane, sum) in acc.iter_mut().enumerate() {
-                    let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i + 8 * lane)), _mm256_loadu_ps(pb.add(i + 8 * lane))) };
+                    let (x, y) =
+                        // SAFETY: the loop condition keeps `i + lane_offset + width <= n`, inside both slices.
+                        unsafe { (_mm256_loadu_ps(pa.add(i + 8 * lane)), _mm256_loadu_ps(pb.add(i + 8 * lane))) };
                     *sum = $step(*sum, x, y);
                 }
                 i += 32;
             }
             while i + 8 <= n {
+                // SAFETY: the loop condition keeps `i + width <= n`, inside both slices.
                 let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
                 acc[0] = $step(acc[0], x, y);
                 i += 8;
@@ -117,23 +118,27 @@ macro_rules! avx512_kernel {
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut i = 0;
-            // SAFETY (all loads below): full loads check `i + width <= n`; the masked load
-            // enables only the `n - i < 16` lanes inside both slices and never touches the rest.
             while i + 64 <= n {
                 for (lane, sum) in acc.iter_mut().enumerate() {
-                    let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i + 16 * lane)), _mm512_loadu_ps(pb.add(i + 16 * lane))) };
+                    let (x, y) =
+                        // SAFETY: the loop condition keeps `i + lane_offset + width <= n`, inside both slices.
+                        unsafe { (_mm512_loadu_ps(pa.add(i + 16 * lane)), _mm512_loadu_ps(pb.add(i + 16 * lane))) };
                     *sum = $step(*sum, x, y);
                 }
                 i += 64;
             }
             while i + 16 <= n {
+                // SAFETY: the loop condition keeps `i + width <= n`, inside both slices.
                 let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
                 acc[0] = $step(acc[0], x, y);
                 i += 16;
             }
             if i < n {
                 let mask: __mmask16 = (1u16 << (n - i)) - 1;
-                let (x, y) = unsafe { (_mm512_maskz_loadu_ps(mask, pa.add(i)), _mm512_maskz_loadu_ps(mask, pb.add(i))) };
+                let (x, y) =
+                    // SAFETY: the mask enables only the `n - i < 16` lanes inside both slices; masked-off
+                    // lanes are never read.
+                    unsafe { (_mm512_maskz_loadu_ps(mask, pa.add(i)), _mm512_maskz_loadu_ps(mask, pb.add(i))) };
                 acc[1] = $step(acc[1], x, y);
             }
             _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))

@@ -36,9 +36,19 @@ impl omen_status {
     /// The status for a C value that may be outside the enum (reading it as the enum would be UB).
     fn from_u32(value: u32) -> Option<omen_status> {
         use omen_status::*;
-        [Ok, NullArgument, InvalidArgument, DimensionMismatch, NonFinite, ZeroVector, DuplicateId, ResourceExhausted, Panic]
-            .into_iter()
-            .find(|s| *s as u32 == value)
+        [
+            Ok,
+            NullArgument,
+            InvalidArgument,
+            DimensionMismatch,
+            NonFinite,
+            ZeroVector,
+            DuplicateId,
+            ResourceExhausted,
+            Panic,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == value)
     }
 
     fn name(self) -> &'static CStr {

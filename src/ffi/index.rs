@@ -152,7 +152,11 @@ pub extern "C" fn omen_index_search(
         // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
         // each (caller's contract); overlaps are rejected below before any write.
         let (query, ids, distances) = unsafe {
-            (slice(query, dim, "query")?, slice_mut(out_ids, k, "out_ids")?, slice_mut(out_distances, k, "out_distances")?)
+            (
+                slice(query, dim, "query")?,
+                slice_mut(out_ids, k, "out_ids")?,
+                slice_mut(out_distances, k, "out_distances")?,
+            )
         };
         disjoint(ids, distances, ("out_ids", "out_distances"))?;
         disjoint(query, ids, ("query", "out_ids"))?;

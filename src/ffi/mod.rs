@@ -12,6 +12,9 @@
 //!   access.
 
 #![allow(non_camel_case_types)]
+// The exports are called from C, where every call is unchecked anyway; their pointer contracts are
+// written in each doc comment, and NULL, alignment, sizes and overlap are checked before use.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod error;
 mod guard;

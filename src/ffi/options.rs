@@ -106,7 +106,11 @@ fn check_size(size: usize) -> Result<(), Failure> {
 /// differs from the library's `sizeof(omen_options)`.
 #[no_mangle]
 #[must_use]
-pub extern "C" fn omen_options_default(options: *mut omen_options, size: usize, err: *mut *mut omen_error) -> omen_status {
+pub extern "C" fn omen_options_default(
+    options: *mut omen_options,
+    size: usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
     guard(err, || {
         require(options, "options")?;
         check_size(size)?;

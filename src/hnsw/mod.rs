@@ -143,7 +143,9 @@ impl Graph {
 
     /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.
     pub(crate) fn compacted(&self) -> Graph {
-        let copy = |list: &[AtomicU32], into: &mut Vec<AtomicU32>| into.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed))));
+        let copy = |list: &[AtomicU32], into: &mut Vec<AtomicU32>| {
+            into.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed))))
+        };
         let mut layer0 = Vec::new();
         reserve_huge(&mut layer0, self.layer0.len());
         copy(&self.layer0, &mut layer0);

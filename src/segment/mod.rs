@@ -1,7 +1,7 @@
 //! Segments: one growing segment takes inserts; a full one is sealed (compacted, immutable).
 //! A query fans out over every segment and the per-segment top-k lists merge into one.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::distance::Distance;
 use crate::hnsw::{with_scratch, BuildLocks, Graph, Params};
@@ -60,7 +60,11 @@ impl Growing {
         Growing {
             ordinal,
             capacity: layout.capacity,
-            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Vec::new(), locks: BuildLocks::default() }),
+            state: RwLock::new(GrowingState {
+                graph: layout.graph(ordinal),
+                ids: Vec::new(),
+                locks: BuildLocks::default(),
+            }),
         }
     }
 
@@ -95,14 +99,6 @@ impl Growing {
         state.graph.insert_range(first as u32..(first + ids.len()) as u32, &state.locks);
     }
 
-    /// Appends all of `ids` and returns the sealed segment, without copying the graph.
-    pub(crate) fn build_sealed(layout: &Layout, ordinal: u64, ids: &[u64], vectors: &[f32]) -> Sealed {
-        let growing = Growing::new(layout, ordinal);
-        growing.add(ids, vectors);
-        let state = growing.state.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Sealed::new(state.graph, state.ids)
-    }
-
     /// A sealed copy, for when searches may still hold this segment.
     pub(crate) fn seal(&self) -> Sealed {
         let state = read(&self.state);
@@ -112,6 +108,26 @@ impl Growing {
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
         let state = read(&self.state);
         search_graph(&state.graph, &state.ids, query, k, ef, out);
+    }
+}
+
+/// A segment built from one slice of a batch: sealed when it reached capacity.
+pub(crate) enum Built {
+    Sealed(Sealed),
+    Growing(Growing),
+}
+
+impl Built {
+    /// Builds a new segment from `ids`/`vectors` (at most `layout.capacity` rows); a full one is
+    /// sealed without copying its graph.
+    pub(crate) fn new(layout: &Layout, ordinal: u64, ids: &[u64], vectors: &[f32]) -> Built {
+        let growing = Growing::new(layout, ordinal);
+        growing.add(ids, vectors);
+        if ids.len() < layout.capacity {
+            return Built::Growing(growing);
+        }
+        let state = growing.state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Built::Sealed(Sealed::new(state.graph, state.ids))
     }
 }
 

@@ -17,9 +17,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     int ok = 1;
-    uint32_t (*abi)(void) = (uint32_t (*)(void))dlsym(lib, "omen_abi_version");
-    const char *(*version)(void) = (const char *(*)(void))dlsym(lib, "omen_version");
-    const char *(*name)(uint32_t) = (const char *(*)(uint32_t))dlsym(lib, "omen_status_name");
+    /* POSIX guarantees dlsym's object pointer converts to a function pointer; ISO C does not,
+     * so copy the bits rather than cast (keeps -Wpedantic quiet). */
+    uint32_t (*abi)(void);
+    const char *(*version)(void);
+    const char *(*name)(uint32_t);
+    void *symbol = dlsym(lib, "omen_abi_version");
+    memcpy(&abi, &symbol, sizeof abi);
+    symbol = dlsym(lib, "omen_version");
+    memcpy(&version, &symbol, sizeof version);
+    symbol = dlsym(lib, "omen_status_name");
+    memcpy(&name, &symbol, sizeof name);
     const char *symbols[] = {"omen_options_default", "omen_index_create", "omen_index_insert_batch",
                              "omen_index_search", "omen_index_search_batch", "omen_index_len",
                              "omen_index_free", "omen_error_free", "omen_error_message", "omen_error_code"};

@@ -1,0 +1,81 @@
+# omendb: `make demo` runs the demo, `make test` runs every test. See README.md.
+
+CARGO      ?= cargo
+CC         ?= cc
+CXX        ?= c++
+PYTHON     ?= python3
+RELEASE    := target/release
+BUILD      := build
+VENV       := .venv
+RPATH      := -Wl,-rpath,$(abspath $(RELEASE))
+LINK       := -L$(RELEASE) -lomendb $(RPATH)
+SANITIZE   := -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CWARN      := -Wall -Wextra -Werror -Wpedantic
+NIGHTLY_OK := $(shell $(CARGO) +nightly --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: all lib demo test test-rust test-c test-python test-asan lint bench bench-peers clean
+
+all: lib
+
+lib:
+	$(CARGO) build --release
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+$(BUILD)/demo: examples/c/demo.c include/omendb.h lib | $(BUILD)
+	$(CC) -O2 -std=c11 $(CWARN) -Iinclude $< -o $@ $(LINK) -lm
+
+demo: $(BUILD)/demo
+	./$(BUILD)/demo
+
+test: lint test-rust test-c test-python test-asan
+	@echo "make test: every suite passed"
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --quiet -- -D warnings
+
+test-rust:
+	$(CARGO) test --all-targets
+
+# C and C++ programs against the release library, under AddressSanitizer and UBSan.
+test-c: lib | $(BUILD)
+	$(CC) -std=c11 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_api.c -o $(BUILD)/test_api $(LINK) -lm
+	$(CXX) -std=c++17 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_api.cpp tests/c/test_api_second.cpp -o $(BUILD)/test_api_cpp $(LINK)
+	$(CC) -std=c11 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_dlopen.c -o $(BUILD)/test_dlopen -ldl
+	$(CC) -O2 -std=c11 $(CWARN) $(SANITIZE) -Iinclude examples/c/demo.c -o $(BUILD)/demo_asan $(LINK) -lm
+	./$(BUILD)/test_api
+	./$(BUILD)/test_api_cpp
+	./$(BUILD)/test_dlopen $(RELEASE)/libomendb.so
+	./$(BUILD)/demo_asan 5000 32
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet numpy pytest
+
+test-python: lib $(VENV)/bin/python
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python -m pytest -q python/tests
+
+# The Rust concurrency and FFI tests once more, instrumented by AddressSanitizer (nightly only).
+test-asan:
+ifeq ($(NIGHTLY_OK),yes)
+	RUSTFLAGS=-Zsanitizer=address CARGO_TARGET_DIR=target/asan \
+	  $(CARGO) +nightly test --target x86_64-unknown-linux-gnu --lib --test concurrency --test ffi
+else
+	@echo "SKIPPED test-asan: no nightly toolchain (cargo +nightly), so no -Zsanitizer=address run"
+endif
+
+bench:
+	$(CARGO) bench
+
+# omendb beside hnswlib, faiss, usearch and voyager on npm51k (needs ../shared).
+bench-peers: lib $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet faiss-cpu hnswlib usearch voyager
+	$(VENV)/bin/python ../shared/bench/ann_peers.py ../shared/data/npm51k --metric cos --threads 2 \
+	  --omendb python/ | tee $(BUILD)/peers.txt
+	$(VENV)/bin/python ../shared/bench/compare.py < $(BUILD)/peers.txt
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
