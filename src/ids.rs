@@ -9,7 +9,7 @@ use crate::{Error, Result};
 /// Where a vector lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Location {
-    pub segment: u64,
+    pub segment: u32,
     pub node: u32,
 }
 

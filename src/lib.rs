@@ -85,6 +85,8 @@ impl Options {
     pub const DEFAULT_SEGMENT_CAPACITY: usize = 1 << 20;
     pub const MAX_DIM: usize = 1 << 16;
     pub const MAX_M: usize = 128;
+    /// Node numbers and link offsets inside a segment are 32-bit.
+    pub const MAX_SEGMENT_CAPACITY: usize = 1 << 28;
 }
 
 impl Options {
@@ -112,8 +114,8 @@ impl Options {
         check(self.ef_construction >= 1, "ef_construction must be at least 1".into())?;
         check(self.ef_search >= 1, "ef_search must be at least 1".into())?;
         check(
-            (1..u32::MAX as usize).contains(&self.segment_capacity),
-            format!("segment_capacity must be in 1..{}, got {}", u32::MAX, self.segment_capacity),
+            (1..=Self::MAX_SEGMENT_CAPACITY).contains(&self.segment_capacity),
+            format!("segment_capacity must be in 1..={}, got {}", Self::MAX_SEGMENT_CAPACITY, self.segment_capacity),
         )?;
         check(self.threads <= 4096, format!("threads must be at most 4096, got {}", self.threads))
     }
@@ -130,7 +132,7 @@ pub struct SearchResult {
 /// Insert state owned by the single writer at a time.
 struct Writer {
     ids: IdMap,
-    next_ordinal: u64,
+    next_ordinal: u32,
 }
 
 /// A segmented HNSW index. Every method takes `&self`: searches run concurrently with each other
@@ -238,6 +240,11 @@ impl Index {
         let (head_vectors, rest_vectors) = vectors.split_at(into_growing * dim);
         let capacity = self.layout.capacity;
         let first_ordinal = writer.next_ordinal;
+        // Ordinals this batch may use: one per full chunk plus one for a new growing segment.
+        let next_ordinal = u32::try_from(rest_ids.len().div_ceil(capacity) + 1)
+            .ok()
+            .and_then(|n| first_ordinal.checked_add(n))
+            .ok_or_else(|| Error::InvalidArgument("the index cannot hold more segments".into()))?;
         let chunks: Vec<_> = rest_ids.chunks(capacity).zip(rest_vectors.chunks(capacity * dim)).collect();
         let growing_start = current.growing.len();
 
@@ -249,7 +256,7 @@ impl Index {
                         .par_iter()
                         .enumerate()
                         .map(|(i, (ids, vectors))| {
-                            let ordinal = first_ordinal + i as u64;
+                            let ordinal = first_ordinal + i as u32;
                             Built::new(&self.layout, ordinal, ids, vectors)
                         })
                         .collect::<Vec<_>>()
@@ -261,7 +268,7 @@ impl Index {
         let mut growing = current.growing.clone();
         if growing.room() == 0 {
             sealed.push(Arc::new(growing.seal()));
-            growing = Arc::new(Growing::new(&self.layout, first_ordinal + chunks.len() as u64));
+            growing = Arc::new(Growing::new(&self.layout, first_ordinal + chunks.len() as u32));
         }
         for segment in built {
             match segment {
@@ -272,14 +279,14 @@ impl Index {
         let next_set = Arc::new(SegmentSet { sealed, growing });
         *self.segments.write().unwrap_or_else(PoisonError::into_inner) = next_set;
 
-        writer.next_ordinal = first_ordinal + chunks.len() as u64 + 1;
+        writer.next_ordinal = next_ordinal;
         let head_ordinal = current.growing.ordinal();
         for (i, &id) in head_ids.iter().enumerate() {
             writer.ids.insert(id, Location { segment: head_ordinal, node: (growing_start + i) as u32 });
         }
         for (c, (chunk_ids, _)) in chunks.iter().enumerate() {
             for (i, &id) in chunk_ids.iter().enumerate() {
-                writer.ids.insert(id, Location { segment: first_ordinal + c as u64, node: i as u32 });
+                writer.ids.insert(id, Location { segment: first_ordinal + c as u32, node: i as u32 });
             }
         }
         Ok(())

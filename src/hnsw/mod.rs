@@ -2,9 +2,11 @@
 //! with `ef`, and the neighbour-selection heuristic for both new links and pruned back-links.
 //!
 //! Concurrency: neighbour lists are arrays of `AtomicU32` (`[count, links...]`), so searches read
-//! them without locks while builders rewrite them. Builders serialise writes to one list with that
-//! node's mutex. Every slot always holds some valid node id (new lists start zeroed, and node 0
-//! exists before any list does), so a reader racing a writer sees a possibly stale but valid list.
+//! them without locks while builders rewrite them. Builders serialise writes to a node's lists with
+//! a lock bit in its layer-0 count word (no separate lock array, and the lock shares a cache line
+//! with the list it guards). Every slot always holds some valid node id (new lists start zeroed,
+//! and node 0 exists before any list does), so a reader racing a writer sees a possibly stale but
+//! valid list.
 
 mod scratch;
 
@@ -23,6 +25,20 @@ const MAX_LEVEL: usize = 15;
 
 /// Packed entry point: node in the low 32 bits, its level above. `NO_ENTRY` while empty.
 const NO_ENTRY: u64 = u64::MAX;
+
+/// Bit 31 of a node's layer-0 count word: set while a builder rewrites any of the node's lists.
+const LOCKED: u32 = 1 << 31;
+
+/// Holds a node's lock bit; clears it when dropped (also on unwind).
+struct NodeGuard<'a> {
+    word: &'a AtomicU32,
+}
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        self.word.fetch_and(!LOCKED, Release);
+    }
+}
 
 fn pack(node: u32, level: usize) -> u64 {
     (level as u64) << 32 | node as u64
@@ -75,24 +91,15 @@ pub(crate) struct Graph {
     distance: Distance,
     vectors: Vec<f32>,
     levels: Vec<u8>,
-    /// Per node `[count, 2m links]`.
+    /// Per node `[count | LOCKED, 2m links]`.
     layer0: Vec<AtomicU32>,
-    /// Per node, for levels 1..=level, `[count, m links]` each.
-    upper: Vec<Box<[AtomicU32]>>,
+    /// For each node with level > 0, `[count, m links]` for levels 1..=level, back to back.
+    upper: Vec<AtomicU32>,
+    /// Where each node's upper lists start in `upper` (4 bytes a node rather than a pointer).
+    upper_start: Vec<u32>,
     entry: AtomicU64,
-}
-
-/// The per-node locks and entry-point lock that concurrent insertion needs; a sealed graph drops them.
-#[derive(Default)]
-pub(crate) struct BuildLocks {
-    nodes: Vec<Mutex<()>>,
-    entry: Mutex<()>,
-}
-
-impl BuildLocks {
-    pub(crate) fn grow_to(&mut self, len: usize) {
-        self.nodes.resize_with(len, Mutex::default);
-    }
+    /// Held by an insertion that raises the top level (see `insert`).
+    entry_lock: Mutex<()>,
 }
 
 fn zeroed(len: usize) -> impl Iterator<Item = AtomicU32> {
@@ -109,7 +116,9 @@ impl Graph {
             levels: Vec::new(),
             layer0: Vec::new(),
             upper: Vec::new(),
+            upper_start: Vec::new(),
             entry: AtomicU64::new(NO_ENTRY),
+            entry_lock: Mutex::new(()),
         }
     }
 
@@ -132,40 +141,37 @@ impl Graph {
         self.vectors.extend_from_slice(vectors);
         self.levels.reserve(count);
         reserve_huge(&mut self.layer0, count * stride0);
-        self.upper.reserve(count);
+        self.upper_start.reserve(count);
         for _ in 0..count {
             let level = self.params.level_of(self.levels.len() as u64);
             self.levels.push(level as u8);
             self.layer0.extend(zeroed(stride0));
-            self.upper.push(zeroed(level * stride).collect());
+            // Fits: Options caps a segment at 2^28 nodes, and m >= 2 averages under 3 upper
+            // slots a node.
+            self.upper_start.push(self.upper.len() as u32);
+            self.upper.extend(zeroed(level * stride));
         }
     }
 
     /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.
     pub(crate) fn compacted(&self) -> Graph {
-        let copy = |list: &[AtomicU32], into: &mut Vec<AtomicU32>| {
-            into.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed))))
+        let copy = |list: &[AtomicU32]| {
+            let mut copy = Vec::new();
+            reserve_huge(&mut copy, list.len());
+            copy.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed) & !LOCKED)));
+            copy
         };
-        let mut layer0 = Vec::new();
-        reserve_huge(&mut layer0, self.layer0.len());
-        copy(&self.layer0, &mut layer0);
         Graph {
             dim: self.dim,
             params: self.params,
             distance: self.distance,
             vectors: huge_copy(&self.vectors),
             levels: self.levels.clone(),
-            layer0,
-            upper: self
-                .upper
-                .iter()
-                .map(|u| {
-                    let mut list = Vec::with_capacity(u.len());
-                    copy(u, &mut list);
-                    list.into_boxed_slice()
-                })
-                .collect(),
+            layer0: copy(&self.layer0),
+            upper: copy(&self.upper),
+            upper_start: self.upper_start.clone(),
             entry: AtomicU64::new(self.entry.load(Acquire)),
+            entry_lock: Mutex::new(()),
         }
     }
 
@@ -174,6 +180,7 @@ impl Graph {
         self.levels.shrink_to_fit();
         self.layer0.shrink_to_fit();
         self.upper.shrink_to_fit();
+        self.upper_start.shrink_to_fit();
     }
 
     #[inline]
@@ -183,14 +190,40 @@ impl Graph {
             &self.layer0[node as usize * stride..(node as usize + 1) * stride]
         } else {
             let stride = 1 + self.params.m;
-            &self.upper[node as usize][(level - 1) * stride..level * stride]
+            let start = self.upper_start[node as usize] as usize + (level - 1) * stride;
+            &self.upper[start..start + stride]
         }
+    }
+
+    /// Takes the node's lock bit, spinning (then yielding) while another builder holds it.
+    fn lock_node(&self, node: u32) -> NodeGuard<'_> {
+        let word = &self.list(node, 0)[0];
+        let mut spins = 0u32;
+        loop {
+            let current = word.load(Relaxed);
+            if current & LOCKED == 0 && word.compare_exchange_weak(current, current | LOCKED, Acquire, Relaxed).is_ok()
+            {
+                return NodeGuard { word };
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Number of links in a list, without the lock bit.
+    #[inline]
+    fn count(list: &[AtomicU32]) -> usize {
+        ((list[0].load(Acquire) & !LOCKED) as usize).min(list.len() - 1)
     }
 
     #[inline]
     fn copy_neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         let list = self.list(node, level);
-        let count = (list[0].load(Acquire) as usize).min(list.len() - 1);
+        let count = Self::count(list);
         out.clear();
         out.extend(list[1..=count].iter().map(|slot| slot.load(Relaxed)));
     }
@@ -200,7 +233,9 @@ impl Graph {
         for (slot, link) in list[1..].iter().zip(links) {
             slot.store(link.node, Relaxed);
         }
-        list[0].store(links.len() as u32, Release);
+        // The caller holds the node's lock: keep the bit while publishing the new count.
+        let locked = list[0].load(Relaxed) & LOCKED;
+        list[0].store(links.len() as u32 | locked, Release);
     }
 
     /// Greedy walk on one layer: move to the closest neighbour until none is closer.
@@ -310,19 +345,19 @@ impl Graph {
     }
 
     /// Links the appended nodes `nodes` into the graph, in parallel on the current rayon pool.
-    pub(crate) fn insert_range(&self, nodes: Range<u32>, locks: &BuildLocks) {
-        nodes.into_par_iter().for_each(|node| with_scratch(|s| self.insert(node, locks, s)));
+    pub(crate) fn insert_range(&self, nodes: Range<u32>) {
+        nodes.into_par_iter().for_each(|node| with_scratch(|s| self.insert(node, s)));
     }
 
     /// Links one appended node: descend to its level, then per layer search with
     /// `ef_construction`, select its neighbours and add (pruned) back-links.
-    fn insert(&self, node: u32, locks: &BuildLocks, s: &mut Scratch) {
+    fn insert(&self, node: u32, s: &mut Scratch) {
         let level = self.levels[node as usize] as usize;
         let mut entry = self.entry.load(Acquire);
         // A node that will become the new top holds the entry lock for its whole insertion, so
         // two such nodes cannot both raise the top; this happens about log_m(n) times per graph.
         let _raising_top = if entry == NO_ENTRY || level > unpack(entry).1 {
-            let guard = lock(&locks.entry);
+            let guard = lock(&self.entry_lock);
             entry = self.entry.load(Acquire);
             if entry == NO_ENTRY {
                 self.entry.store(pack(node, level), Release);
@@ -343,7 +378,7 @@ impl Graph {
             s.found.retain(|c| c.node != node);
             self.select(&s.found, self.params.m, &mut s.selected);
             {
-                let _own = lock(&locks.nodes[node as usize]);
+                let _own = self.lock_node(node);
                 self.write_list(node, l, &s.selected);
             }
             s.back_links.extend(s.selected.iter().map(|&n| (l, n)));
@@ -354,7 +389,7 @@ impl Graph {
         s.back_links.sort_by_key(|&(l, _)| l);
         for i in 0..s.back_links.len() {
             let (l, neighbor) = s.back_links[i];
-            self.link_back(neighbor, node, l, locks, s);
+            self.link_back(neighbor, node, l, s);
         }
         s.back_links.clear();
         if level > top {
@@ -363,14 +398,15 @@ impl Graph {
     }
 
     /// Adds `new` to `neighbor`'s list on `level`; a full list is re-pruned with the heuristic.
-    fn link_back(&self, neighbor: Scored, new: u32, level: usize, locks: &BuildLocks, s: &mut Scratch) {
+    fn link_back(&self, neighbor: Scored, new: u32, level: usize, s: &mut Scratch) {
         let capacity = self.params.capacity(level);
-        let _guard = lock(&locks.nodes[neighbor.node as usize]);
+        let _guard = self.lock_node(neighbor.node);
         let list = self.list(neighbor.node, level);
-        let count = (list[0].load(Relaxed) as usize).min(capacity);
+        let count = Self::count(list);
         if count < capacity {
             list[1 + count].store(new, Relaxed);
-            list[0].store(count as u32 + 1, Release);
+            let locked = list[0].load(Relaxed) & LOCKED;
+            list[0].store((count as u32 + 1) | locked, Release);
             return;
         }
         let base = self.vector(neighbor.node);

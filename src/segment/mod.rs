@@ -4,7 +4,7 @@
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::distance::Distance;
-use crate::hnsw::{with_scratch, BuildLocks, Graph, Params};
+use crate::hnsw::{with_scratch, Graph, Params};
 
 /// One search hit with the caller's id.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,8 +25,9 @@ pub(crate) struct Layout {
 impl Layout {
     /// Each segment draws its levels from its own stream, so segments built in parallel stay
     /// reproducible.
-    fn graph(&self, ordinal: u64) -> Graph {
-        let params = Params { seed: self.params.seed ^ ordinal.wrapping_mul(0xD1B5_4A32_D192_ED03), ..self.params };
+    fn graph(&self, ordinal: u32) -> Graph {
+        let params =
+            Params { seed: self.params.seed ^ u64::from(ordinal).wrapping_mul(0xD1B5_4A32_D192_ED03), ..self.params };
         Graph::new(self.dim, params, self.distance)
     }
 }
@@ -34,13 +35,12 @@ impl Layout {
 struct GrowingState {
     graph: Graph,
     ids: Vec<u64>,
-    locks: BuildLocks,
 }
 
 /// The segment that takes inserts. Appending takes the write lock briefly; linking and searching
 /// share the read lock, with per-node locks inside the graph.
 pub(crate) struct Growing {
-    ordinal: u64,
+    ordinal: u32,
     capacity: usize,
     state: RwLock<GrowingState>,
 }
@@ -56,19 +56,15 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Growing {
-    pub(crate) fn new(layout: &Layout, ordinal: u64) -> Self {
+    pub(crate) fn new(layout: &Layout, ordinal: u32) -> Self {
         Growing {
             ordinal,
             capacity: layout.capacity,
-            state: RwLock::new(GrowingState {
-                graph: layout.graph(ordinal),
-                ids: Vec::new(),
-                locks: BuildLocks::default(),
-            }),
+            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Vec::new() }),
         }
     }
 
-    pub(crate) fn ordinal(&self) -> u64 {
+    pub(crate) fn ordinal(&self) -> u32 {
         self.ordinal
     }
 
@@ -91,12 +87,10 @@ impl Growing {
             let first = state.graph.len();
             state.graph.append(vectors);
             state.ids.extend_from_slice(ids);
-            let len = state.graph.len();
-            state.locks.grow_to(len);
             first
         };
         let state = read(&self.state);
-        state.graph.insert_range(first as u32..(first + ids.len()) as u32, &state.locks);
+        state.graph.insert_range(first as u32..(first + ids.len()) as u32);
     }
 
     /// A sealed copy, for when searches may still hold this segment.
@@ -120,7 +114,7 @@ pub(crate) enum Built {
 impl Built {
     /// Builds a new segment from `ids`/`vectors` (at most `layout.capacity` rows); a full one is
     /// sealed without copying its graph.
-    pub(crate) fn new(layout: &Layout, ordinal: u64, ids: &[u64], vectors: &[f32]) -> Built {
+    pub(crate) fn new(layout: &Layout, ordinal: u32, ids: &[u64], vectors: &[f32]) -> Built {
         let growing = Growing::new(layout, ordinal);
         growing.add(ids, vectors);
         if ids.len() < layout.capacity {
