@@ -87,6 +87,7 @@ impl Options {
     pub const MAX_M: usize = 128;
     /// Node numbers and link offsets inside a segment are 32-bit.
     pub const MAX_SEGMENT_CAPACITY: usize = 1 << 28;
+    pub const MAX_THREADS: usize = 4096;
 }
 
 impl Options {
@@ -117,8 +118,16 @@ impl Options {
             (1..=Self::MAX_SEGMENT_CAPACITY).contains(&self.segment_capacity),
             format!("segment_capacity must be in 1..={}, got {}", Self::MAX_SEGMENT_CAPACITY, self.segment_capacity),
         )?;
-        check(self.threads <= 4096, format!("threads must be at most 4096, got {}", self.threads))
+        check(
+            self.threads <= Self::MAX_THREADS,
+            format!("threads must be at most {}, got {}", Self::MAX_THREADS, self.threads),
+        )
     }
+}
+
+/// `count * k` output slots, or an error when that overflows.
+fn slots(count: usize, k: usize) -> Result<usize> {
+    count.checked_mul(k).ok_or_else(|| Error::InvalidArgument(format!("{count} queries × k = {k} overflows")))
 }
 
 /// One neighbour of a query.
@@ -335,7 +344,7 @@ impl Index {
         let ef = self.check_search(k, ef)?;
         let query = self.prepare_queries(query, 1)?;
         let set = self.snapshot();
-        let mut hits = Vec::with_capacity(k);
+        let mut hits = Vec::with_capacity(k.min(set.len()));
         if set.sealed.is_empty() {
             set.search(&query, k, ef, &mut hits);
         } else {
@@ -358,9 +367,14 @@ impl Index {
 
     /// Searches many queries (row-major in `queries`); see [`Index::search_batch_into`].
     pub fn search_batch(&self, queries: &[f32], k: usize, ef: usize, threads: usize) -> Result<Vec<Vec<SearchResult>>> {
-        let count = queries.len() / self.options.dim.max(1);
-        let mut ids = vec![0; count * k];
-        let mut distances = vec![0.0; count * k];
+        self.check_search(k, ef)?;
+        // No query can return more hits than the index holds: size the buffers for that, so a
+        // huge `k` costs nothing.
+        let k = k.min(self.len()).max(1);
+        let count = queries.len() / self.options.dim;
+        let slots = slots(count, k)?;
+        let mut ids = vec![0; slots];
+        let mut distances = vec![0.0; slots];
         let mut counts = vec![0; count];
         self.search_batch_into(queries, k, ef, threads, &mut ids, &mut distances, &mut counts)?;
         Ok((0..count)
@@ -387,12 +401,18 @@ impl Index {
     ) -> Result<()> {
         let count = counts.len();
         let ef = self.check_search(k, ef)?;
-        if ids.len() != count * k || distances.len() != count * k {
+        let slots = slots(count, k)?;
+        if ids.len() != slots || distances.len() != slots {
             return Err(Error::InvalidArgument(format!(
-                "output buffers must hold {count} × {k} = {} slots, got {} ids and {} distances",
-                count * k,
+                "output buffers must hold {count} × {k} = {slots} slots, got {} ids and {} distances",
                 ids.len(),
                 distances.len()
+            )));
+        }
+        if threads > Options::MAX_THREADS {
+            return Err(Error::InvalidArgument(format!(
+                "threads must be at most {}, got {threads}",
+                Options::MAX_THREADS
             )));
         }
         let queries = self.prepare_queries(queries, count)?;
@@ -413,7 +433,7 @@ impl Index {
         let dim = self.options.dim;
         match threads {
             1 => {
-                let mut hits = Vec::with_capacity(k);
+                let mut hits = Vec::new();
                 let rows = queries.chunks_exact(dim).zip(ids.chunks_exact_mut(k)).zip(distances.chunks_exact_mut(k));
                 for (((query, ids), distances), count) in rows.zip(counts.iter_mut()) {
                     *count = one(query, ids, distances, &mut hits);
@@ -426,10 +446,9 @@ impl Index {
                         .zip(ids.par_chunks_exact_mut(k))
                         .zip(distances.par_chunks_exact_mut(k))
                         .zip(counts.par_iter_mut())
-                        .for_each_init(
-                            || Vec::with_capacity(k),
-                            |hits, (((query, ids), distances), count)| *count = one(query, ids, distances, hits),
-                        )
+                        .for_each_init(Vec::new, |hits, (((query, ids), distances), count)| {
+                            *count = one(query, ids, distances, hits)
+                        })
                 };
                 if threads == 0 || threads == self.pool.current_num_threads() {
                     self.pool.install(run);

@@ -120,6 +120,7 @@ fn bad_inputs_get_their_status_and_change_nothing() {
     expect(omen_status::NullArgument, search_with(query.as_ptr(), DIM, K, null_mut(), od, oc));
     expect(omen_status::NullArgument, search_with(query.as_ptr(), DIM, K, oi, od, null_mut()));
     expect(omen_status::InvalidArgument, search_with(query.as_ptr(), DIM, K, oi, oi.cast(), oc));
+    expect(omen_status::InvalidArgument, search_with(query.as_ptr(), DIM, usize::MAX / 4, oi, od, oc));
     assert_eq!((out_ids, out_distances, count), ([7u64; K], [7f32; K], 99), "outputs written on failure");
 
     assert_eq!(omen_index_len(index.0), 1_000);

@@ -118,6 +118,12 @@ fn small_indexes_return_everything_they_hold() {
     let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
     assert_eq!(ids, [2, 3, 1]);
     assert!((hits[0].distance - 0.01).abs() < 1e-5);
+    // A huge k costs nothing: no query can return more hits than the index holds.
+    assert_eq!(index.search(&[0.0; 4], usize::MAX, 0).unwrap().len(), 3);
+    let batch = index.search_batch(&[0.0; 8], usize::MAX / 2, usize::MAX, 1).unwrap();
+    assert_eq!(batch.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
+    assert!(matches!(index.search_batch(&[0.0; 8], 1, 0, usize::MAX), Err(Error::InvalidArgument(_))));
+    assert!(matches!(index.search_batch(&[0.0; 7], 1, 0, 1), Err(Error::DimensionMismatch(_))));
 }
 
 #[test]

@@ -190,7 +190,7 @@ impl SegmentSet {
                 self.sealed
                     .par_iter()
                     .map(|segment| {
-                        let mut hits = Vec::with_capacity(k);
+                        let mut hits = Vec::new();
                         segment.search(query, k, ef, &mut hits);
                         hits
                     })
@@ -198,7 +198,7 @@ impl SegmentSet {
                     .collect::<Vec<_>>()
             },
             || {
-                let mut hits = Vec::with_capacity(k);
+                let mut hits = Vec::new();
                 self.growing.search(query, k, ef, &mut hits);
                 hits
             },
