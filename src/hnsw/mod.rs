@@ -9,6 +9,7 @@
 //! valid list.
 
 mod scratch;
+mod vectors;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -17,8 +18,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rayon::prelude::*;
 
 use crate::distance::{prefetch, Distance};
-use crate::storage::{huge_copy, reserve_huge};
+use crate::storage::reserve_huge;
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
+use vectors::SplitVectors;
 
 /// Highest layer a node can be assigned: with m >= 2 the chance to exceed it is below 2^-15.
 const MAX_LEVEL: usize = 15;
@@ -89,7 +91,7 @@ pub(crate) struct Graph {
     dim: usize,
     params: Params,
     distance: Distance,
-    vectors: Vec<f32>,
+    vectors: SplitVectors,
     levels: Vec<u8>,
     /// Per node `[count | LOCKED, 2m links]`.
     layer0: Vec<AtomicU32>,
@@ -112,7 +114,7 @@ impl Graph {
             dim,
             params,
             distance,
-            vectors: Vec::new(),
+            vectors: SplitVectors::new(dim),
             levels: Vec::new(),
             layer0: Vec::new(),
             upper: Vec::new(),
@@ -126,19 +128,12 @@ impl Graph {
         self.levels.len()
     }
 
-    #[inline]
-    pub(crate) fn vector(&self, node: u32) -> &[f32] {
-        let start = node as usize * self.dim;
-        &self.vectors[start..start + self.dim]
-    }
-
     /// Adds `vectors` (row-major) as unlinked nodes; `insert` links them.
     pub(crate) fn append(&mut self, vectors: &[f32]) {
         let count = vectors.len() / self.dim;
         let stride0 = 1 + self.params.capacity(0);
         let stride = 1 + self.params.m;
-        reserve_huge(&mut self.vectors, vectors.len());
-        self.vectors.extend_from_slice(vectors);
+        self.vectors.push(vectors);
         self.levels.reserve(count);
         reserve_huge(&mut self.layer0, count * stride0);
         self.upper_start.reserve(count);
@@ -165,7 +160,7 @@ impl Graph {
             dim: self.dim,
             params: self.params,
             distance: self.distance,
-            vectors: huge_copy(&self.vectors),
+            vectors: self.vectors.compacted(),
             levels: self.levels.clone(),
             layer0: copy(&self.layer0),
             upper: copy(&self.upper),
@@ -244,7 +239,7 @@ impl Graph {
             self.copy_neighbors(current.node, level, &mut s.neighbors);
             let before = current.node;
             for &n in &s.neighbors {
-                let distance = self.distance.eval(query, self.vector(n));
+                let distance = self.distance.coarse(query, self.vectors.high(n));
                 if distance < current.distance {
                     current = Scored { distance, node: n };
                 }
@@ -282,12 +277,12 @@ impl Graph {
             s.unvisited.clear();
             for &n in &s.neighbors {
                 if s.visited.insert(n) {
-                    prefetch(self.vector(n));
+                    prefetch(self.vectors.high(n));
                     s.unvisited.push(n);
                 }
             }
             for &n in &s.unvisited {
-                let distance = self.distance.eval(query, self.vector(n));
+                let distance = self.distance.coarse(query, self.vectors.high(n));
                 let full = s.results.len() >= ef;
                 if !full || distance < s.results.peek().map_or(f32::INFINITY, |w| w.distance) {
                     let scored = Scored { distance, node: n };
@@ -306,14 +301,15 @@ impl Graph {
 
     /// The heuristic: walk `candidates` closest first and keep one only if it is closer to the
     /// base node than to every neighbour already kept, up to `max` neighbours.
-    fn select(&self, candidates: &[Scored], max: usize, out: &mut Vec<Scored>) {
+    /// `buffer` holds each candidate's (coarse) vector while it is compared.
+    fn select(&self, candidates: &[Scored], max: usize, out: &mut Vec<Scored>, buffer: &mut Vec<f32>) {
         out.clear();
         for &candidate in candidates {
             if out.len() >= max {
                 break;
             }
-            let v = self.vector(candidate.node);
-            if out.iter().all(|kept| self.distance.eval(v, self.vector(kept.node)) >= candidate.distance) {
+            self.vectors.coarse_into(candidate.node, buffer);
+            if out.iter().all(|kept| self.distance.coarse(buffer, self.vectors.high(kept.node)) >= candidate.distance) {
                 out.push(candidate);
             }
         }
@@ -322,7 +318,7 @@ impl Graph {
     /// Greedy descent from the packed `entry` down to layer `level + 1`.
     fn descend(&self, query: &[f32], level: usize, entry: u64, s: &mut Scratch) -> Scored {
         let (node, top) = unpack(entry);
-        let mut current = Scored { distance: self.distance.eval(query, self.vector(node)), node };
+        let mut current = Scored { distance: self.distance.coarse(query, self.vectors.high(node)), node };
         for l in (level + 1..=top).rev() {
             current = self.greedy(query, current, l, s);
         }
@@ -340,6 +336,12 @@ impl Graph {
         s.seeds.clear();
         s.seeds.push(start);
         self.search_layer(query, ef.max(k), 0, s);
+        // The walk ranked by coarse distances; rank its `ef` best exactly.
+        for found in s.found.iter_mut() {
+            self.vectors.exact_into(found.node, &mut s.vector);
+            found.distance = self.distance.eval(query, &s.vector);
+        }
+        s.found.sort_unstable();
         s.found.truncate(k);
         &s.found
     }
@@ -368,15 +370,16 @@ impl Graph {
             None
         };
         let top = unpack(entry).1;
-        let query = self.vector(node);
-        let start = self.descend(query, level, entry, s);
+        let mut query = std::mem::take(&mut s.query);
+        self.vectors.exact_into(node, &mut query);
+        let start = self.descend(&query, level, entry, s);
         s.seeds.clear();
         s.seeds.push(start);
         for l in (0..=level.min(top)).rev() {
-            self.search_layer(query, self.params.ef_construction, l, s);
+            self.search_layer(&query, self.params.ef_construction, l, s);
             // The node itself can be reached through a back-link added by a concurrent insert.
             s.found.retain(|c| c.node != node);
-            self.select(&s.found, self.params.m, &mut s.selected);
+            self.select(&s.found, self.params.m, &mut s.selected, &mut s.vector);
             {
                 let _own = self.lock_node(node);
                 self.write_list(node, l, &s.selected);
@@ -392,6 +395,7 @@ impl Graph {
             self.link_back(neighbor, node, l, s);
         }
         s.back_links.clear();
+        s.query = query;
         if level > top {
             self.entry.store(pack(node, level), Release);
         }
@@ -409,15 +413,15 @@ impl Graph {
             list[0].store((count as u32 + 1) | locked, Release);
             return;
         }
-        let base = self.vector(neighbor.node);
+        self.vectors.coarse_into(neighbor.node, &mut s.base);
         s.prune.clear();
         s.prune.push(Scored { distance: neighbor.distance, node: new });
         for slot in &list[1..=count] {
             let n = slot.load(Relaxed);
-            s.prune.push(Scored { distance: self.distance.eval(base, self.vector(n)), node: n });
+            s.prune.push(Scored { distance: self.distance.coarse(&s.base, self.vectors.high(n)), node: n });
         }
         s.prune.sort_unstable();
-        self.select(&s.prune, capacity, &mut s.pruned);
+        self.select(&s.prune, capacity, &mut s.pruned, &mut s.vector);
         self.write_list(neighbor.node, level, &s.pruned);
     }
 }

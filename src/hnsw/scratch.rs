@@ -81,6 +81,12 @@ pub(crate) struct Scratch {
     pub back_links: Vec<(usize, Scored)>,
     /// What the heuristic keeps of `prune`.
     pub pruned: Vec<Scored>,
+    /// The exact vector of the node being inserted.
+    pub query: Vec<f32>,
+    /// The (coarse) vector of the node whose list is being re-pruned.
+    pub base: Vec<f32>,
+    /// One vector at a time: exact when re-scoring results, coarse for a heuristic candidate.
+    pub vector: Vec<f32>,
 }
 
 thread_local! {

@@ -1,0 +1,85 @@
+//! Vectors stored as the high and low 16-bit halves of each f32, in two arrays.
+//!
+//! The high half of an f32 (sign, exponent, 7 mantissa bits) is a bfloat16: within 0.4% of the
+//! value. Graph search is bound by the bytes it pulls from memory, so walking the graph reads only
+//! the high halves (half the traffic of f32) and the final candidates are re-scored exactly by
+//! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
+
+use crate::distance::widen;
+use crate::storage::{huge_copy, reserve_huge};
+
+pub(crate) struct SplitVectors {
+    dim: usize,
+    high: Vec<u16>,
+    low: Vec<u16>,
+}
+
+impl SplitVectors {
+    pub(crate) fn new(dim: usize) -> Self {
+        SplitVectors { dim, high: Vec::new(), low: Vec::new() }
+    }
+
+    /// Appends row-major `rows`.
+    pub(crate) fn push(&mut self, rows: &[f32]) {
+        reserve_huge(&mut self.high, rows.len());
+        reserve_huge(&mut self.low, rows.len());
+        self.high.extend(rows.iter().map(|x| (x.to_bits() >> 16) as u16));
+        self.low.extend(rows.iter().map(|x| x.to_bits() as u16));
+    }
+
+    /// The high halves of `node`'s vector: what `Distance::coarse` reads.
+    #[inline]
+    pub(crate) fn high(&self, node: u32) -> &[u16] {
+        let start = node as usize * self.dim;
+        &self.high[start..start + self.dim]
+    }
+
+    /// `node`'s exact vector, written into `out`.
+    #[inline]
+    pub(crate) fn exact_into(&self, node: u32, out: &mut Vec<f32>) {
+        let start = node as usize * self.dim;
+        let (high, low) = (&self.high[start..start + self.dim], &self.low[start..start + self.dim]);
+        out.clear();
+        out.extend(high.iter().zip(low).map(|(&h, &l)| f32::from_bits(u32::from(h) << 16 | u32::from(l))));
+    }
+
+    /// `node`'s vector as its high halves stand for it (each value within 0.4%), into `out`:
+    /// reads half the bytes of `exact_into`.
+    #[inline]
+    pub(crate) fn coarse_into(&self, node: u32, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(self.high(node).iter().map(|&h| widen(h)));
+    }
+
+    /// A copy in fresh memory advised for huge pages, with no spare capacity.
+    pub(crate) fn compacted(&self) -> SplitVectors {
+        SplitVectors { dim: self.dim, high: huge_copy(&self.high), low: huge_copy(&self.low) }
+    }
+
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.high.shrink_to_fit();
+        self.low.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_join_back_into_the_exact_values() {
+        let rows = [1.0f32, -0.0, f32::MIN_POSITIVE, std::f32::consts::PI, -1e-30, 65504.0, f32::MAX, 0.1];
+        let mut vectors = SplitVectors::new(4);
+        vectors.push(&rows);
+        let mut out = Vec::new();
+        for node in 0..2 {
+            vectors.exact_into(node, &mut out);
+            let expected = &rows[node as usize * 4..node as usize * 4 + 4];
+            assert_eq!(
+                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(crate::distance::widen(vectors.high(0)[0]), 1.0);
+    }
+}
