@@ -4,13 +4,7 @@ use std::arch::aarch64::*;
 
 use super::{widen, Kernels};
 
-pub(super) const KERNELS: Kernels = Kernels {
-    name: "neon",
-    dot: |a, b| dot(a, b),
-    l2sq: |a, b| l2sq(a, b),
-    dot_coarse: |a, b| dot_coarse(a, b),
-    l2sq_coarse: |a, b| l2sq_coarse(a, b),
-};
+pub(super) const KERNELS: Kernels = Kernels { name: "neon", dot, l2sq, dot_coarse, l2sq_coarse };
 
 /// Four f32 lanes from four f32 values.
 ///
