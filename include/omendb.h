@@ -337,6 +337,9 @@ OMEN_MUST_USE omen_status omen_index_search_batch(const struct omen_index *index
 /**
  * Number of vectors in the index; 0 for a NULL `index`.
  *
+ * # Ownership
+ * Borrows `index` during the call.
+ *
  * # Thread safety
  * May run concurrently with any call on the same index except `omen_index_free`.
  */
@@ -345,6 +348,9 @@ size_t omen_index_len(const struct omen_index *index);
 /**
  * The index dimension; 0 for a NULL `index`.
  *
+ * # Ownership
+ * Borrows `index` during the call.
+ *
  * # Thread safety
  * May run concurrently with any call on the same index except `omen_index_free`.
  */
@@ -352,6 +358,9 @@ size_t omen_index_dim(const struct omen_index *index);
 
 /**
  * Number of non-empty segments (sealed ones plus the growing one); 0 for a NULL `index`.
+ *
+ * # Ownership
+ * Borrows `index` during the call.
  *
  * # Thread safety
  * May run concurrently with any call on the same index except `omen_index_free`.

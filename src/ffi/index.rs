@@ -237,6 +237,9 @@ pub extern "C" fn omen_index_search_batch(
 
 /// Number of vectors in the index; 0 for a NULL `index`.
 ///
+/// # Ownership
+/// Borrows `index` during the call.
+///
 /// # Thread safety
 /// May run concurrently with any call on the same index except `omen_index_free`.
 #[no_mangle]
@@ -247,6 +250,9 @@ pub extern "C" fn omen_index_len(index: *const omen_index) -> usize {
 
 /// The index dimension; 0 for a NULL `index`.
 ///
+/// # Ownership
+/// Borrows `index` during the call.
+///
 /// # Thread safety
 /// May run concurrently with any call on the same index except `omen_index_free`.
 #[no_mangle]
@@ -256,6 +262,9 @@ pub extern "C" fn omen_index_dim(index: *const omen_index) -> usize {
 }
 
 /// Number of non-empty segments (sealed ones plus the growing one); 0 for a NULL `index`.
+///
+/// # Ownership
+/// Borrows `index` during the call.
 ///
 /// # Thread safety
 /// May run concurrently with any call on the same index except `omen_index_free`.
