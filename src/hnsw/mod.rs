@@ -401,6 +401,89 @@ impl Graph {
         }
     }
 
+    /// Makes every node reachable from the entry point on layer 0, and returns how many needed a
+    /// new link. Pruning can drop a node's last incoming link (hnswlib has the same gap), and a
+    /// node no list points to is never found. Each such node gets a link from the closest
+    /// reachable node that a search finds (one with room if possible, else in place of that
+    /// node's farthest link, which the next round re-checks). Costs one pass over the links, plus
+    /// a search per repaired node. The caller serialises this with insertion.
+    pub(crate) fn connect(&self) -> usize {
+        let entry = self.entry.load(Acquire);
+        if entry == NO_ENTRY {
+            return 0;
+        }
+        let mut repaired = 0;
+        for _round in 0..4 {
+            let mut reached = vec![false; self.len()];
+            let mut neighbors = Vec::new();
+            self.mark_reachable(unpack(entry).0, &mut reached, &mut neighbors);
+            if reached.iter().all(|&r| r) {
+                break;
+            }
+            with_scratch(|s| {
+                for node in 0..self.len() as u32 {
+                    if reached[node as usize] {
+                        continue;
+                    }
+                    let mut query = std::mem::take(&mut s.query);
+                    self.vectors.exact_into(node, &mut query);
+                    let start = self.descend(&query, 0, entry, s);
+                    s.seeds.clear();
+                    s.seeds.push(start);
+                    self.search_layer(&query, self.params.ef_construction, 0, s);
+                    s.query = query;
+                    let reachable = || s.found.iter().filter(|f| reached[f.node as usize] && f.node != node);
+                    let with_room = reachable().find(|f| Self::count(self.list(f.node, 0)) < self.params.capacity(0));
+                    if let Some(&from) = with_room.or_else(|| reachable().next()) {
+                        self.link_replacing_farthest(from.node, node, s);
+                        self.mark_reachable(node, &mut reached, &mut neighbors);
+                        repaired += 1;
+                    }
+                }
+            });
+        }
+        repaired
+    }
+
+    /// Marks everything reachable from `start` on layer 0.
+    fn mark_reachable(&self, start: u32, reached: &mut [bool], neighbors: &mut Vec<u32>) {
+        if reached[start as usize] {
+            return;
+        }
+        reached[start as usize] = true;
+        let mut stack = vec![start];
+        while let Some(node) = stack.pop() {
+            self.copy_neighbors(node, 0, neighbors);
+            for &next in neighbors.iter() {
+                if !reached[next as usize] {
+                    reached[next as usize] = true;
+                    stack.push(next);
+                }
+            }
+        }
+    }
+
+    /// Adds `to` to `from`'s layer-0 list, in place of its farthest link when the list is full.
+    fn link_replacing_farthest(&self, from: u32, to: u32, s: &mut Scratch) {
+        let _guard = self.lock_node(from);
+        let list = self.list(from, 0);
+        let count = Self::count(list);
+        if count < self.params.capacity(0) {
+            list[1 + count].store(to, Relaxed);
+            let locked = list[0].load(Relaxed) & LOCKED;
+            list[0].store((count as u32 + 1) | locked, Release);
+            return;
+        }
+        self.vectors.coarse_into(from, &mut s.base);
+        let farthest = (1..=count)
+            .max_by(|&a, &b| {
+                let distance = |slot: usize| self.distance.coarse(&s.base, self.vectors.high(list[slot].load(Relaxed)));
+                distance(a).total_cmp(&distance(b))
+            })
+            .unwrap_or(count);
+        list[farthest].store(to, Release);
+    }
+
     /// Adds `new` to `neighbor`'s list on `level`; a full list is re-pruned with the heuristic.
     fn link_back(&self, neighbor: Scored, new: u32, level: usize, s: &mut Scratch) {
         let capacity = self.params.capacity(level);
@@ -423,5 +506,60 @@ impl Graph {
         s.prune.sort_unstable();
         self.select(&s.prune, capacity, &mut s.pruned, &mut s.vector);
         self.write_list(neighbor.node, level, &s.pruned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Metric;
+
+    fn graph(n: usize, dim: usize) -> Graph {
+        let mut state = 7u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let data: Vec<f32> = (0..n * dim).map(|_| next()).collect();
+        let mut graph = Graph::new(dim, Params { m: 8, ef_construction: 64, seed: 1 }, Distance::new(Metric::L2));
+        graph.append(&data);
+        graph.insert_range(0..n as u32);
+        graph
+    }
+
+    fn reachable(graph: &Graph) -> usize {
+        let mut reached = vec![false; graph.len()];
+        graph.mark_reachable(unpack(graph.entry.load(Acquire)).0, &mut reached, &mut Vec::new());
+        reached.iter().filter(|&&r| r).count()
+    }
+
+    #[test]
+    fn connect_relinks_nodes_that_lost_every_incoming_link() {
+        let graph = graph(2_000, 8);
+        assert_eq!(graph.connect(), 0, "a fresh graph is connected");
+        let entry = unpack(graph.entry.load(Acquire)).0;
+        // Cut every layer-0 link into nodes 10..20 (as pruning can), keeping the lists valid.
+        let orphans: Vec<u32> = (10..20).filter(|&n| n != entry).collect();
+        for node in 0..graph.len() as u32 {
+            let list = graph.list(node, 0);
+            let kept: Vec<Scored> = (1..=Graph::count(list))
+                .map(|slot| list[slot].load(Relaxed))
+                .filter(|link| !orphans.contains(link))
+                .map(|node| Scored { distance: 0.0, node })
+                .collect();
+            graph.write_list(node, 0, &kept);
+        }
+        assert_eq!(reachable(&graph), graph.len() - orphans.len());
+        let repaired = graph.connect();
+        assert!(repaired >= 1 && repaired <= orphans.len(), "repaired {repaired}");
+        assert_eq!(reachable(&graph), graph.len());
+        let mut query = Vec::new();
+        for &orphan in &orphans {
+            graph.vectors.exact_into(orphan, &mut query);
+            let found = with_scratch(|s| graph.search(&query, 1, 32, s).to_vec());
+            assert_eq!(found[0].node, orphan, "orphan {orphan} is findable again");
+        }
     }
 }

@@ -91,12 +91,19 @@ impl Growing {
         };
         let state = read(&self.state);
         state.graph.insert_range(first as u32..(first + ids.len()) as u32);
+        // A batch of at least 1/64 of the segment pays for a reachability pass (amortised O(1)
+        // a vector); sealing always runs one.
+        if ids.len() * 64 >= state.graph.len() {
+            state.graph.connect();
+        }
     }
 
     /// A sealed copy, for when searches may still hold this segment.
     pub(crate) fn seal(&self) -> Sealed {
         let state = read(&self.state);
-        Sealed::new(state.graph.compacted(), state.ids.clone())
+        let graph = state.graph.compacted();
+        graph.connect();
+        Sealed::new(graph, state.ids.clone())
     }
 
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
