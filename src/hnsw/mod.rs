@@ -336,7 +336,11 @@ impl Graph {
         s.seeds.clear();
         s.seeds.push(start);
         self.search_layer(query, ef.max(k), 0, s);
-        // The walk ranked by coarse distances; rank its `ef` best exactly.
+        // The walk ranked by coarse distances; rank its `ef` best exactly. Their low halves were
+        // never read: request them all first, so the misses overlap.
+        for found in &s.found {
+            self.vectors.prefetch_low(found.node);
+        }
         for found in s.found.iter_mut() {
             self.vectors.exact_into(found.node, &mut s.vector);
             found.distance = self.distance.eval(query, &s.vector);
