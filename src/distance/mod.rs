@@ -128,6 +128,17 @@ impl Distance {
     }
 }
 
+/// Hints the CPU to start loading every cache line of `data`; a no-op where unsupported.
+#[inline(always)]
+pub(crate) fn prefetch_all<T>(data: &[T]) {
+    let bytes = size_of_val(data);
+    let mut offset = 0;
+    while offset < bytes {
+        prefetch(&data[offset / size_of::<T>()..]);
+        offset += 64;
+    }
+}
+
 /// Hints the CPU to start loading `data` into cache; a no-op where unsupported.
 #[inline(always)]
 pub(crate) fn prefetch<T>(data: &[T]) {

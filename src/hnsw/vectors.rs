@@ -5,7 +5,7 @@
 //! the high halves (half the traffic of f32) and the final candidates are re-scored exactly by
 //! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
 
-use crate::distance::{prefetch, widen};
+use crate::distance::{prefetch_all, widen};
 use crate::storage::{huge_copy, reserve_huge};
 
 pub(crate) struct SplitVectors {
@@ -38,7 +38,7 @@ impl SplitVectors {
     #[inline]
     pub(crate) fn prefetch_low(&self, node: u32) {
         let start = node as usize * self.dim;
-        prefetch(&self.low[start..start + self.dim]);
+        prefetch_all(&self.low[start..start + self.dim]);
     }
 
     /// `node`'s exact vector, written into `out`.
