@@ -140,7 +140,6 @@ pub struct SearchResult {
 
 /// Insert state owned by the single writer at a time.
 struct Writer {
-    ids: IdMap,
     next_ordinal: u32,
 }
 
@@ -152,6 +151,8 @@ pub struct Index {
     distance: Distance,
     pool: rayon::ThreadPool,
     writer: Mutex<Writer>,
+    /// Apart from `writer`, so `contains` never waits for a running insert.
+    ids: RwLock<IdMap>,
     segments: RwLock<Arc<SegmentSet>>,
 }
 
@@ -170,7 +171,8 @@ impl Index {
         let growing = Arc::new(Growing::new(&layout, 0));
         Ok(Index {
             segments: RwLock::new(Arc::new(SegmentSet { sealed: Vec::new(), growing })),
-            writer: Mutex::new(Writer { ids: IdMap::default(), next_ordinal: 1 }),
+            writer: Mutex::new(Writer { next_ordinal: 1 }),
+            ids: RwLock::new(IdMap::default()),
             options,
             layout,
             distance,
@@ -206,7 +208,7 @@ impl Index {
 
     /// True when `id` is in the index.
     pub fn contains(&self, id: u64) -> bool {
-        self.writer().ids.get(id).is_some()
+        self.ids.read().unwrap_or_else(PoisonError::into_inner).get(id).is_some()
     }
 
     fn snapshot(&self) -> Arc<SegmentSet> {
@@ -240,7 +242,7 @@ impl Index {
             return Ok(());
         }
         let mut writer = self.writer();
-        writer.ids.check_new(ids)?;
+        self.ids.read().unwrap_or_else(PoisonError::into_inner).check_new(ids)?;
         let vectors = self.prepare(vectors)?;
 
         let current = self.snapshot();
@@ -289,13 +291,14 @@ impl Index {
         *self.segments.write().unwrap_or_else(PoisonError::into_inner) = next_set;
 
         writer.next_ordinal = next_ordinal;
+        let mut map = self.ids.write().unwrap_or_else(PoisonError::into_inner);
         let head_ordinal = current.growing.ordinal();
         for (i, &id) in head_ids.iter().enumerate() {
-            writer.ids.insert(id, Location { segment: head_ordinal, node: (growing_start + i) as u32 });
+            map.insert(id, Location { segment: head_ordinal, node: (growing_start + i) as u32 });
         }
         for (c, (chunk_ids, _)) in chunks.iter().enumerate() {
             for (i, &id) in chunk_ids.iter().enumerate() {
-                writer.ids.insert(id, Location { segment: first_ordinal + c as u32, node: i as u32 });
+                map.insert(id, Location { segment: first_ordinal + c as u32, node: i as u32 });
             }
         }
         Ok(())
