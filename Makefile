@@ -12,8 +12,13 @@ LINK       := -L$(RELEASE) -lomendb $(RPATH)
 SANITIZE   := -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 CWARN      := -Wall -Wextra -Werror -Wpedantic
 NIGHTLY_OK := $(shell $(CARGO) +nightly --version >/dev/null 2>&1 && echo yes)
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+SOVERSION  := $(shell echo $(VERSION) | awk -F. '{ print ($$1 == 0) ? "0." $$2 : $$1 }')
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 
-.PHONY: all lib demo test test-rust test-c test-python test-asan lint bench bench-peers clean
+.PHONY: all lib demo install test test-rust test-c test-install test-python test-asan lint bench bench-peers clean
 
 all: lib
 
@@ -29,7 +34,20 @@ $(BUILD)/demo: examples/c/demo.c include/omendb.h lib | $(BUILD)
 demo: $(BUILD)/demo
 	./$(BUILD)/demo
 
-test: lint test-rust test-c test-python test-asan
+# Installs like a C library: versioned .so with soname links, .a, headers, pkg-config file.
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 644 include/omendb.h include/omendb.hpp $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(RELEASE)/libomendb.so $(DESTDIR)$(LIBDIR)/libomendb.so.$(VERSION)
+	ln -sf libomendb.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libomendb.so.$(SOVERSION)
+	ln -sf libomendb.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libomendb.so
+	install -m 644 $(RELEASE)/libomendb.a $(DESTDIR)$(LIBDIR)/libomendb.a
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	  'Name: omendb' 'Description: Embeddable vector search engine (segmented HNSW)' 'Version: $(VERSION)' \
+	  'Libs: -L$${libdir} -lomendb' 'Libs.private: -lpthread -ldl -lm' 'Cflags: -I$${includedir}' \
+	  > $(DESTDIR)$(LIBDIR)/pkgconfig/omendb.pc
+
+test: lint test-rust test-c test-install test-python test-asan
 	@echo "make test: every suite passed"
 
 lint:
@@ -43,12 +61,29 @@ test-rust:
 test-c: lib | $(BUILD)
 	$(CC) -std=c11 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_api.c -o $(BUILD)/test_api $(LINK) -lm
 	$(CXX) -std=c++17 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_api.cpp tests/c/test_api_second.cpp -o $(BUILD)/test_api_cpp $(LINK)
+	$(CXX) -std=c++17 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_wrapper.cpp -o $(BUILD)/test_wrapper $(LINK)
 	$(CC) -std=c11 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_dlopen.c -o $(BUILD)/test_dlopen -ldl
 	$(CC) -O2 -std=c11 $(CWARN) $(SANITIZE) -Iinclude examples/c/demo.c -o $(BUILD)/demo_asan $(LINK) -lm
 	./$(BUILD)/test_api
 	./$(BUILD)/test_api_cpp
+	./$(BUILD)/test_wrapper
 	./$(BUILD)/test_dlopen $(RELEASE)/libomendb.so
 	./$(BUILD)/demo_asan 5000 32
+
+# Installs into a scratch prefix and builds examples/c/hello.c with pkg-config alone.
+test-install: lib | $(BUILD)
+	rm -rf $(BUILD)/prefix $(BUILD)/stage
+	$(MAKE) --no-print-directory install PREFIX=$(abspath $(BUILD))/prefix
+	test "$$(readelf -d $(BUILD)/prefix/lib/libomendb.so | sed -n 's/.*soname: \[\(.*\)\]/\1/p')" = libomendb.so.$(SOVERSION)
+	PKG_CONFIG_PATH=$(abspath $(BUILD))/prefix/lib/pkgconfig sh -c \
+	  '$(CC) -std=c11 $(CWARN) examples/c/hello.c $$(pkg-config --cflags --libs omendb) -o $(BUILD)/hello'
+	LD_LIBRARY_PATH=$(abspath $(BUILD))/prefix/lib ./$(BUILD)/hello
+	PKG_CONFIG_PATH=$(abspath $(BUILD))/prefix/lib/pkgconfig sh -c \
+	  '$(CC) -std=c11 $(CWARN) -static-libgcc examples/c/hello.c $$(pkg-config --cflags omendb) $(abspath $(BUILD))/prefix/lib/libomendb.a $$(pkg-config --libs-only-l --static omendb | sed s/-lomendb//) -o $(BUILD)/hello_static'
+	./$(BUILD)/hello_static
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/stage PREFIX=/usr
+	test -L $(BUILD)/stage/usr/lib/libomendb.so -a -f $(BUILD)/stage/usr/lib/pkgconfig/omendb.pc -a -f $(BUILD)/stage/usr/include/omendb.hpp
+	@echo "test-install: pkg-config, soname, static and DESTDIR installs all passed"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -7,6 +7,13 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    // A soname as cargo-c gives it: 0.x releases may break the ABI at each minor version.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets the version");
+        let minor = std::env::var("CARGO_PKG_VERSION_MINOR").expect("cargo sets the version");
+        let soversion = if major == "0" { format!("0.{minor}") } else { major };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libomendb.so.{soversion}");
+    }
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let version = std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
     // Writes only when the content changed, so an unchanged header keeps its timestamp.

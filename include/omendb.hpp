@@ -1,0 +1,163 @@
+// omendb for C++17: a header-only wrapper over omendb.h.
+//
+// - omendb::Index owns an omen_index (RAII, move-only); its destructor frees it.
+// - Every failure throws omendb::Error, which carries the omen_status and the library's message.
+// - Inputs are pointer + size (or anything with data() and size(), such as std::vector);
+//   lengths are always checked by the library, never assumed.
+// - Thread safety is the C API's: one Index may be used from many threads at once (searches run
+//   concurrently with each other and with inserts); destruction needs exclusive access.
+//
+//   omendb::Options options(128, OMEN_METRIC_COSINE);
+//   omendb::Index index(options);
+//   index.insert_batch(ids, vectors);                        // std::vector<uint64_t>, std::vector<float>
+//   std::vector<omendb::Hit> hits = index.search(query, 10);  // closest first
+#ifndef OMENDB_HPP
+#define OMENDB_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "omendb.h"
+
+namespace omendb {
+
+/// A failed call: `status()` is the omen_status, `what()` names it and gives the message.
+class Error : public std::runtime_error {
+public:
+    Error(omen_status status, const std::string &message)
+        : std::runtime_error(std::string(omen_status_name(status)) + ": " + message), status_(status) {}
+    omen_status status() const noexcept { return status_; }
+
+private:
+    omen_status status_;
+};
+
+namespace detail {
+/// Containers with data() and size() (std::vector, std::array, std::span, ...), not pointers.
+template <class T>
+using if_container = std::enable_if_t<!std::is_pointer_v<std::decay_t<T>>, int>;
+
+/// Runs `call(&error)` and throws for a failed status, freeing the error object. (The error is
+/// read only after the call: as two arguments of one function, their order would be unspecified.)
+template <class Call>
+void check(Call call) {
+    omen_error *error = nullptr;
+    omen_status status = call(&error);
+    if (status == OMEN_STATUS_OK) return;
+    std::string message = omen_error_message(error);
+    omen_error_free(error);
+    throw Error(status, message);
+}
+}  // namespace detail
+
+/// Index configuration with the library's defaults; set `dim` (and usually `metric`).
+struct Options {
+    omen_options raw;
+
+    Options(size_t dim, omen_metric metric = OMEN_METRIC_L2) {
+        detail::check([&](omen_error **error) { return omen_options_default(&raw, sizeof raw, error); });
+        raw.dim = dim;
+        raw.metric = metric;
+    }
+    Options &m(size_t value) { raw.m = value; return *this; }
+    Options &ef_construction(size_t value) { raw.ef_construction = value; return *this; }
+    Options &ef_search(size_t value) { raw.ef_search = value; return *this; }
+    Options &segment_capacity(size_t value) { raw.segment_capacity = value; return *this; }
+    Options &threads(size_t value) { raw.threads = value; return *this; }
+    Options &seed(uint64_t value) { raw.seed = value; return *this; }
+};
+
+/// One neighbour: the caller's id and its distance (smaller is closer).
+struct Hit {
+    uint64_t id;
+    float distance;
+};
+
+/// An in-memory segmented HNSW index.
+class Index {
+public:
+    explicit Index(const Options &options) {
+        detail::check([&](omen_error **error) { return omen_index_create(&options.raw, &index_, error); });
+    }
+    ~Index() { omen_index_free(index_); }
+    Index(Index &&other) noexcept : index_(std::exchange(other.index_, nullptr)) {}
+    Index &operator=(Index &&other) noexcept {
+        if (this != &other) {
+            omen_index_free(index_);
+            index_ = std::exchange(other.index_, nullptr);
+        }
+        return *this;
+    }
+    Index(const Index &) = delete;
+    Index &operator=(const Index &) = delete;
+
+    /// Inserts `count` rows of `dim` floats (row-major) under `ids`; all or nothing.
+    void insert_batch(const uint64_t *ids, size_t count, const float *vectors, size_t dim) {
+        detail::check([&](omen_error **error) { return omen_index_insert_batch(live(), ids, vectors, count, dim, error); });
+    }
+
+    /// Inserts `ids.size()` rows; `vectors.size()` must be a multiple of `ids.size()`.
+    template <class Ids, class Vectors, detail::if_container<Ids> = 0>
+    void insert_batch(const Ids &ids, const Vectors &vectors) {
+        size_t dim = ids.size() == 0 ? this->dim() : vectors.size() / ids.size();
+        if (ids.size() * dim != vectors.size())
+            throw Error(OMEN_STATUS_DIMENSION_MISMATCH, std::to_string(vectors.size()) + " floats for " +
+                                                            std::to_string(ids.size()) + " ids");
+        insert_batch(ids.data(), ids.size(), vectors.data(), dim);
+    }
+
+    /// The `k` nearest neighbours of `query` (`dim` floats), closest first; `ef` 0 = default.
+    std::vector<Hit> search(const float *query, size_t dim, size_t k, size_t ef = 0) const {
+        std::vector<uint64_t> ids(k);
+        std::vector<float> distances(k);
+        size_t count = 0;
+        detail::check([&](omen_error **error) { return omen_index_search(live(), query, dim, k, ef, ids.data(), distances.data(), &count, error); });
+        std::vector<Hit> hits(count);
+        for (size_t i = 0; i < count; i++) hits[i] = Hit{ids[i], distances[i]};
+        return hits;
+    }
+
+    template <class Query, detail::if_container<Query> = 0>
+    std::vector<Hit> search(const Query &query, size_t k, size_t ef = 0) const {
+        return search(query.data(), query.size(), k, ef);
+    }
+
+    /// Searches `n_queries` rows of `dim` floats; one hit list per query. `threads`: 1 = this
+    /// thread, 0 = the index's threads.
+    std::vector<std::vector<Hit>> search_batch(const float *queries, size_t n_queries, size_t dim, size_t k,
+                                               size_t ef = 0, size_t threads = 0) const {
+        std::vector<uint64_t> ids(n_queries * k);
+        std::vector<float> distances(n_queries * k);
+        std::vector<size_t> counts(n_queries);
+        detail::check([&](omen_error **error) { return omen_index_search_batch(live(), queries, n_queries, dim, k, ef, threads, ids.data(), distances.data(), counts.data(), error); });
+        std::vector<std::vector<Hit>> hits(n_queries);
+        for (size_t q = 0; q < n_queries; q++) {
+            hits[q].resize(counts[q]);
+            for (size_t i = 0; i < counts[q]; i++) hits[q][i] = Hit{ids[q * k + i], distances[q * k + i]};
+        }
+        return hits;
+    }
+
+    size_t size() const { return omen_index_len(live()); }
+    size_t dim() const { return omen_index_dim(live()); }
+    size_t segment_count() const { return omen_index_segment_count(live()); }
+
+    /// The underlying handle, still owned by this object.
+    omen_index *get() const noexcept { return index_; }
+
+private:
+    omen_index *live() const {
+        if (!index_) throw Error(OMEN_STATUS_NULL_ARGUMENT, "the index was moved from");
+        return index_;
+    }
+    omen_index *index_ = nullptr;
+};
+
+}  // namespace omendb
+
+#endif  // OMENDB_HPP

@@ -1,0 +1,82 @@
+// The C++ wrapper (include/omendb.hpp): RAII and move semantics, real results, and every
+// failure surfacing as omendb::Error with the library's status.
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "omendb.hpp"
+
+static int failures = 0;
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                        \
+        }                                                                      \
+    } while (0)
+
+template <class F>
+static omen_status status_of(F call) {
+    try {
+        call();
+    } catch (const omendb::Error &e) {
+        return e.status();
+    }
+    return OMEN_STATUS_OK;
+}
+
+int main() {
+    const size_t dim = 8;
+    std::vector<uint64_t> ids;
+    std::vector<float> vectors;
+    for (uint64_t i = 0; i < 500; i++) {
+        ids.push_back(1000 + i);
+        for (size_t j = 0; j < dim; j++) vectors.push_back(std::sin(float(i * dim + j)));
+    }
+
+    omendb::Index index(omendb::Options(dim, OMEN_METRIC_L2).threads(2).segment_capacity(200));
+    index.insert_batch(ids, vectors);
+    CHECK(index.size() == 500);
+    CHECK(index.segment_count() == 3);
+
+    std::vector<float> query(vectors.begin() + 42 * dim, vectors.begin() + 43 * dim);
+    std::vector<omendb::Hit> hits = index.search(query, 5);
+    CHECK(hits.size() == 5 && hits[0].id == 1042 && hits[0].distance == 0.0f);
+    for (size_t i = 1; i < hits.size(); i++) CHECK(hits[i - 1].distance <= hits[i].distance);
+
+    auto batch = index.search_batch(vectors.data(), 3, dim, 5, 0, 1);
+    CHECK(batch.size() == 3 && batch[2][0].id == 1002);
+
+    // Errors carry their status, and a failed call changes nothing.
+    CHECK(status_of([&] { index.search(query.data(), dim - 1, 5); }) == OMEN_STATUS_DIMENSION_MISMATCH);
+    CHECK(status_of([&] { index.search(query, 0); }) == OMEN_STATUS_INVALID_ARGUMENT);
+    std::vector<float> nan_row(dim, std::numeric_limits<float>::quiet_NaN());
+    CHECK(status_of([&] { index.insert_batch(std::vector<uint64_t>{7}, nan_row); }) == OMEN_STATUS_NON_FINITE);
+    CHECK(status_of([&] { index.insert_batch(std::vector<uint64_t>{1000}, query); }) == OMEN_STATUS_DUPLICATE_ID);
+    CHECK(status_of([&] { index.insert_batch(std::vector<uint64_t>{7, 8}, query); }) == OMEN_STATUS_DIMENSION_MISMATCH);
+    CHECK(status_of([&] { omendb::Index bad{omendb::Options(0)}; }) == OMEN_STATUS_INVALID_ARGUMENT);
+    CHECK(index.size() == 500);
+    try {
+        index.search(query.data(), 3, 5);
+    } catch (const omendb::Error &e) {
+        CHECK(std::string(e.what()).find("OMEN_STATUS_DIMENSION_MISMATCH") == 0);
+    }
+
+    // Moves transfer ownership; a moved-from index throws instead of crashing.
+    omendb::Index moved = std::move(index);
+    CHECK(moved.size() == 500);
+    CHECK(status_of([&] { (void)index.size(); }) == OMEN_STATUS_NULL_ARGUMENT);
+    omendb::Index other{omendb::Options(dim)};
+    other = std::move(moved);
+    CHECK(other.search(query, 1)[0].id == 1042);
+
+    if (failures) {
+        std::fprintf(stderr, "test_wrapper: %d checks failed\n", failures);
+        return 1;
+    }
+    std::printf("test_wrapper: all checks passed\n");
+    return 0;
+}
