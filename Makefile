@@ -3,6 +3,7 @@
 CARGO      ?= cargo
 CC         ?= cc
 CXX        ?= c++
+GO         ?= go
 PYTHON     ?= python3
 RELEASE    := target/release
 BUILD      := build
@@ -18,12 +19,16 @@ PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
-.PHONY: all lib demo install test test-rust test-c test-install test-python test-asan lint bench bench-peers clean
+.PHONY: all lib demo install test test-rust test-c test-install test-go test-examples test-python test-asan lint \
+	bench bench-peers bench-overhead clean
 
 all: lib
 
+# The library carries a soname (libomendb.so.$(SOVERSION)); programs linked against target/release
+# look for that name, so give it one there too.
 lib:
 	$(CARGO) build --release
+	ln -sf libomendb.so $(RELEASE)/libomendb.so.$(SOVERSION)
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -47,7 +52,7 @@ install: lib
 	  'Libs: -L$${libdir} -lomendb' 'Libs.private: -lpthread -ldl -lm' 'Cflags: -I$${includedir}' \
 	  > $(DESTDIR)$(LIBDIR)/pkgconfig/omendb.pc
 
-test: lint test-rust test-c test-install test-python test-asan
+test: lint test-rust test-c test-install test-go test-examples test-python test-asan
 	@echo "make test: every suite passed"
 
 lint:
@@ -84,6 +89,17 @@ test-install: lib | $(BUILD)
 	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/stage PREFIX=/usr
 	test -L $(BUILD)/stage/usr/lib/libomendb.so -a -f $(BUILD)/stage/usr/lib/pkgconfig/omendb.pc -a -f $(BUILD)/stage/usr/include/omendb.hpp
 	@echo "test-install: pkg-config, soname, static and DESTDIR installs all passed"
+
+# The Go binding: vet, and its tests under the race detector (goroutines search while one inserts).
+test-go: lib
+	cd bindings/go && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# Every example a user copies is built and run, so none can rot.
+test-examples: lib $(VENV)/bin/python | $(BUILD)
+	$(CXX) -std=c++17 $(CWARN) -Iinclude examples/cpp/example.cpp -o $(BUILD)/example_cpp $(LINK)
+	./$(BUILD)/example_cpp
+	cd examples/go && $(GO) vet . && $(GO) run .
+	PYTHONPATH=python OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python examples/python/example.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,3 @@
+module omendb
+
+go 1.19

@@ -1,0 +1,304 @@
+// Package omendb binds the omendb C library (embeddable vector search, segmented HNSW).
+//
+// An *Index may be used from many goroutines at once: searches run concurrently with each other
+// and with inserts. Close waits for calls in flight, is idempotent, and a finalizer frees an
+// index that was never closed. No Go pointer is kept by C: every slice is only read or written
+// during the call that receives it.
+package omendb
+
+/*
+#include <stdlib.h>
+#include "omendb.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Metric is how vectors are compared; smaller distances are closer for every metric.
+type Metric uint32
+
+const (
+	L2           Metric = C.OMEN_METRIC_L2           // squared Euclidean distance
+	Cosine       Metric = C.OMEN_METRIC_COSINE       // 1 - cosine similarity (vectors normalised on insert)
+	InnerProduct Metric = C.OMEN_METRIC_INNER_PRODUCT // negated dot product
+)
+
+// Status is the library's omen_status code.
+type Status uint32
+
+const (
+	StatusOK                Status = C.OMEN_STATUS_OK
+	StatusNullArgument      Status = C.OMEN_STATUS_NULL_ARGUMENT
+	StatusInvalidArgument   Status = C.OMEN_STATUS_INVALID_ARGUMENT
+	StatusDimensionMismatch Status = C.OMEN_STATUS_DIMENSION_MISMATCH
+	StatusNonFinite         Status = C.OMEN_STATUS_NON_FINITE
+	StatusZeroVector        Status = C.OMEN_STATUS_ZERO_VECTOR
+	StatusDuplicateID       Status = C.OMEN_STATUS_DUPLICATE_ID
+	StatusResourceExhausted Status = C.OMEN_STATUS_RESOURCE_EXHAUSTED
+	StatusPanic             Status = C.OMEN_STATUS_PANIC
+)
+
+func (s Status) String() string { return C.GoString(C.omen_status_name(C.uint32_t(s))) }
+
+// Error is a failed call: its status and the library's message. errors.Is matches it against the
+// sentinel of its status (ErrDimensionMismatch, ...).
+type Error struct {
+	Status  Status
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return "omendb: " + e.Status.String()
+	}
+	return fmt.Sprintf("omendb: %s: %s", e.Status, e.Message)
+}
+
+// Is reports whether target is the sentinel for e's status.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Message == "" && t.Status == e.Status
+}
+
+// Sentinels for errors.Is, one per status.
+var (
+	ErrNullArgument      = &Error{Status: StatusNullArgument}
+	ErrInvalidArgument   = &Error{Status: StatusInvalidArgument}
+	ErrDimensionMismatch = &Error{Status: StatusDimensionMismatch}
+	ErrNonFinite         = &Error{Status: StatusNonFinite}
+	ErrZeroVector        = &Error{Status: StatusZeroVector}
+	ErrDuplicateID       = &Error{Status: StatusDuplicateID}
+	ErrResourceExhausted = &Error{Status: StatusResourceExhausted}
+	ErrPanic             = &Error{Status: StatusPanic}
+	// ErrClosed is returned by every call on a closed index.
+	ErrClosed = errors.New("omendb: index is closed")
+)
+
+// check turns a status and its error object into a Go error, freeing the object.
+func check(status C.omen_status, err *C.omen_error) error {
+	if status == C.OMEN_STATUS_OK {
+		return nil
+	}
+	defer C.omen_error_free(err)
+	return &Error{Status: Status(status), Message: C.GoString(C.omen_error_message(err))}
+}
+
+// Options configure an index; start from DefaultOptions.
+type Options struct {
+	Dim             int
+	Metric          Metric
+	M               int    // links per node on upper layers (2*M on layer 0)
+	EfConstruction  int    // beam width while building
+	EfSearch        int    // beam width of searches that pass ef = 0
+	SegmentCapacity int    // vectors per segment before it is sealed
+	Threads         int    // build and batch-search threads; 0 = one per core
+	Seed            uint64 // seeds the level draw (reproducible builds)
+}
+
+// DefaultOptions returns the library's defaults for the given dimension and metric.
+func DefaultOptions(dim int, metric Metric) Options {
+	var raw C.omen_options
+	// Cannot fail: the pointer is valid and the size is this header's.
+	_ = C.omen_options_default(&raw, C.size_t(unsafe.Sizeof(raw)), nil)
+	return Options{
+		Dim: dim, Metric: metric, M: int(raw.m), EfConstruction: int(raw.ef_construction),
+		EfSearch: int(raw.ef_search), SegmentCapacity: int(raw.segment_capacity), Threads: int(raw.threads),
+		Seed: uint64(raw.seed),
+	}
+}
+
+// Result is one neighbour: the caller's id and its distance.
+type Result struct {
+	ID       uint64
+	Distance float32
+}
+
+// Index is an in-memory segmented HNSW index.
+type Index struct {
+	mu  sync.RWMutex // read-held by calls, write-held by Close: no call runs on a freed handle
+	ptr *C.omen_index
+	dim int
+}
+
+func size(n int) (C.size_t, error) {
+	if n < 0 {
+		return 0, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf("negative value %d", n)}
+	}
+	return C.size_t(n), nil
+}
+
+// New creates an empty index.
+func New(opts Options) (*Index, error) {
+	var raw C.omen_options
+	_ = C.omen_options_default(&raw, C.size_t(unsafe.Sizeof(raw)), nil)
+	for _, v := range []int{opts.Dim, opts.M, opts.EfConstruction, opts.EfSearch, opts.SegmentCapacity, opts.Threads} {
+		if _, err := size(v); err != nil {
+			return nil, err
+		}
+	}
+	raw.dim, raw.metric, raw.m = C.size_t(opts.Dim), C.uint32_t(opts.Metric), C.size_t(opts.M)
+	raw.ef_construction, raw.ef_search = C.size_t(opts.EfConstruction), C.size_t(opts.EfSearch)
+	raw.segment_capacity, raw.threads, raw.seed = C.size_t(opts.SegmentCapacity), C.size_t(opts.Threads), C.uint64_t(opts.Seed)
+	var ptr *C.omen_index
+	var cerr *C.omen_error
+	if err := check(C.omen_index_create(&raw, &ptr, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	ix := &Index{ptr: ptr, dim: opts.Dim}
+	runtime.SetFinalizer(ix, (*Index).Close)
+	return ix, nil
+}
+
+// Close frees the index. It waits for calls in flight and may be called more than once.
+func (ix *Index) Close() error {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.ptr != nil {
+		C.omen_index_free(ix.ptr)
+		ix.ptr = nil
+		runtime.SetFinalizer(ix, nil)
+	}
+	return nil
+}
+
+// acquire read-locks the index for one call; the caller must call ix.mu.RUnlock.
+func (ix *Index) acquire() (*C.omen_index, error) {
+	ix.mu.RLock()
+	if ix.ptr == nil {
+		ix.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	return ix.ptr, nil
+}
+
+// Dim is the index dimension.
+func (ix *Index) Dim() int { return ix.dim }
+
+// Len is the number of vectors (0 once closed).
+func (ix *Index) Len() int {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return 0
+	}
+	defer ix.mu.RUnlock()
+	return int(C.omen_index_len(ptr))
+}
+
+func floatsPtr(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+func idsPtr(s []uint64) *C.uint64_t {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.uint64_t)(unsafe.Pointer(&s[0]))
+}
+
+// InsertBatch inserts len(ids) vectors stored row-major in vectors (len(ids)*Dim floats); all or
+// nothing.
+func (ix *Index) InsertBatch(ids []uint64, vectors []float32) error {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return err
+	}
+	defer ix.mu.RUnlock()
+	dim := ix.dim
+	if len(ids) > 0 {
+		if len(vectors)%len(ids) != 0 {
+			return &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats for %d ids", len(vectors), len(ids))}
+		}
+		dim = len(vectors) / len(ids)
+	} else if len(vectors) != 0 {
+		return &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats for no ids", len(vectors))}
+	}
+	var cerr *C.omen_error
+	status := C.omen_index_insert_batch(ptr, idsPtr(ids), floatsPtr(vectors), C.size_t(len(ids)), C.size_t(dim), &cerr)
+	return check(status, cerr)
+}
+
+// Search returns the k nearest neighbours of query, closest first; ef 0 uses the default.
+func (ix *Index) Search(query []float32, k, ef int) ([]Result, error) {
+	results, err := ix.SearchBatchN(query, 1, k, ef, 1)
+	if err != nil {
+		return nil, err
+	}
+	return results[0], nil
+}
+
+// SearchBatch searches every row of queries (Dim floats each). threads: 1 = this goroutine's
+// thread, 0 = the index's threads.
+func (ix *Index) SearchBatch(queries []float32, k, ef, threads int) ([][]Result, error) {
+	if ix.dim == 0 || len(queries)%ix.dim != 0 {
+		return nil, &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats are not rows of %d", len(queries), ix.dim)}
+	}
+	return ix.SearchBatchN(queries, len(queries)/ix.dim, k, ef, threads)
+}
+
+// SearchBatchN searches n queries of len(queries)/n floats each (the library checks the
+// dimension).
+func (ix *Index) SearchBatchN(queries []float32, n, k, ef, threads int) ([][]Result, error) {
+	ck, err := size(k)
+	if err != nil {
+		return nil, err
+	}
+	cef, err := size(ef)
+	if err != nil {
+		return nil, err
+	}
+	cthreads, err := size(threads)
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 || len(queries)%n != 0 {
+		return nil, &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats are not %d queries", len(queries), n)}
+	}
+	ptr, err := ix.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer ix.mu.RUnlock()
+	slots := n * k
+	if k != 0 && slots/k != n {
+		return nil, &Error{Status: StatusInvalidArgument, Message: "n * k overflows"}
+	}
+	if k > int(C.omen_index_len(ptr)) && k > 0 {
+		// No query returns more hits than the index holds; don't allocate slots for them.
+		slots = n * max(int(C.omen_index_len(ptr)), 1)
+		ck = C.size_t(slots / n)
+	}
+	ids := make([]uint64, slots)
+	distances := make([]float32, slots)
+	counts := make([]C.size_t, n)
+	var cerr *C.omen_error
+	status := C.omen_index_search_batch(ptr, floatsPtr(queries), C.size_t(n), C.size_t(len(queries)/n), ck, cef, cthreads,
+		idsPtr(ids), floatsPtr(distances), &counts[0], &cerr)
+	if err := check(status, cerr); err != nil {
+		return nil, err
+	}
+	width := int(ck)
+	out := make([][]Result, n)
+	for q := range out {
+		out[q] = make([]Result, counts[q])
+		for i := range out[q] {
+			out[q][i] = Result{ID: ids[q*width+i], Distance: distances[q*width+i]}
+		}
+	}
+	return out, nil
+}
+
+func max(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,215 @@
+package omendb
+
+import (
+	"errors"
+	"math"
+	"math/rand"
+	"sort"
+	"sync"
+	"testing"
+)
+
+func clustered(n, dim int, seed int64) []float32 {
+	rng := rand.New(rand.NewSource(seed))
+	centres := make([]float32, 20*dim)
+	for i := range centres {
+		centres[i] = rng.Float32()*2 - 1
+	}
+	out := make([]float32, n*dim)
+	for i := 0; i < n; i++ {
+		c := rng.Intn(20)
+		for j := 0; j < dim; j++ {
+			out[i*dim+j] = centres[c*dim+j] + float32(rng.NormFloat64()*0.25)
+		}
+	}
+	return out
+}
+
+func newIndex(t *testing.T, dim int, metric Metric) *Index {
+	t.Helper()
+	ix, err := New(DefaultOptions(dim, metric))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	return ix
+}
+
+func sequence(from, n int) []uint64 {
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = uint64(from + i)
+	}
+	return ids
+}
+
+func TestRecallAgainstBruteForce(t *testing.T) {
+	const n, dim, k = 3000, 24, 10
+	data := clustered(n+50, dim, 1)
+	base, queries := data[:n*dim], data[n*dim:]
+	ix := newIndex(t, dim, L2)
+	if err := ix.InsertBatch(sequence(0, n), base); err != nil {
+		t.Fatal(err)
+	}
+	if ix.Len() != n {
+		t.Fatalf("len %d", ix.Len())
+	}
+	batch, err := ix.SearchBatch(queries, k, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := 0
+	for q := 0; q < 50; q++ {
+		query := queries[q*dim : (q+1)*dim]
+		type scored struct {
+			d  float64
+			id uint64
+		}
+		all := make([]scored, n)
+		for i := 0; i < n; i++ {
+			var d float64
+			for j := 0; j < dim; j++ {
+				diff := float64(query[j] - base[i*dim+j])
+				d += diff * diff
+			}
+			all[i] = scored{d, uint64(i)}
+		}
+		sort.Slice(all, func(a, b int) bool { return all[a].d < all[b].d })
+		truth := map[uint64]bool{}
+		for _, s := range all[:k] {
+			truth[s.id] = true
+		}
+		for _, r := range batch[q] {
+			if truth[r.ID] {
+				hits++
+			}
+		}
+		single, err := ix.Search(query, k, 0)
+		if err != nil || len(single) != k || single[0] != batch[q][0] {
+			t.Fatalf("single search differs from batch: %v %v", err, single)
+		}
+	}
+	if recall := float64(hits) / (50 * k); recall < 0.95 {
+		t.Fatalf("recall %.3f", recall)
+	}
+}
+
+func TestBadInputIsAnErrorAndChangesNothing(t *testing.T) {
+	ix := newIndex(t, 4, Cosine)
+	if err := ix.InsertBatch([]uint64{1, 2}, []float32{1, 0, 0, 0, 0, 1, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"wrong dimension", ix.InsertBatch([]uint64{3}, []float32{1, 2, 3}), ErrDimensionMismatch},
+		{"NaN", ix.InsertBatch([]uint64{3}, []float32{1, float32(math.NaN()), 0, 0}), ErrNonFinite},
+		{"zero under cosine", ix.InsertBatch([]uint64{3}, []float32{0, 0, 0, 0}), ErrZeroVector},
+		{"duplicate", ix.InsertBatch([]uint64{1}, []float32{1, 1, 1, 1}), ErrDuplicateID},
+		{"duplicate in batch", ix.InsertBatch([]uint64{5, 5}, []float32{1, 1, 1, 1, 1, 2, 1, 1}), ErrDuplicateID},
+		{"k = 0", func() error { _, err := ix.Search([]float32{1, 0, 0, 0}, 0, 0); return err }(), ErrInvalidArgument},
+		{"negative ef", func() error { _, err := ix.Search([]float32{1, 0, 0, 0}, 1, -1); return err }(), ErrInvalidArgument},
+		{"query dimension", func() error { _, err := ix.Search([]float32{1, 0}, 1, 0); return err }(), ErrDimensionMismatch},
+	}
+	for _, c := range cases {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.err, c.want)
+		}
+		var typed *Error
+		if !errors.As(c.err, &typed) || typed.Message == "" {
+			t.Errorf("%s: no message in %v", c.name, c.err)
+		}
+	}
+	if ix.Len() != 2 {
+		t.Fatalf("len changed to %d", ix.Len())
+	}
+	if _, err := New(DefaultOptions(0, L2)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("dim 0: %v", err)
+	}
+}
+
+func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
+	ix, err := New(DefaultOptions(2, L2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+	ix.Close()
+	if err := ix.InsertBatch([]uint64{1}, []float32{1, 2}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("insert after close: %v", err)
+	}
+	if _, err := ix.Search([]float32{1, 2}, 1, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("search after close: %v", err)
+	}
+	if ix.Len() != 0 {
+		t.Fatal("len after close")
+	}
+}
+
+func TestSearchesWhileOneGoroutineInserts(t *testing.T) {
+	const dim, batches, batch = 16, 20, 200
+	data := clustered(batches*batch, dim, 2)
+	opts := DefaultOptions(dim, InnerProduct)
+	opts.SegmentCapacity = 700
+	ix, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				q := (g*7919 + i*31) % (batches * batch)
+				results, err := ix.Search(data[q*dim:(q+1)*dim], 5, 0)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for j := 1; j < len(results); j++ {
+					if results[j-1].Distance > results[j].Distance {
+						t.Error("unsorted results")
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	for b := 0; b < batches; b++ {
+		if err := ix.InsertBatch(sequence(b*batch, batch), data[b*batch*dim:(b+1)*batch*dim]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if ix.Len() != batches*batch {
+		t.Fatalf("len %d", ix.Len())
+	}
+}
+
+func BenchmarkSearchOne(b *testing.B) {
+	const dim = 128
+	data := clustered(10000, dim, 3)
+	ix, _ := New(DefaultOptions(dim, L2))
+	defer ix.Close()
+	if err := ix.InsertBatch(sequence(0, 10000), data); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		q := i % 10000
+		if _, err := ix.Search(data[q*dim:(q+1)*dim], 10, 16); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
