@@ -24,8 +24,8 @@ import (
 type Metric uint32
 
 const (
-	L2           Metric = C.OMEN_METRIC_L2           // squared Euclidean distance
-	Cosine       Metric = C.OMEN_METRIC_COSINE       // 1 - cosine similarity (vectors normalised on insert)
+	L2           Metric = C.OMEN_METRIC_L2            // squared Euclidean distance
+	Cosine       Metric = C.OMEN_METRIC_COSINE        // 1 - cosine similarity (vectors normalised on insert)
 	InnerProduct Metric = C.OMEN_METRIC_INNER_PRODUCT // negated dot product
 )
 
