@@ -92,6 +92,7 @@ test-install: lib | $(BUILD)
 
 # The Go binding: vet, and its tests under the race detector (goroutines search while one inserts).
 test-go: lib
+	test -z "$$(gofmt -l bindings/go examples/go)" || { gofmt -l bindings/go examples/go; exit 1; }
 	cd bindings/go && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 # Every example a user copies is built and run, so none can rot.
@@ -105,8 +106,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet numpy pytest
 
-test-python: lib $(VENV)/bin/python
+# The binding's tests against the checkout, then `pip install ./python` and the example run from
+# the installed package (its bundled library) outside the checkout.
+test-python: lib $(VENV)/bin/python | $(BUILD)
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python -m pytest -q python/tests
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/pip install --quiet ./python
+	cd $(BUILD) && $(abspath $(VENV))/bin/python -c 'import omendb, pathlib; assert pathlib.Path(omendb.library_path()).parent == pathlib.Path(omendb.__file__).parent, omendb.library_path()'
+	cd $(BUILD) && $(abspath $(VENV))/bin/python $(abspath examples/python/example.py)
 
 # The Rust concurrency and FFI tests once more, instrumented by AddressSanitizer (nightly only).
 test-asan:

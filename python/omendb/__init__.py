@@ -5,9 +5,16 @@
     index.insert_batch(np.arange(1000, dtype=np.uint64), vectors)        # float32[1000, 128]
     ids, distances = index.search_batch(queries, k=10)                   # uint64[q, 10], float32[q, 10]
 
-The library is found through the OMENDB_LIBRARY variable (a path to libomendb.so), else in the
-cargo target directory of the checkout this package sits in (release, then debug). Long calls
-release the GIL (ctypes does so for every foreign call).
+The library is found through the OMENDB_LIBRARY variable (a path to libomendb.so), else beside
+this file (where `pip install ./python` puts it), else in the cargo target directory of the
+checkout this package sits in (release, then debug). Every call releases the GIL while the library
+works (ctypes does so for each foreign call), so Python threads run during long inserts and
+searches.
+
+Errors raise `omendb.Error` subclasses named after the status: `DimensionMismatchError`,
+`NonFiniteError`, `ZeroVectorError`, `DuplicateIdError`, `NullArgumentError` and
+`InvalidArgumentError` are also `ValueError`s (the input was wrong); `ClosedError` is raised by
+any call on a closed index.
 """
 import ctypes
 import os
@@ -15,7 +22,11 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["Index", "Error", "InvalidInputError", "library_path", "version"]
+__all__ = [
+    "Index", "Error", "InvalidInputError", "NullArgumentError", "InvalidArgumentError", "DimensionMismatchError",
+    "NonFiniteError", "ZeroVectorError", "DuplicateIdError", "ResourceExhaustedError", "PanicError", "ClosedError",
+    "library_path", "version",
+]
 
 _METRICS = {"l2": 0, "cosine": 1, "cos": 1, "ip": 2, "inner_product": 2}
 
@@ -32,11 +43,54 @@ class InvalidInputError(Error, ValueError):
     """The input was rejected (statuses 1-99): wrong dimension, NaN, duplicate id, k = 0, ..."""
 
 
+class NullArgumentError(InvalidInputError):
+    """OMEN_STATUS_NULL_ARGUMENT."""
+
+
+class InvalidArgumentError(InvalidInputError):
+    """OMEN_STATUS_INVALID_ARGUMENT: k = 0, dim = 0, a parameter out of range."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """OMEN_STATUS_DIMENSION_MISMATCH."""
+
+
+class NonFiniteError(InvalidInputError):
+    """OMEN_STATUS_NON_FINITE: NaN or an infinity in a vector."""
+
+
+class ZeroVectorError(InvalidInputError):
+    """OMEN_STATUS_ZERO_VECTOR: a zero vector under the cosine metric."""
+
+
+class DuplicateIdError(InvalidInputError):
+    """OMEN_STATUS_DUPLICATE_ID."""
+
+
+class ResourceExhaustedError(Error):
+    """OMEN_STATUS_RESOURCE_EXHAUSTED: the OS refused threads."""
+
+
+class PanicError(Error):
+    """OMEN_STATUS_PANIC: a bug inside omendb, caught at the boundary."""
+
+
+class ClosedError(Error):
+    """A call on a closed index."""
+
+
+_ERRORS = {1: NullArgumentError, 2: InvalidArgumentError, 3: DimensionMismatchError, 4: NonFiniteError,
+           5: ZeroVectorError, 6: DuplicateIdError, 200: ResourceExhaustedError, 1000: PanicError}
+
+
 def library_path():
     """Where the shared library is loaded from."""
     explicit = os.environ.get("OMENDB_LIBRARY")
     if explicit:
         return pathlib.Path(explicit)
+    bundled = pathlib.Path(__file__).resolve().parent / "libomendb.so"
+    if bundled.exists():
+        return bundled
     root = pathlib.Path(__file__).resolve().parents[2]
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
     for profile in ("release", "debug"):
@@ -103,7 +157,7 @@ def _call(function, *args):
         message = _lib.omen_error_message(error).decode(errors="replace")
         _lib.omen_error_free(error)
         name = _lib.omen_status_name(status).decode()
-        raise (InvalidInputError if status < 100 else Error)(status, name, message)
+        raise _ERRORS.get(status, InvalidInputError if status < 100 else Error)(status, name, message)
 
 
 def _pointer(array):
@@ -134,7 +188,7 @@ class Index:
 
     def _live(self):
         if self._handle is None:
-            raise Error(2, "OMEN_STATUS_INVALID_ARGUMENT", "the index is closed")
+            raise ClosedError(2, "OMEN_STATUS_INVALID_ARGUMENT", "the index is closed")
         return self._handle
 
     def close(self):

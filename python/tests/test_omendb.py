@@ -67,3 +67,67 @@ def test_bad_options_raise():
     with pytest.raises(ValueError):
         omendb.Index(dim=4, metric="hamming")
     assert omendb.version().count(".") == 2
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda ix: ix.insert_batch([1], np.ones((1, 3), np.float32)), omendb.DimensionMismatchError),
+    (lambda ix: ix.insert_batch([1], np.full((1, 4), np.inf, np.float32)), omendb.NonFiniteError),
+    (lambda ix: ix.insert_batch([1], np.zeros((1, 4), np.float32)), omendb.ZeroVectorError),
+    (lambda ix: ix.insert_batch([9], np.ones((1, 4), np.float32)), omendb.DuplicateIdError),
+    (lambda ix: ix.search(np.ones(4, np.float32), k=0), omendb.InvalidArgumentError),
+    (lambda ix: ix.search_batch(np.ones((2, 5), np.float32), k=1), omendb.DimensionMismatchError),
+])
+def test_each_status_has_its_exception(call, error):
+    with omendb.Index(dim=4, metric="cosine") as index:
+        index.insert_batch([9], np.ones((1, 4), np.float32))
+        with pytest.raises(error) as caught:
+            call(index)
+        assert isinstance(caught.value, ValueError) and caught.value.message
+        assert len(index) == 1
+
+
+def test_none_and_closed_index_raise_instead_of_crashing():
+    index = omendb.Index(dim=2)
+    with pytest.raises((TypeError, ValueError)):
+        index.insert_batch(None, None)
+    with pytest.raises((TypeError, ValueError)):
+        index.search(None)
+    index.close()
+    with pytest.raises(omendb.ClosedError):
+        index.search(np.ones(2, np.float32))
+    with pytest.raises(omendb.ClosedError):
+        index.insert_batch([1], np.ones((1, 2), np.float32))
+
+
+def test_single_and_batch_calls_agree():
+    data = clustered(2000, 16, 4)
+    with omendb.Index(dim=16, metric="ip", threads=2) as index:
+        index.insert_batch(np.arange(2000, dtype=np.uint64), data)
+        ids, distances = index.search_batch(data[:20], k=5, threads=1)
+        for q in range(20):
+            single_ids, single_distances = index.search(data[q], k=5)
+            assert (single_ids == ids[q]).all() and np.allclose(single_distances, distances[q])
+
+
+def test_the_gil_is_released_while_the_library_works():
+    import threading
+
+    counter, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        data = clustered(20000, 64, 5)
+        index = omendb.Index(dim=64, threads=1)
+        before = counter[0]
+        index.insert_batch(np.arange(20000, dtype=np.uint64), data)  # ~0.3 s inside the library
+        during = counter[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    # With the GIL held for the whole call the other thread could not have counted at all.
+    assert during > 0
