@@ -133,6 +133,13 @@ bench-peers: lib $(VENV)/bin/python
 	  --omendb python/ | tee $(BUILD)/peers.txt
 	$(VENV)/bin/python ../shared/bench/compare.py < $(BUILD)/peers.txt
 
+# Per-call cost of a single-query search from C, Go and Python on the same data.
+bench-overhead: lib $(VENV)/bin/python | $(BUILD)
+	$(CC) -O2 -std=c11 $(CWARN) -Iinclude benches/overhead/overhead.c -o $(BUILD)/overhead $(LINK) -lm
+	./$(BUILD)/overhead
+	cd bindings/go && $(GO) test -run '^$$' -bench SearchTiny -benchtime 200000x . | grep ns/op
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/overhead/overhead.py
+
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD)

@@ -213,3 +213,28 @@ func BenchmarkSearchOne(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSearchTiny is the Go side of `make bench-overhead`: the same data, query, k and ef as
+// benches/overhead/overhead.c, so the difference is the binding's cost per call.
+func BenchmarkSearchTiny(b *testing.B) {
+	const n, dim = 1000, 16
+	vectors := make([]float32, n*dim)
+	for i := range vectors {
+		vectors[i] = float32(math.Sin(float64(i)))
+	}
+	ix, err := New(DefaultOptions(dim, L2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ix.Close()
+	if err := ix.InsertBatch(sequence(0, n), vectors); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		q := i % n
+		if _, err := ix.Search(vectors[q*dim:(q+1)*dim], 10, 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

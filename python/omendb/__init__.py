@@ -19,6 +19,7 @@ any call on a closed index.
 import ctypes
 import os
 import pathlib
+import threading
 
 import numpy as np
 
@@ -154,14 +155,35 @@ def _call(function, *args):
     error = ctypes.c_void_p()
     status = function(*args, ctypes.byref(error))
     if status != 0:
-        message = _lib.omen_error_message(error).decode(errors="replace")
-        _lib.omen_error_free(error)
-        name = _lib.omen_status_name(status).decode()
-        raise _ERRORS.get(status, InvalidInputError if status < 100 else Error)(status, name, message)
+        _raise(status, error)
 
 
 def _pointer(array):
     return array.ctypes.data_as(ctypes.c_void_p)
+
+
+_local = threading.local()
+
+
+def _single_search_buffers(k):
+    """Per-thread output buffers for `Index.search`, reused across calls: taking the address of
+    fresh numpy arrays costs more than the search itself on small indexes."""
+    buffers = getattr(_local, "search", None)
+    if buffers is None or buffers[0] < k:
+        size = max(k, 16)
+        ids, distances = np.empty(size, np.uint64), np.empty(size, np.float32)
+        count, error = ctypes.c_size_t(), ctypes.c_void_p()
+        buffers = (size, ids, distances, ids.ctypes.data, distances.ctypes.data, count, ctypes.byref(count),
+                   error, ctypes.byref(error))
+        _local.search = buffers
+    return buffers
+
+
+def _raise(status, error):
+    message = _lib.omen_error_message(error).decode(errors="replace")
+    _lib.omen_error_free(error)
+    name = _lib.omen_status_name(status).decode()
+    raise _ERRORS.get(status, InvalidInputError if status < 100 else Error)(status, name, message)
 
 
 class Index:
@@ -233,11 +255,21 @@ class Index:
 
     def search(self, query, k=10, ef=0):
         """The k nearest neighbours of one query: (uint64 ids, float32 distances), closest first."""
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        ids, distances, count = np.empty(k, np.uint64), np.empty(k, np.float32), ctypes.c_size_t()
-        _call(_lib.omen_index_search, self._live(), _pointer(query), len(query), k, ef,
-              _pointer(ids), _pointer(distances), ctypes.byref(count))
-        return ids[: count.value], distances[: count.value]
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        if query.ndim != 1:
+            query = query.reshape(-1)
+        if not isinstance(k, int) or k < 0:
+            raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"k must be a non-negative int, got {k!r}")
+        if k > 16:
+            k = max(1, min(k, len(self)))  # no search returns more hits than the index holds
+        _, ids, distances, ids_at, distances_at, count, count_ref, error, error_ref = _single_search_buffers(k)
+        # A query's bytes are passed directly: cheaper than taking a numpy array's address.
+        status = _lib.omen_index_search(self._live(), query.tobytes(), query.size, k, ef, ids_at, distances_at,
+                                        count_ref, error_ref)
+        if status != 0:
+            _raise(status, error)
+        n = count.value
+        return ids[:n].copy(), distances[:n].copy()
 
     def search_batch(self, queries, k=10, ef=0, threads=0):
         """Searches every row of `queries`: (uint64[q, k] ids, float32[q, k] distances). Missing

@@ -32,6 +32,8 @@ def test_cosine_distance_and_padding():
         ids, distances = index.search_batch(np.array([[2, 0]], np.float32), k=3)
         assert ids[0].tolist() == [1, 2, 2**64 - 1]
         assert np.allclose(distances[0][:2], [0, 1]) and np.isinf(distances[0][2])
+        huge_ids, _ = index.search(np.array([2, 0], np.float32), k=10**12)
+        assert huge_ids.tolist() == [1, 2]
 
 
 @pytest.mark.parametrize("vectors, status", [
