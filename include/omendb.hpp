@@ -39,8 +39,13 @@ private:
 
 namespace detail {
 /// Containers with data() and size() (std::vector, std::array, std::span, ...), not pointers.
+template <class T, class = void>
+struct is_container : std::false_type {};
 template <class T>
-using if_container = std::enable_if_t<!std::is_pointer_v<std::decay_t<T>>, int>;
+struct is_container<T, std::void_t<decltype(std::declval<const T &>().data()), decltype(std::declval<const T &>().size())>>
+    : std::true_type {};
+template <class T>
+using if_container = std::enable_if_t<is_container<T>::value, int>;
 
 /// Runs `call(&error)` and throws for a failed status, freeing the error object. (The error is
 /// read only after the call: as two arguments of one function, their order would be unspecified.)

@@ -112,6 +112,8 @@ func TestBadInputIsAnErrorAndChangesNothing(t *testing.T) {
 		{"k = 0", func() error { _, err := ix.Search([]float32{1, 0, 0, 0}, 0, 0); return err }(), ErrInvalidArgument},
 		{"negative ef", func() error { _, err := ix.Search([]float32{1, 0, 0, 0}, 1, -1); return err }(), ErrInvalidArgument},
 		{"query dimension", func() error { _, err := ix.Search([]float32{1, 0}, 1, 0); return err }(), ErrDimensionMismatch},
+		{"nil ids", ix.InsertBatch(nil, []float32{1, 0, 0, 0}), ErrDimensionMismatch},
+		{"nil query", func() error { _, err := ix.Search(nil, 1, 0); return err }(), ErrDimensionMismatch},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, c.want) {

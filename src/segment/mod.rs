@@ -1,6 +1,7 @@
 //! Segments: one growing segment takes inserts; a full one is sealed (compacted, immutable).
 //! A query fans out over every segment and the per-segment top-k lists merge into one.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::distance::Distance;
@@ -43,6 +44,8 @@ pub(crate) struct Growing {
     ordinal: u32,
     capacity: usize,
     state: RwLock<GrowingState>,
+    /// Vectors linked since the last reachability pass.
+    unchecked: AtomicUsize,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -59,6 +62,7 @@ impl Growing {
     pub(crate) fn new(layout: &Layout, ordinal: u32) -> Self {
         Growing {
             ordinal,
+            unchecked: AtomicUsize::new(0),
             capacity: layout.capacity,
             state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Vec::new() }),
         }
@@ -91,10 +95,12 @@ impl Growing {
         };
         let state = read(&self.state);
         state.graph.insert_range(first as u32..(first + ids.len()) as u32);
-        // A batch of at least 1/64 of the segment pays for a reachability pass (amortised O(1)
-        // a vector); sealing always runs one.
-        if ids.len() * 64 >= state.graph.len() {
+        // Once 1/64 of the segment was linked since the last reachability pass, the next pass
+        // is paid for (amortised O(1) a vector, whatever the batch sizes); sealing always runs one.
+        let unchecked = self.unchecked.fetch_add(ids.len(), Relaxed) + ids.len();
+        if unchecked * 64 >= state.graph.len() {
             state.graph.connect();
+            self.unchecked.store(0, Relaxed);
         }
     }
 

@@ -58,6 +58,8 @@ int main() {
     CHECK(status_of([&] { index.insert_batch(std::vector<uint64_t>{1000}, query); }) == OMEN_STATUS_DUPLICATE_ID);
     CHECK(status_of([&] { index.insert_batch(std::vector<uint64_t>{7, 8}, query); }) == OMEN_STATUS_DIMENSION_MISMATCH);
     CHECK(status_of([&] { omendb::Index bad{omendb::Options(0)}; }) == OMEN_STATUS_INVALID_ARGUMENT);
+    CHECK(status_of([&] { index.insert_batch(nullptr, 1, nullptr, dim); }) == OMEN_STATUS_NULL_ARGUMENT);
+    CHECK(status_of([&] { index.search(nullptr, dim, 5); }) == OMEN_STATUS_NULL_ARGUMENT);
     CHECK(index.size() == 500);
     try {
         index.search(query.data(), 3, 5);
