@@ -20,6 +20,7 @@ import ctypes
 import os
 import pathlib
 import threading
+import time
 
 import numpy as np
 
@@ -186,8 +187,36 @@ def _raise(status, error):
     raise _ERRORS.get(status, InvalidInputError if status < 100 else Error)(status, name, message)
 
 
+class _Handle:
+    """The C handle and the calls running on it. Every call releases the GIL, so without this a
+    `close()` in one thread could free the index under a search in another: `close()` refuses new
+    calls at once and frees the index when the running ones are done. (list.append and list.pop
+    are atomic under the GIL, which keeps this cheaper than a lock on every call.)"""
+
+    def __init__(self, pointer):
+        self.pointer, self.calls = pointer, []
+
+    def __enter__(self):
+        self.calls.append(None)
+        pointer = self.pointer  # read after registering: close() either waits for us or we see None
+        if pointer is None:
+            self.calls.pop()
+            raise ClosedError(2, "OMEN_STATUS_INVALID_ARGUMENT", "the index is closed")
+        return pointer
+
+    def __exit__(self, *exc):
+        self.calls.pop()
+
+    def close(self):
+        pointer, self.pointer = self.pointer, None
+        while self.calls:
+            time.sleep(0.001)
+        if pointer is not None:
+            _lib.omen_index_free(pointer)
+
+
 class Index:
-    """An in-memory segmented HNSW index. Safe to share between threads."""
+    """An in-memory segmented HNSW index. Safe to share between threads, `close()` included."""
 
     def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
                  threads=0, seed=None):
@@ -205,19 +234,15 @@ class Index:
             options.seed = seed
         handle = ctypes.c_void_p()
         _call(_lib.omen_index_create, ctypes.byref(options), ctypes.byref(handle))
-        self._handle = handle
+        self._handle = _Handle(handle)
         self.dim = dim
 
-    def _live(self):
-        if self._handle is None:
-            raise ClosedError(2, "OMEN_STATUS_INVALID_ARGUMENT", "the index is closed")
-        return self._handle
-
     def close(self):
-        """Frees the index; further calls raise. Idempotent."""
-        handle, self._handle = getattr(self, "_handle", None), None
+        """Frees the index once calls running in other threads return; later calls raise
+        ClosedError. Idempotent."""
+        handle = getattr(self, "_handle", None)
         if handle is not None:
-            _lib.omen_index_free(handle)
+            handle.close()
 
     __del__ = close
 
@@ -228,11 +253,13 @@ class Index:
         self.close()
 
     def __len__(self):
-        return _lib.omen_index_len(self._live())
+        with self._handle as index:
+            return _lib.omen_index_len(index)
 
     @property
     def segment_count(self):
-        return _lib.omen_index_segment_count(self._live())
+        with self._handle as index:
+            return _lib.omen_index_segment_count(index)
 
     def _matrix(self, vectors):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -248,7 +275,8 @@ class Index:
         vectors = self._matrix(vectors)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
-        _call(_lib.omen_index_insert_batch, self._live(), _pointer(ids), _pointer(vectors), len(ids), vectors.shape[1])
+        with self._handle as index:
+            _call(_lib.omen_index_insert_batch, index, _pointer(ids), _pointer(vectors), len(ids), vectors.shape[1])
 
     def insert(self, id, vector):
         self.insert_batch([id], vector)
@@ -264,8 +292,9 @@ class Index:
             k = max(1, min(k, len(self)))  # no search returns more hits than the index holds
         _, ids, distances, ids_at, distances_at, count, count_ref, error, error_ref = _single_search_buffers(k)
         # A query's bytes are passed directly: cheaper than taking a numpy array's address.
-        status = _lib.omen_index_search(self._live(), query.tobytes(), query.size, k, ef, ids_at, distances_at,
-                                        count_ref, error_ref)
+        with self._handle as index:
+            status = _lib.omen_index_search(index, query.tobytes(), query.size, k, ef, ids_at, distances_at, count_ref,
+                                            error_ref)
         if status != 0:
             _raise(status, error)
         n = count.value
@@ -279,6 +308,7 @@ class Index:
         n = len(queries)
         ids, distances = np.empty((n, k), np.uint64), np.empty((n, k), np.float32)
         counts = np.empty(n, np.uintp)
-        _call(_lib.omen_index_search_batch, self._live(), _pointer(queries), n, queries.shape[1], k, ef, threads,
-              _pointer(ids), _pointer(distances), _pointer(counts))
+        with self._handle as index:
+            _call(_lib.omen_index_search_batch, index, _pointer(queries), n, queries.shape[1], k, ef, threads,
+                  _pointer(ids), _pointer(distances), _pointer(counts))
         return ids, distances

@@ -133,3 +133,28 @@ def test_the_gil_is_released_while_the_library_works():
         thread.join()
     # With the GIL held for the whole call the other thread could not have counted at all.
     assert during > 0
+
+
+def test_close_waits_for_calls_running_in_other_threads():
+    import threading
+
+    data = clustered(20000, 64, 6)
+    index = omendb.Index(dim=64, threads=1)
+    started, outcome = threading.Event(), []
+
+    def insert():
+        started.set()
+        try:
+            index.insert_batch(np.arange(20000, dtype=np.uint64), data)  # ~0.3 s, GIL released
+            outcome.append("inserted")
+        except omendb.ClosedError:
+            outcome.append("closed first")
+
+    worker = threading.Thread(target=insert)
+    worker.start()
+    started.wait()
+    index.close()  # must not free the index under the running insert (which would crash)
+    worker.join()
+    assert len(outcome) == 1
+    with pytest.raises(omendb.ClosedError):
+        len(index)
