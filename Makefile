@@ -61,6 +61,7 @@ lint:
 
 test-rust:
 	$(CARGO) test --all-targets
+	$(CARGO) test --doc
 
 # C and C++ programs against the release library, under AddressSanitizer and UBSan.
 test-c: lib | $(BUILD)
