@@ -119,7 +119,7 @@ test-python: lib $(VENV)/bin/python | $(BUILD)
 test-asan:
 ifeq ($(NIGHTLY_OK),yes)
 	RUSTFLAGS=-Zsanitizer=address CARGO_TARGET_DIR=target/asan \
-	  $(CARGO) +nightly test --target x86_64-unknown-linux-gnu --lib --test concurrency --test ffi
+	  $(CARGO) +nightly test --target x86_64-unknown-linux-gnu --lib --test concurrency --test ffi --test ffi_random
 else
 	@echo "SKIPPED test-asan: no nightly toolchain (cargo +nightly), so no -Zsanitizer=address run"
 endif
