@@ -38,14 +38,14 @@ fn random_calls_never_panic_and_keep_the_index_consistent() {
         let mut next_id = 0u64;
         for _ in 0..30 {
             let count = (rng.next_u64() % 70) as usize;
-            let call_dim = if rng.next_u64() % 10 == 0 { dim + 1 } else { dim };
+            let call_dim = if rng.next_u64().is_multiple_of(10) { dim + 1 } else { dim };
             let mut vectors: Vec<f32> = (0..count * call_dim).map(|_| rng.gaussian()).collect();
-            if rng.next_u64() % 8 == 0 && !vectors.is_empty() {
+            if rng.next_u64().is_multiple_of(8) && !vectors.is_empty() {
                 let at = (rng.next_u64() as usize) % vectors.len();
                 vectors[at] = [f32::NAN, f32::INFINITY, 0.0][(rng.next_u64() % 3) as usize];
             }
             let mut ids: Vec<u64> = (0..count as u64).map(|i| next_id + i).collect();
-            if rng.next_u64() % 10 == 0 && count > 1 {
+            if rng.next_u64().is_multiple_of(10) && count > 1 {
                 ids[1] = ids[0];
             }
             let status = omen_index_insert_batch(index, ids.as_ptr(), vectors.as_ptr(), count, call_dim, null_mut());
