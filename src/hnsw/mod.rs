@@ -270,7 +270,7 @@ impl Graph {
                 break;
             }
             if let Some(std::cmp::Reverse(next)) = s.candidates.peek() {
-                prefetch(self.list(next.node, level));
+                prefetch_all(self.list(next.node, level));
             }
             self.copy_neighbors(closest.node, level, &mut s.neighbors);
             // Mark first, then compute while the next vectors load: each distance reads a whole
