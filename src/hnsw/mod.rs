@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rayon::prelude::*;
 
-use crate::distance::{prefetch, prefetch_all, Distance};
+use crate::distance::{prefetch_all, Distance};
 use crate::storage::reserve_huge;
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
 use vectors::SplitVectors;
