@@ -130,6 +130,17 @@ fn slots(count: usize, k: usize) -> Result<usize> {
     count.checked_mul(k).ok_or_else(|| Error::InvalidArgument(format!("{count} queries × k = {k} overflows")))
 }
 
+/// Writes `hits` into a row of output slots, padding the rest with `u64::MAX` / `+inf`; returns
+/// the number of hits.
+fn fill(hits: &[Hit], ids: &mut [u64], distances: &mut [f32]) -> usize {
+    for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
+        let hit = hits.get(slot);
+        *id = hit.map_or(u64::MAX, |h| h.id);
+        *distance = hit.map_or(f32::INFINITY, |h| h.distance);
+    }
+    hits.len()
+}
+
 /// One neighbour of a query.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SearchResult {
@@ -344,6 +355,30 @@ impl Index {
     /// `ef` is the beam width: 0 uses `Options::ef_search`, and a value below `k` is raised to
     /// `k`. Segments are searched in parallel on the index's threads.
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<SearchResult>> {
+        Ok(self.search_hits(query, k, ef)?.iter().map(|h| SearchResult { id: h.id, distance: h.distance }).collect())
+    }
+
+    /// [`Index::search`] into caller buffers of `k` slots each; returns the number of hits and
+    /// pads the rest with id `u64::MAX` and distance `+inf`. On error nothing is written.
+    pub fn search_into(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        ids: &mut [u64],
+        distances: &mut [f32],
+    ) -> Result<usize> {
+        if ids.len() != k || distances.len() != k {
+            return Err(Error::InvalidArgument(format!(
+                "output buffers must hold k = {k} slots, got {} ids and {} distances",
+                ids.len(),
+                distances.len()
+            )));
+        }
+        Ok(fill(&self.search_hits(query, k, ef)?, ids, distances))
+    }
+
+    fn search_hits(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>> {
         let ef = self.check_search(k, ef)?;
         let query = self.prepare_queries(query, 1)?;
         let set = self.snapshot();
@@ -353,7 +388,7 @@ impl Index {
         } else {
             self.pool.install(|| set.par_search(&query, k, ef, &mut hits));
         }
-        Ok(hits.iter().map(|h| SearchResult { id: h.id, distance: h.distance }).collect())
+        Ok(hits)
     }
 
     fn prepare_queries<'a>(&self, queries: &'a [f32], count: usize) -> Result<Cow<'a, [f32]>> {
@@ -426,12 +461,7 @@ impl Index {
         // Writes one query's hits into its row of the outputs; returns how many there are.
         let one = |query: &[f32], ids: &mut [u64], distances: &mut [f32], hits: &mut Vec<Hit>| {
             set.search(query, k, ef, hits);
-            for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
-                let hit = hits.get(slot);
-                *id = hit.map_or(u64::MAX, |h| h.id);
-                *distance = hit.map_or(f32::INFINITY, |h| h.distance);
-            }
-            hits.len()
+            fill(hits, ids, distances)
         };
         let dim = self.options.dim;
         match threads {

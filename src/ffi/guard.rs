@@ -80,15 +80,22 @@ fn check_array<T>(ptr: *const T, len: usize, name: &str) -> Result<(), Failure> 
     }
 }
 
-/// Fails when two argument arrays share memory (which would alias a `&mut`).
-pub(crate) fn disjoint<A, B>(a: &[A], b: &[B], names: (&str, &str)) -> Result<(), Failure> {
-    let range = |start: usize, bytes: usize| start..start + bytes;
-    let (ra, rb) = (range(a.as_ptr() as usize, size_of_val(a)), range(b.as_ptr() as usize, size_of_val(b)));
-    if ra.is_empty() || rb.is_empty() || ra.end <= rb.start || rb.end <= ra.start {
-        Ok(())
-    } else {
-        Err(Failure::invalid(format!("`{}` and `{}` overlap", names.0, names.1)))
+/// The bytes an argument array covers, named for the error message.
+pub(crate) fn span<'n, T>(name: &'n str, array: &[T]) -> (&'n str, std::ops::Range<usize>) {
+    let start = array.as_ptr() as usize;
+    (name, start..start + size_of_val(array))
+}
+
+/// Fails when any two argument arrays share memory (which would alias a `&mut`).
+pub(crate) fn disjoint(spans: &[(&str, std::ops::Range<usize>)]) -> Result<(), Failure> {
+    for (i, (name_a, a)) in spans.iter().enumerate() {
+        for (name_b, b) in &spans[i + 1..] {
+            if !a.is_empty() && !b.is_empty() && a.start < b.end && b.start < a.end {
+                return Err(Failure::invalid(format!("`{name_a}` and `{name_b}` overlap")));
+            }
+        }
     }
+    Ok(())
 }
 
 /// Writes `value` to a required out-pointer.
@@ -140,8 +147,9 @@ mod tests {
     #[test]
     fn overlapping_ranges_are_detected() {
         let buffer = [0u64; 8];
-        assert!(disjoint(&buffer[..4], &buffer[4..], ("a", "b")).is_ok());
-        assert!(disjoint(&buffer[..5], &buffer[4..], ("a", "b")).is_err());
-        assert!(disjoint(&buffer[..0], &buffer[..], ("a", "b")).is_ok());
+        assert!(disjoint(&[span("a", &buffer[..4]), span("b", &buffer[4..])]).is_ok());
+        assert!(disjoint(&[span("a", &buffer[..5]), span("b", &buffer[4..])]).is_err());
+        assert!(disjoint(&[span("a", &buffer[..0]), span("b", &buffer[..])]).is_ok());
+        assert!(disjoint(&[span("a", &buffer[..2]), span("b", &buffer[2..4]), span("c", &buffer[1..3])]).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! `omen_index`: create, insert, search, inspect, free.
 
 use super::error::{omen_error, omen_status, Failure};
-use super::guard::{disjoint, guard, infallible, require, slice, slice_mut, write_out};
+use super::guard::{disjoint, guard, infallible, require, slice, slice_mut, span, write_out};
 use super::options::omen_options;
 use crate::Index;
 
@@ -158,16 +158,10 @@ pub extern "C" fn omen_index_search(
                 slice_mut(out_distances, k, "out_distances")?,
             )
         };
-        disjoint(ids, distances, ("out_ids", "out_distances"))?;
-        disjoint(query, ids, ("query", "out_ids"))?;
-        disjoint(query, distances, ("query", "out_distances"))?;
-        let hits = index.search(query, k, ef)?;
-        for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
-            *id = hits.get(slot).map_or(u64::MAX, |h| h.id);
-            *distance = hits.get(slot).map_or(f32::INFINITY, |h| h.distance);
-        }
+        disjoint(&[span("query", query), span("out_ids", ids), span("out_distances", distances)])?;
+        let count = index.search_into(query, k, ef, ids, distances)?;
         // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
-        unsafe { write_out(out_count, hits.len()) };
+        unsafe { write_out(out_count, count) };
         Ok(())
     })
 }
@@ -224,12 +218,12 @@ pub extern "C" fn omen_index_search_batch(
                 slice_mut(out_counts, n_queries, "out_counts")?,
             )
         };
-        disjoint(ids, distances, ("out_ids", "out_distances"))?;
-        disjoint(ids, counts, ("out_ids", "out_counts"))?;
-        disjoint(distances, counts, ("out_distances", "out_counts"))?;
-        disjoint(queries, ids, ("queries", "out_ids"))?;
-        disjoint(queries, distances, ("queries", "out_distances"))?;
-        disjoint(queries, counts, ("queries", "out_counts"))?;
+        disjoint(&[
+            span("queries", queries),
+            span("out_ids", ids),
+            span("out_distances", distances),
+            span("out_counts", counts),
+        ])?;
         index.search_batch_into(queries, k, ef, threads, ids, distances, counts)?;
         Ok(())
     })
