@@ -44,7 +44,7 @@
 
 /**
  * Result of every fallible call. Values are fixed forever and never reused; new codes take new
- * numbers. Ranges: 0 success; 1-99 the caller's input; 100-199 stored data (reserved);
+ * numbers. Ranges: 0 success; 1-99 the caller's input; 100-199 files and stored data;
  * 200-299 the operating system's resources; 1000 internal errors.
  */
 enum omen_status
@@ -81,6 +81,32 @@ enum omen_status
    * An id already present, or repeated within one batch.
    */
   OMEN_STATUS_DUPLICATE_ID = 6,
+  /**
+   * A file operation failed: disk full, permissions, a read-only file system. Nothing
+   * acknowledged was lost; the message names the file.
+   */
+  OMEN_STATUS_IO = 100,
+  /**
+   * A database file fails its checksums or is inconsistent (truncated, bit-flipped, foreign);
+   * the message names the file.
+   */
+  OMEN_STATUS_CORRUPT = 101,
+  /**
+   * A database file has a format version this library does not read.
+   */
+  OMEN_STATUS_VERSION = 102,
+  /**
+   * Another process has the database open for writing (its `LOCK` file is held).
+   */
+  OMEN_STATUS_LOCKED = 103,
+  /**
+   * A write to a database opened read-only.
+   */
+  OMEN_STATUS_READ_ONLY = 104,
+  /**
+   * No database at the path, and `options.create` is 0.
+   */
+  OMEN_STATUS_NOT_FOUND = 105,
   /**
    * The operating system refused a resource (threads).
    */
@@ -134,7 +160,8 @@ typedef uint32_t omen_metric;
 typedef struct omen_error omen_error;
 
 /**
- * An index handle. Opaque: create it with `omen_index_create`, free it with `omen_index_free`.
+ * An index handle. Opaque: make it with `omen_index_create` or `omen_index_open`, release it
+ * with `omen_index_close` or `omen_index_free`.
  */
 typedef struct omen_index omen_index;
 
@@ -179,7 +206,63 @@ typedef struct omen_options {
    * Seeds the random level of each node, so builds are reproducible.
    */
   uint64_t seed;
+  /**
+   * `omen_index_open`: nonzero creates the database when the directory holds none. Default 1.
+   */
+  uint32_t create;
+  /**
+   * `omen_index_open`: nonzero opens without the write lock; inserts then fail with
+   * `OMEN_STATUS_READ_ONLY`. Default 0.
+   */
+  uint32_t read_only;
+  /**
+   * `omen_index_open`: nonzero checks every checksum of every segment file while opening
+   * (reads each file once); 0 only maps sealed segments, so opening takes milliseconds, and
+   * damage inside their vectors or links then gives wrong answers instead of an error (never
+   * an out-of-bounds access). Default 1.
+   */
+  uint32_t verify;
+  /**
+   * `omen_index_open`: one of `omen_durability`. Default `OMEN_DURABILITY_EVERY_BATCH`.
+   */
+  uint32_t durability;
+  /**
+   * Milliseconds between background fsyncs under `OMEN_DURABILITY_INTERVAL` (at least 1).
+   * Default 1000.
+   */
+  uint32_t sync_interval_ms;
 } omen_options;
+
+/**
+ * Disk and memory use of an index (`omen_index_stats`). All sizes in bytes.
+ */
+typedef struct omen_stats {
+  /**
+   * `sizeof(omen_stats)` as the caller compiled it; set it before the call.
+   */
+  size_t size;
+  /**
+   * Segments holding data (sealed ones, plus the growing one when it is not empty).
+   */
+  uint64_t segments;
+  uint64_t vectors;
+  /**
+   * Size of the files in the database directory (0 in memory).
+   */
+  uint64_t bytes_on_disk;
+  /**
+   * Heap memory: vectors, graphs and id maps not read from a mapping.
+   */
+  uint64_t bytes_heap;
+  /**
+   * Bytes of segment files mapped into memory.
+   */
+  uint64_t bytes_mapped;
+  /**
+   * Of those, bytes now resident in memory.
+   */
+  uint64_t bytes_mapped_resident;
+} omen_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -266,6 +349,88 @@ const char *omen_status_name(uint32_t status);
  * parameter out of range; `OMEN_STATUS_RESOURCE_EXHAUSTED` when worker threads cannot start.
  */
 OMEN_MUST_USE omen_status omen_index_create(const struct omen_options *options, struct omen_index **out_index, struct omen_error **err);
+
+/**
+ * Opens the database in directory `path`, creating it when `options->create` is nonzero and
+ * the directory holds none.
+ *
+ * Sealed segments are memory-mapped, the growing segment is read back, and inserts logged since
+ * the last checkpoint are replayed (a torn last log record, never acknowledged, is dropped).
+ * `options->dim` and `options->metric` must match the database's, or dim may be 0 to accept
+ * it; `m`, `ef_construction`, `segment_capacity` and `seed` are fixed at creation and the stored
+ * values win; `ef_search`, `threads`, `read_only`, `verify`, `durability` and
+ * `sync_interval_ms` apply to this opening. Only one process may open a database for writing;
+ * read-only openings are always allowed and see it as it was when they opened.
+ *
+ * # Ownership
+ * Borrows `path` (a NUL-terminated file name, passed to the OS as bytes) and `options` during
+ * the call. On success `*out_index` receives a new index that the caller owns and releases with
+ * `omen_index_close` or `omen_index_free`; on failure `*out_index` is untouched.
+ *
+ * # Thread safety
+ * Safe from any thread.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` for bad options or a metric that
+ * differs from the database's; `OMEN_STATUS_DIMENSION_MISMATCH` when dim differs from the
+ * database's or a file's; `OMEN_STATUS_NOT_FOUND` when there is no database and `create` is 0
+ * (or `read_only` is set); `OMEN_STATUS_LOCKED` when another process has it open for writing;
+ * `OMEN_STATUS_CORRUPT` / `OMEN_STATUS_VERSION` for a damaged, foreign or newer file (the
+ * message names it); `OMEN_STATUS_IO` when a file cannot be read, created or locked.
+ */
+OMEN_MUST_USE omen_status omen_index_open(const char *path, const struct omen_options *options, struct omen_index **out_index, struct omen_error **err);
+
+/**
+ * Checkpoints a database: writes sealed segments not yet on disk and a snapshot of the growing
+ * segment, and empties the write-ahead log, so the next open replays nothing. A no-op for an
+ * in-memory index.
+ *
+ * # Ownership
+ * Borrows `index` during the call.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`;
+ * waits for a running insert.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_READ_ONLY` for a read-only database;
+ * `OMEN_STATUS_IO` when a file cannot be written (everything acknowledged stays in the log).
+ */
+OMEN_MUST_USE omen_status omen_index_flush(const struct omen_index *index, struct omen_error **err);
+
+/**
+ * Closes and frees an index, checkpointing a database first (as `omen_index_flush`) and
+ * reporting what failed; `omen_index_free` does the same but cannot report.
+ *
+ * # Ownership
+ * Takes `index`: it is freed whatever the status and must not be used afterwards. NULL is
+ * accepted and ignored.
+ *
+ * # Thread safety
+ * No other call may use `index` concurrently or afterwards.
+ *
+ * # Errors
+ * `OMEN_STATUS_IO` when the checkpoint fails (everything acknowledged stays in the log and is
+ * replayed by the next open).
+ */
+OMEN_MUST_USE omen_status omen_index_close(struct omen_index *index, struct omen_error **err);
+
+/**
+ * Fills `*out_stats` with the index's segments, vectors and bytes on disk and in memory.
+ *
+ * Set `out_stats->size = sizeof(omen_stats)` first: a size this library does not know fails
+ * without writing.
+ *
+ * # Ownership
+ * Borrows `index`; writes into the caller's `*out_stats`.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` for an unknown `size`.
+ */
+OMEN_MUST_USE omen_status omen_index_stats(const struct omen_index *index, struct omen_stats *out_stats, struct omen_error **err);
 
 /**
  * Inserts `count` vectors with caller-chosen ids, all or nothing.
@@ -381,8 +546,9 @@ void omen_index_free(struct omen_index *index);
 /**
  * Fills `*options` with the defaults (dim 0, which must be set before creating an index).
  *
- * Pass `sizeof(omen_options)` as `size`: a mismatch means the header you compiled against does
- * not match the library, and fails without writing.
+ * Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
+ * you compiled against does not match it, and fails without writing. (The 0.1.0 layout, which
+ * ends at `seed`, is still accepted.)
  *
  * # Ownership
  * Writes into the caller's `*options`; nothing is allocated.

@@ -64,7 +64,23 @@ impl IdMap {
         Ok(())
     }
 
-    pub(crate) fn insert(&mut self, id: u64, location: Location) {
-        self.locations.insert(id, location);
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        IdMap { locations: FastMap::with_capacity_and_hasher(capacity, Default::default()) }
+    }
+
+    /// Records where `id` lives; false (and no change) when it is already present.
+    pub(crate) fn insert(&mut self, id: u64, location: Location) -> bool {
+        match self.locations.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(location);
+                true
+            }
+        }
+    }
+
+    /// Heap bytes of the map (its table; the hash map's control bytes add about 1/16).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.locations.capacity() * (size_of::<u64>() + size_of::<Location>() + 1)
     }
 }

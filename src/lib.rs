@@ -18,6 +18,7 @@ pub mod distance;
 pub mod ffi;
 mod hnsw;
 mod ids;
+mod persist;
 mod segment;
 mod storage;
 
@@ -28,6 +29,7 @@ use rayon::prelude::*;
 
 use distance::Distance;
 pub use distance::Metric;
+pub use storage::{Durability, Stats};
 use ids::{IdMap, Location};
 use segment::{Built, Growing, Hit, Layout, SegmentSet};
 
@@ -53,6 +55,24 @@ pub enum Error {
     /// The worker thread pool could not start.
     #[error("could not start worker threads: {0}")]
     Threads(String),
+    /// A file operation failed (disk full, permissions, ...). Nothing acknowledged was lost.
+    #[error("I/O error on {path}: {detail}")]
+    Io { path: String, detail: String },
+    /// A file fails its checksums or its structure is inconsistent.
+    #[error("{path} is damaged: {detail}")]
+    Corrupt { path: String, detail: String },
+    /// A file written by a newer (or unknown) format version.
+    #[error("{path} has an unsupported format: {detail}")]
+    Version { path: String, detail: String },
+    /// Another process has the database open for writing.
+    #[error("the database is locked by another process for writing (lock file {path})")]
+    Locked { path: String },
+    /// A write to a database opened read-only.
+    #[error("the database {path} is open read-only")]
+    ReadOnly { path: String },
+    /// No database at the path, and `Options::create` was not set.
+    #[error("no database at {path} (set create to make one)")]
+    NotFound { path: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,6 +95,17 @@ pub struct Options {
     pub threads: usize,
     /// Seeds the level draw, so builds are reproducible.
     pub seed: u64,
+    /// [`Index::open`]: create the database when the directory holds none. Default true.
+    pub create: bool,
+    /// [`Index::open`]: open without the write lock; inserts fail with [`Error::ReadOnly`].
+    pub read_only: bool,
+    /// [`Index::open`]: when inserts reach the disk. Default: fsync every batch.
+    pub durability: Durability,
+    /// [`Index::open`]: check every section checksum of every segment file while opening (reads
+    /// each file once). Off, a sealed segment is only mapped (opening takes milliseconds) and
+    /// damage inside its vectors or links gives wrong answers instead of an error, though never
+    /// an out-of-bounds access. Default true.
+    pub verify: bool,
 }
 
 /// cbindgen:ignore
@@ -102,6 +133,10 @@ impl Options {
             segment_capacity: Self::DEFAULT_SEGMENT_CAPACITY,
             threads: 0,
             seed: 0x6f6d_656e_6462,
+            create: true,
+            read_only: false,
+            durability: Durability::EveryBatch,
+            verify: true,
         }
     }
 
@@ -165,6 +200,8 @@ pub struct Index {
     /// Apart from `writer`, so `contains` never waits for a running insert.
     ids: RwLock<IdMap>,
     segments: RwLock<Arc<SegmentSet>>,
+    /// The database directory behind an index from [`Index::open`].
+    store: Option<storage::Store>,
 }
 
 impl Index {
@@ -188,6 +225,7 @@ impl Index {
             layout,
             distance,
             pool,
+            store: None,
         })
     }
 
@@ -239,7 +277,36 @@ impl Index {
 
     /// Inserts `ids.len()` vectors stored row-major in `vectors`. All or nothing: on any error
     /// the index is unchanged. Linking runs in parallel on the index's threads.
+    ///
+    /// On an index from [`Index::open`] the batch is in the write-ahead log before this returns
+    /// (and fsync'd, as [`Options::durability`] asks); concurrent inserts share one fsync.
     pub fn insert_batch(&self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        let mut writer = self.writer();
+        if let Some(store) = &self.store {
+            store.check_writable()?;
+        }
+        let Some((lsn, sealed)) = self.insert_locked(&mut writer, ids, vectors, self.store.as_ref())? else {
+            return Ok(());
+        };
+        let Some(store) = &self.store else { return Ok(()) };
+        if sealed {
+            // The batch is in the log already: a failed checkpoint loses nothing, and the next
+            // one (seal, flush or close) retries it and reports the error.
+            let _ = store.checkpoint(&self.snapshot(), writer.next_ordinal);
+        }
+        drop(writer);
+        lsn.map_or(Ok(()), |lsn| store.sync(lsn))
+    }
+
+    /// Checks, logs (when `log` is given) and applies a batch; returns `None` for an empty batch,
+    /// else the log sequence number and whether a segment was sealed.
+    fn insert_locked(
+        &self,
+        writer: &mut Writer,
+        ids: &[u64],
+        vectors: &[f32],
+        log: Option<&storage::Store>,
+    ) -> Result<Option<(Option<u64>, bool)>> {
         let dim = self.options.dim;
         if vectors.len() != ids.len() * dim {
             return Err(Error::DimensionMismatch(format!(
@@ -250,11 +317,12 @@ impl Index {
             )));
         }
         if ids.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let mut writer = self.writer();
         self.ids.read().unwrap_or_else(PoisonError::into_inner).check_new(ids)?;
-        let vectors = self.prepare(vectors)?;
+        let prepared = self.prepare(vectors)?;
+        let raw = vectors;
+        let vectors = prepared;
 
         let current = self.snapshot();
         let into_growing = current.growing.room().min(ids.len());
@@ -267,6 +335,8 @@ impl Index {
             .ok()
             .and_then(|n| first_ordinal.checked_add(n))
             .ok_or_else(|| Error::InvalidArgument("the index cannot hold more segments".into()))?;
+        // Every check has passed: from here on the batch is applied whole.
+        let lsn = log.map(|store| store.log(ids, raw)).transpose()?;
         let chunks: Vec<_> = rest_ids.chunks(capacity).zip(rest_vectors.chunks(capacity * dim)).collect();
         let growing_start = current.growing.len();
 
@@ -287,6 +357,7 @@ impl Index {
         });
 
         let mut sealed = current.sealed.clone();
+        let sealed_before = sealed.len();
         let mut growing = current.growing.clone();
         if growing.room() == 0 {
             sealed.push(Arc::new(growing.seal()));
@@ -298,6 +369,7 @@ impl Index {
                 Built::Growing(partial) => growing = Arc::new(partial),
             }
         }
+        let sealed_any = sealed.len() > sealed_before;
         let next_set = Arc::new(SegmentSet { sealed, growing });
         *self.segments.write().unwrap_or_else(PoisonError::into_inner) = next_set;
 
@@ -312,7 +384,7 @@ impl Index {
                 map.insert(id, Location { segment: first_ordinal + c as u32, node: i as u32 });
             }
         }
-        Ok(())
+        Ok(Some((lsn, sealed_any)))
     }
 
     /// Checks every row (finite; non-zero under cosine) and returns the rows as the graph

@@ -38,6 +38,27 @@ impl fmt::Display for Metric {
     }
 }
 
+/// cbindgen:ignore
+impl Metric {
+    /// The number that stands for this metric in files and in the C ABI (`omen_metric`).
+    pub const fn code(self) -> u32 {
+        match self {
+            Metric::L2 => 0,
+            Metric::Cosine => 1,
+            Metric::InnerProduct => 2,
+        }
+    }
+
+    pub const fn from_code(code: u32) -> Option<Metric> {
+        match code {
+            0 => Some(Metric::L2),
+            1 => Some(Metric::Cosine),
+            2 => Some(Metric::InnerProduct),
+            _ => None,
+        }
+    }
+}
+
 /// A kernel over two slices of equal length.
 pub type Kernel = fn(&[f32], &[f32]) -> f32;
 
@@ -100,6 +121,10 @@ pub(crate) struct Distance {
 impl Distance {
     pub(crate) fn new(metric: Metric) -> Self {
         Distance { metric, kernels: best_kernels() }
+    }
+
+    pub(crate) fn metric(&self) -> Metric {
+        self.metric
     }
 
     #[inline]

@@ -5,7 +5,7 @@ use std::ffi::{c_char, CStr, CString};
 use crate::Error;
 
 /// Result of every fallible call. Values are fixed forever and never reused; new codes take new
-/// numbers. Ranges: 0 success; 1-99 the caller's input; 100-199 stored data (reserved);
+/// numbers. Ranges: 0 success; 1-99 the caller's input; 100-199 files and stored data;
 /// 200-299 the operating system's resources; 1000 internal errors.
 #[allow(non_camel_case_types)]
 #[repr(u32)]
@@ -26,6 +26,20 @@ pub enum omen_status {
     ZeroVector = 5,
     /// An id already present, or repeated within one batch.
     DuplicateId = 6,
+    /// A file operation failed: disk full, permissions, a read-only file system. Nothing
+    /// acknowledged was lost; the message names the file.
+    Io = 100,
+    /// A database file fails its checksums or is inconsistent (truncated, bit-flipped, foreign);
+    /// the message names the file.
+    Corrupt = 101,
+    /// A database file has a format version this library does not read.
+    Version = 102,
+    /// Another process has the database open for writing (its `LOCK` file is held).
+    Locked = 103,
+    /// A write to a database opened read-only.
+    ReadOnly = 104,
+    /// No database at the path, and `options.create` is 0.
+    NotFound = 105,
     /// The operating system refused a resource (threads).
     ResourceExhausted = 200,
     /// A bug inside omendb: a Rust panic was caught at the boundary. The handle stays usable.
@@ -44,6 +58,12 @@ impl omen_status {
             NonFinite,
             ZeroVector,
             DuplicateId,
+            Io,
+            Corrupt,
+            Version,
+            Locked,
+            ReadOnly,
+            NotFound,
             ResourceExhausted,
             Panic,
         ]
@@ -60,6 +80,12 @@ impl omen_status {
             omen_status::NonFinite => c"OMEN_STATUS_NON_FINITE",
             omen_status::ZeroVector => c"OMEN_STATUS_ZERO_VECTOR",
             omen_status::DuplicateId => c"OMEN_STATUS_DUPLICATE_ID",
+            omen_status::Io => c"OMEN_STATUS_IO",
+            omen_status::Corrupt => c"OMEN_STATUS_CORRUPT",
+            omen_status::Version => c"OMEN_STATUS_VERSION",
+            omen_status::Locked => c"OMEN_STATUS_LOCKED",
+            omen_status::ReadOnly => c"OMEN_STATUS_READ_ONLY",
+            omen_status::NotFound => c"OMEN_STATUS_NOT_FOUND",
             omen_status::ResourceExhausted => c"OMEN_STATUS_RESOURCE_EXHAUSTED",
             omen_status::Panic => c"OMEN_STATUS_PANIC",
         }
@@ -96,6 +122,12 @@ impl From<Error> for Failure {
             Error::ZeroVector { .. } => omen_status::ZeroVector,
             Error::DuplicateId { .. } => omen_status::DuplicateId,
             Error::Threads(_) => omen_status::ResourceExhausted,
+            Error::Io { .. } => omen_status::Io,
+            Error::Corrupt { .. } => omen_status::Corrupt,
+            Error::Version { .. } => omen_status::Version,
+            Error::Locked { .. } => omen_status::Locked,
+            Error::ReadOnly { .. } => omen_status::ReadOnly,
+            Error::NotFound { .. } => omen_status::NotFound,
         };
         Failure::new(status, error.to_string())
     }

@@ -1,11 +1,16 @@
-//! `omen_index`: create, insert, search, inspect, free.
+//! `omen_index`: create or open, insert, search, flush, inspect, close.
 
 use super::error::{omen_error, omen_status, Failure};
 use super::guard::{disjoint, guard, infallible, require, slice, slice_mut, span, write_out};
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
 use super::options::omen_options;
 use crate::Index;
 
-/// An index handle. Opaque: create it with `omen_index_create`, free it with `omen_index_free`.
+/// An index handle. Opaque: make it with `omen_index_create` or `omen_index_open`, release it
+/// with `omen_index_close` or `omen_index_free`.
 pub struct omen_index {
     index: Index,
 }
@@ -60,10 +65,178 @@ pub extern "C" fn omen_index_create(
         require(out_index, "out_index")?;
         // SAFETY: non-NULL and aligned (checked); a readable omen_options by the caller's contract.
         // Read as a copy, so a caller changing it later has no effect.
-        let options = unsafe { options.read() }.to_options()?;
+        let options = unsafe { omen_options::read(options) }?;
         let handle = Box::new(omen_index { index: Index::new(options)? });
         // SAFETY: `out_index` is non-NULL and aligned (checked) and writable (caller's contract).
         unsafe { write_out(out_index, Box::into_raw(handle)) };
+        Ok(())
+    })
+}
+
+/// Opens the database in directory `path`, creating it when `options->create` is nonzero and
+/// the directory holds none.
+///
+/// Sealed segments are memory-mapped, the growing segment is read back, and inserts logged since
+/// the last checkpoint are replayed (a torn last log record, never acknowledged, is dropped).
+/// `options->dim` and `options->metric` must match the database's, or dim may be 0 to accept
+/// it; `m`, `ef_construction`, `segment_capacity` and `seed` are fixed at creation and the stored
+/// values win; `ef_search`, `threads`, `read_only`, `verify`, `durability` and
+/// `sync_interval_ms` apply to this opening. Only one process may open a database for writing;
+/// read-only openings are always allowed and see it as it was when they opened.
+///
+/// # Ownership
+/// Borrows `path` (a NUL-terminated file name, passed to the OS as bytes) and `options` during
+/// the call. On success `*out_index` receives a new index that the caller owns and releases with
+/// `omen_index_close` or `omen_index_free`; on failure `*out_index` is untouched.
+///
+/// # Thread safety
+/// Safe from any thread.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` for bad options or a metric that
+/// differs from the database's; `OMEN_STATUS_DIMENSION_MISMATCH` when dim differs from the
+/// database's or a file's; `OMEN_STATUS_NOT_FOUND` when there is no database and `create` is 0
+/// (or `read_only` is set); `OMEN_STATUS_LOCKED` when another process has it open for writing;
+/// `OMEN_STATUS_CORRUPT` / `OMEN_STATUS_VERSION` for a damaged, foreign or newer file (the
+/// message names it); `OMEN_STATUS_IO` when a file cannot be read, created or locked.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_open(
+    path: *const c_char,
+    options: *const omen_options,
+    out_index: *mut *mut omen_index,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        require(path, "path")?;
+        require(options, "options")?;
+        require(out_index, "out_index")?;
+        // SAFETY: `path` is non-NULL and NUL-terminated, valid during the call (caller's contract).
+        let path = Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(path) }.to_bytes()));
+        // SAFETY: non-NULL and aligned (checked); a readable omen_options by the caller's contract.
+        let options = unsafe { omen_options::read(options) }?;
+        let handle = Box::new(omen_index { index: Index::open(path, options)? });
+        // SAFETY: `out_index` is non-NULL and aligned (checked) and writable (caller's contract).
+        unsafe { write_out(out_index, Box::into_raw(handle)) };
+        Ok(())
+    })
+}
+
+/// Checkpoints a database: writes sealed segments not yet on disk and a snapshot of the growing
+/// segment, and empties the write-ahead log, so the next open replays nothing. A no-op for an
+/// in-memory index.
+///
+/// # Ownership
+/// Borrows `index` during the call.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`;
+/// waits for a running insert.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_READ_ONLY` for a read-only database;
+/// `OMEN_STATUS_IO` when a file cannot be written (everything acknowledged stays in the log).
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_flush(index: *const omen_index, err: *mut *mut omen_error) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        unsafe { self::index(index) }?.flush()?;
+        Ok(())
+    })
+}
+
+/// Closes and frees an index, checkpointing a database first (as `omen_index_flush`) and
+/// reporting what failed; `omen_index_free` does the same but cannot report.
+///
+/// # Ownership
+/// Takes `index`: it is freed whatever the status and must not be used afterwards. NULL is
+/// accepted and ignored.
+///
+/// # Thread safety
+/// No other call may use `index` concurrently or afterwards.
+///
+/// # Errors
+/// `OMEN_STATUS_IO` when the checkpoint fails (everything acknowledged stays in the log and is
+/// replayed by the next open).
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_close(index: *mut omen_index, err: *mut *mut omen_error) -> omen_status {
+    guard(err, || {
+        if index.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a non-NULL handle came from `Box::into_raw` in this library and is freed once
+        // (caller's contract).
+        let handle = unsafe { Box::from_raw(index) };
+        handle.index.close()?;
+        Ok(())
+    })
+}
+
+/// Disk and memory use of an index (`omen_index_stats`). All sizes in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct omen_stats {
+    /// `sizeof(omen_stats)` as the caller compiled it; set it before the call.
+    pub size: usize,
+    /// Segments holding data (sealed ones, plus the growing one when it is not empty).
+    pub segments: u64,
+    pub vectors: u64,
+    /// Size of the files in the database directory (0 in memory).
+    pub bytes_on_disk: u64,
+    /// Heap memory: vectors, graphs and id maps not read from a mapping.
+    pub bytes_heap: u64,
+    /// Bytes of segment files mapped into memory.
+    pub bytes_mapped: u64,
+    /// Of those, bytes now resident in memory.
+    pub bytes_mapped_resident: u64,
+}
+
+/// Fills `*out_stats` with the index's segments, vectors and bytes on disk and in memory.
+///
+/// Set `out_stats->size = sizeof(omen_stats)` first: a size this library does not know fails
+/// without writing.
+///
+/// # Ownership
+/// Borrows `index`; writes into the caller's `*out_stats`.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` for an unknown `size`.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_stats(
+    index: *const omen_index,
+    out_stats: *mut omen_stats,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        require(out_stats, "out_stats")?;
+        // SAFETY: non-NULL and aligned (checked); the caller set `size` (its first field).
+        let size = unsafe { out_stats.cast::<usize>().read() };
+        if size != size_of::<omen_stats>() {
+            return Err(Failure::invalid(format!(
+                "omen_stats size is {size} but this library's is {}: the header does not match the library",
+                size_of::<omen_stats>()
+            )));
+        }
+        let stats = index.stats();
+        let stats = omen_stats {
+            size,
+            segments: stats.segments as u64,
+            vectors: stats.vectors as u64,
+            bytes_on_disk: stats.bytes_on_disk,
+            bytes_heap: stats.bytes_heap,
+            bytes_mapped: stats.bytes_mapped,
+            bytes_mapped_resident: stats.bytes_mapped_resident,
+        };
+        // SAFETY: non-NULL, aligned, `size` = sizeof(omen_stats) writable bytes (caller's contract).
+        unsafe { write_out(out_stats, stats) };
         Ok(())
     })
 }

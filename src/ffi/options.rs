@@ -1,8 +1,8 @@
 //! The options struct callers fill before creating an index.
 
 use super::error::{omen_error, omen_status, Failure};
-use super::guard::{guard, require, write_out};
-use crate::{Metric, Options};
+use super::guard::{guard, require};
+use crate::{Durability, Metric, Options};
 
 /// Distance metrics, as stored in `omen_options.metric`.
 #[repr(u32)]
@@ -14,6 +14,19 @@ pub enum omen_metric {
     Cosine = 1,
     /// Negated inner product (-dot): smaller is closer.
     InnerProduct = 2,
+}
+
+/// When an acknowledged insert reaches the disk (`omen_options.durability`). A crash of the
+/// process alone loses nothing in any mode; they differ on an operating-system crash or power loss.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum omen_durability {
+    /// fsync before `omen_index_insert_batch` returns; concurrent inserts share one fsync.
+    EveryBatch = 0,
+    /// fsync in the background every `sync_interval_ms`: a power loss can lose that interval.
+    Interval = 1,
+    /// fsync only at checkpoints (seal, flush, close).
+    Never = 2,
 }
 
 /// Index configuration. Fill it with `omen_options_default`, then change fields.
@@ -39,7 +52,26 @@ pub struct omen_options {
     pub threads: usize,
     /// Seeds the random level of each node, so builds are reproducible.
     pub seed: u64,
+    /// `omen_index_open`: nonzero creates the database when the directory holds none. Default 1.
+    pub create: u32,
+    /// `omen_index_open`: nonzero opens without the write lock; inserts then fail with
+    /// `OMEN_STATUS_READ_ONLY`. Default 0.
+    pub read_only: u32,
+    /// `omen_index_open`: nonzero checks every checksum of every segment file while opening
+    /// (reads each file once); 0 only maps sealed segments, so opening takes milliseconds, and
+    /// damage inside their vectors or links then gives wrong answers instead of an error (never
+    /// an out-of-bounds access). Default 1.
+    pub verify: u32,
+    /// `omen_index_open`: one of `omen_durability`. Default `OMEN_DURABILITY_EVERY_BATCH`.
+    pub durability: u32,
+    /// Milliseconds between background fsyncs under `OMEN_DURABILITY_INTERVAL` (at least 1).
+    /// Default 1000.
+    pub sync_interval_ms: u32,
 }
+
+/// `sizeof(omen_options)` in 0.1.0, before the fields from `create` on: such callers still
+/// work, and get the defaults for the newer fields.
+const SIZE_0_1: usize = 72;
 
 impl omen_options {
     fn defaults() -> Self {
@@ -54,17 +86,48 @@ impl omen_options {
             segment_capacity: o.segment_capacity,
             threads: o.threads,
             seed: o.seed,
+            create: o.create.into(),
+            read_only: o.read_only.into(),
+            verify: o.verify.into(),
+            durability: omen_durability::EveryBatch as u32,
+            sync_interval_ms: 1000,
         }
     }
 
+    /// Reads the caller's options, which may be an older, shorter layout (see `size`).
+    ///
+    /// # Safety
+    /// `options` is non-NULL, aligned, and points to a readable `omen_options` of the size its
+    /// first field states.
+    pub(crate) unsafe fn read(options: *const omen_options) -> Result<Options, Failure> {
+        // SAFETY: the first field is a size_t in every layout (caller's contract).
+        let size = unsafe { options.cast::<usize>().read() };
+        check_size(size)?;
+        let mut copy = Self::defaults();
+        // SAFETY: `size` is one of this library's layouts, at most `sizeof(omen_options)` and
+        // readable at `options` (caller's contract); every field is an integer, so any bytes are
+        // valid, and a shorter copy leaves the newer fields at their defaults.
+        unsafe { std::ptr::copy_nonoverlapping(options.cast::<u8>(), (&raw mut copy).cast::<u8>(), size) };
+        copy.size = size_of::<omen_options>();
+        copy.to_options()
+    }
+
     /// The engine's options, or the reason these are unusable.
-    pub(crate) fn to_options(self) -> Result<Options, Failure> {
-        check_size(self.size)?;
+    fn to_options(self) -> Result<Options, Failure> {
         let metric = match self.metric {
             0 => Metric::L2,
             1 => Metric::Cosine,
             2 => Metric::InnerProduct,
             other => return Err(Failure::invalid(format!("unknown metric {other} (expected an omen_metric value)"))),
+        };
+        let durability = match (self.durability, self.sync_interval_ms) {
+            (0, _) => Durability::EveryBatch,
+            (1, 0) => return Err(Failure::invalid("sync_interval_ms must be at least 1")),
+            (1, ms) => Durability::Interval(std::time::Duration::from_millis(ms.into())),
+            (2, _) => Durability::Never,
+            (other, _) => {
+                return Err(Failure::invalid(format!("unknown durability {other} (expected an omen_durability value)")))
+            }
         };
         Ok(Options {
             dim: self.dim,
@@ -75,12 +138,16 @@ impl omen_options {
             segment_capacity: self.segment_capacity,
             threads: self.threads,
             seed: self.seed,
+            create: self.create != 0,
+            read_only: self.read_only != 0,
+            verify: self.verify != 0,
+            durability,
         })
     }
 }
 
 fn check_size(size: usize) -> Result<(), Failure> {
-    if size == size_of::<omen_options>() {
+    if size == size_of::<omen_options>() || size == SIZE_0_1 {
         Ok(())
     } else {
         Err(Failure::invalid(format!(
@@ -92,8 +159,9 @@ fn check_size(size: usize) -> Result<(), Failure> {
 
 /// Fills `*options` with the defaults (dim 0, which must be set before creating an index).
 ///
-/// Pass `sizeof(omen_options)` as `size`: a mismatch means the header you compiled against does
-/// not match the library, and fails without writing.
+/// Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
+/// you compiled against does not match it, and fails without writing. (The 0.1.0 layout, which
+/// ends at `seed`, is still accepted.)
 ///
 /// # Ownership
 /// Writes into the caller's `*options`; nothing is allocated.
@@ -114,9 +182,10 @@ pub extern "C" fn omen_options_default(
     guard(err, || {
         require(options, "options")?;
         check_size(size)?;
-        // SAFETY: `options` is non-NULL and aligned (checked) and points to `size` =
-        // sizeof(omen_options) writable bytes (caller's contract).
-        unsafe { write_out(options, omen_options::defaults()) };
+        let defaults = omen_options { size, ..omen_options::defaults() };
+        // SAFETY: `options` is non-NULL and aligned (checked) and points to `size` writable bytes,
+        // one of this library's layouts (caller's contract); a 0.1.0 caller gets its prefix.
+        unsafe { std::ptr::copy_nonoverlapping((&raw const defaults).cast::<u8>(), options.cast::<u8>(), size) };
         Ok(())
     })
 }

@@ -18,7 +18,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rayon::prelude::*;
 
 use crate::distance::{prefetch_all, Distance};
-use crate::storage::reserve_huge;
+use crate::storage::segment_file::{Section, SegmentFile, SegmentHeader};
+use crate::storage::{reserve_huge, Array};
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
 use vectors::SplitVectors;
 
@@ -92,13 +93,13 @@ pub(crate) struct Graph {
     params: Params,
     distance: Distance,
     vectors: SplitVectors,
-    levels: Vec<u8>,
+    levels: Array<u8>,
     /// Per node `[count | LOCKED, 2m links]`.
-    layer0: Vec<AtomicU32>,
+    layer0: Array<AtomicU32>,
     /// For each node with level > 0, `[count, m links]` for levels 1..=level, back to back.
-    upper: Vec<AtomicU32>,
+    upper: Array<AtomicU32>,
     /// Where each node's upper lists start in `upper` (4 bytes a node rather than a pointer).
-    upper_start: Vec<u32>,
+    upper_start: Array<u32>,
     entry: AtomicU64,
     /// Held by an insertion that raises the top level (see `insert`).
     entry_lock: Mutex<()>,
@@ -115,10 +116,10 @@ impl Graph {
             params,
             distance,
             vectors: SplitVectors::new(dim),
-            levels: Vec::new(),
-            layer0: Vec::new(),
-            upper: Vec::new(),
-            upper_start: Vec::new(),
+            levels: Array::default(),
+            layer0: Array::default(),
+            upper: Array::default(),
+            upper_start: Array::default(),
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
         }
@@ -134,17 +135,19 @@ impl Graph {
         let stride0 = 1 + self.params.capacity(0);
         let stride = 1 + self.params.m;
         self.vectors.push(vectors);
-        self.levels.reserve(count);
-        reserve_huge(&mut self.layer0, count * stride0);
-        self.upper_start.reserve(count);
+        let (levels, layer0) = (self.levels.vec_mut(), self.layer0.vec_mut());
+        let (upper, upper_start) = (self.upper.vec_mut(), self.upper_start.vec_mut());
+        levels.reserve(count);
+        reserve_huge(layer0, count * stride0);
+        upper_start.reserve(count);
         for _ in 0..count {
-            let level = self.params.level_of(self.levels.len() as u64);
-            self.levels.push(level as u8);
-            self.layer0.extend(zeroed(stride0));
+            let level = self.params.level_of(levels.len() as u64);
+            levels.push(level as u8);
+            layer0.extend(zeroed(stride0));
             // Fits: Options caps a segment at 2^28 nodes, and m >= 2 averages under 3 upper
             // slots a node.
-            self.upper_start.push(self.upper.len() as u32);
-            self.upper.extend(zeroed(level * stride));
+            upper_start.push(upper.len() as u32);
+            upper.extend(zeroed(level * stride));
         }
     }
 
@@ -154,17 +157,17 @@ impl Graph {
             let mut copy = Vec::new();
             reserve_huge(&mut copy, list.len());
             copy.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed) & !LOCKED)));
-            copy
+            Array::from(copy)
         };
         Graph {
             dim: self.dim,
             params: self.params,
             distance: self.distance,
             vectors: self.vectors.compacted(),
-            levels: self.levels.clone(),
+            levels: self.levels.to_vec().into(),
             layer0: copy(&self.layer0),
             upper: copy(&self.upper),
-            upper_start: self.upper_start.clone(),
+            upper_start: self.upper_start.to_vec().into(),
             entry: AtomicU64::new(self.entry.load(Acquire)),
             entry_lock: Mutex::new(()),
         }
@@ -176,6 +179,117 @@ impl Graph {
         self.layer0.shrink_to_fit();
         self.upper.shrink_to_fit();
         self.upper_start.shrink_to_fit();
+    }
+
+    /// The graph's arrays as segment file sections (besides the ids, which the segment owns).
+    /// Call it only while no insert runs, so no lock bit is set.
+    pub(crate) fn sections(&self) -> [(Section, &[u8]); 6] {
+        let (high, low) = self.vectors.halves();
+        [
+            (Section::Levels, self.levels.bytes()),
+            (Section::High, high.bytes()),
+            (Section::Low, low.bytes()),
+            (Section::Layer0, self.layer0.bytes()),
+            (Section::UpperStart, self.upper_start.bytes()),
+            (Section::Upper, self.upper.bytes()),
+        ]
+    }
+
+    /// The header fields that describe this graph.
+    pub(crate) fn header(&self, ordinal: u32, metric: u32) -> SegmentHeader {
+        SegmentHeader {
+            dim: self.dim as u32,
+            metric,
+            m: self.params.m as u32,
+            ef_construction: self.params.ef_construction as u32,
+            count: self.len() as u64,
+            seed: self.params.seed,
+            entry: self.entry.load(Acquire),
+            ordinal,
+        }
+    }
+
+    /// The graph stored in `file`, viewed in place. Checks everything a search relies on to stay
+    /// in bounds (levels, where upper lists start, the entry point); links are bounds-checked
+    /// as they are read (`copy_neighbors`).
+    pub(crate) fn from_file(file: &SegmentFile, distance: Distance) -> crate::Result<Graph> {
+        let h = &file.header;
+        let fail = |detail: &str| file.corrupt(detail.to_string());
+        let len = usize::try_from(h.count).ok().filter(|&n| n <= crate::Options::MAX_SEGMENT_CAPACITY);
+        let len = len.ok_or_else(|| fail("node count out of range"))?;
+        let (dim, m) = (h.dim as usize, h.m as usize);
+        if !(1..=crate::Options::MAX_DIM).contains(&dim) || !(2..=crate::Options::MAX_M).contains(&m) {
+            return Err(fail("dimension or m out of range"));
+        }
+        let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed };
+        let levels: Array<u8> = file.array(Section::Levels, len)?;
+        if levels.iter().any(|&l| l as usize > MAX_LEVEL) {
+            return Err(fail("a node level is out of range"));
+        }
+        let upper_start: Array<u32> = file.array(Section::UpperStart, len)?;
+        let upper_len = upper_start.last().map_or(0, |&s| s as usize) + levels.last().map_or(0, |&l| l as usize) * (m + 1);
+        let upper: Array<AtomicU32> = file.array(Section::Upper, upper_len)?;
+        let mut expected_start = 0usize;
+        for (&start, &level) in upper_start.iter().zip(levels.iter()) {
+            if start as usize != expected_start {
+                return Err(fail("upper-layer lists are out of order"));
+            }
+            expected_start += level as usize * (m + 1);
+        }
+        let layer0 = file.array(Section::Layer0, len * (2 * m + 1))?;
+        let vectors = SplitVectors::from_halves(
+            dim,
+            len,
+            file.array(Section::High, len * dim)?,
+            file.array(Section::Low, len * dim)?,
+        )
+        .ok_or_else(|| fail("vector sections have the wrong size"))?;
+        let entry = h.entry;
+        let valid_entry = match (entry == NO_ENTRY, len) {
+            (true, 0) => true,
+            (false, 1..) => {
+                let (node, level) = unpack(entry);
+                levels.get(node as usize).is_some_and(|&l| l as usize == level)
+            }
+            _ => false,
+        };
+        if !valid_entry {
+            return Err(fail("entry point is not a node of the graph"));
+        }
+        Ok(Graph {
+            dim,
+            params,
+            distance,
+            vectors,
+            levels,
+            layer0,
+            upper,
+            upper_start,
+            entry: AtomicU64::new(entry),
+            entry_lock: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn metric(&self) -> crate::Metric {
+        self.distance.metric()
+    }
+
+    /// Moves every array read from a mapping onto the heap, so the graph can take inserts.
+    pub(crate) fn make_owned(&mut self) {
+        self.vectors.make_owned();
+        self.levels.vec_mut();
+        self.layer0.vec_mut();
+        self.upper.vec_mut();
+        self.upper_start.vec_mut();
+    }
+
+    /// Heap bytes held (arrays read from a mapping count nothing).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.vectors.heap_bytes()
+            + self.levels.heap_bytes()
+            + self.layer0.heap_bytes()
+            + self.upper.heap_bytes()
+            + self.upper_start.heap_bytes()
     }
 
     #[inline]
@@ -215,12 +329,20 @@ impl Graph {
         ((list[0].load(Acquire) & !LOCKED) as usize).min(list.len() - 1)
     }
 
+    /// Copies a node's links on `level` into `out`. Skips links that could not be in a valid
+    /// graph (a node out of range, or below `level`): a damaged file read without verification
+    /// then gives wrong answers, never an out-of-bounds read.
     #[inline]
     fn copy_neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         let list = self.list(node, level);
         let count = Self::count(list);
         out.clear();
-        out.extend(list[1..=count].iter().map(|slot| slot.load(Relaxed)));
+        let links = list[1..=count].iter().map(|slot| slot.load(Relaxed));
+        if level == 0 {
+            out.extend(links.filter(|&n| (n as usize) < self.len()));
+        } else {
+            out.extend(links.filter(|&n| self.levels.get(n as usize).is_some_and(|&l| l as usize >= level)));
+        }
     }
 
     fn write_list(&self, node: u32, level: usize, links: &[Scored]) {

@@ -6,25 +6,26 @@
 //! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
 
 use crate::distance::{prefetch_all, widen};
-use crate::storage::{huge_copy, reserve_huge};
+use crate::storage::{huge_copy, reserve_huge, Array};
 
 pub(crate) struct SplitVectors {
     dim: usize,
-    high: Vec<u16>,
-    low: Vec<u16>,
+    high: Array<u16>,
+    low: Array<u16>,
 }
 
 impl SplitVectors {
     pub(crate) fn new(dim: usize) -> Self {
-        SplitVectors { dim, high: Vec::new(), low: Vec::new() }
+        SplitVectors { dim, high: Array::default(), low: Array::default() }
     }
 
     /// Appends row-major `rows`.
     pub(crate) fn push(&mut self, rows: &[f32]) {
-        reserve_huge(&mut self.high, rows.len());
-        reserve_huge(&mut self.low, rows.len());
-        self.high.extend(rows.iter().map(|x| (x.to_bits() >> 16) as u16));
-        self.low.extend(rows.iter().map(|x| x.to_bits() as u16));
+        let (high, low) = (self.high.vec_mut(), self.low.vec_mut());
+        reserve_huge(high, rows.len());
+        reserve_huge(low, rows.len());
+        high.extend(rows.iter().map(|x| (x.to_bits() >> 16) as u16));
+        low.extend(rows.iter().map(|x| x.to_bits() as u16));
     }
 
     /// The high halves of `node`'s vector: what `Distance::coarse` reads.
@@ -60,12 +61,32 @@ impl SplitVectors {
 
     /// A copy in fresh memory advised for huge pages, with no spare capacity.
     pub(crate) fn compacted(&self) -> SplitVectors {
-        SplitVectors { dim: self.dim, high: huge_copy(&self.high), low: huge_copy(&self.low) }
+        SplitVectors { dim: self.dim, high: huge_copy(&self.high).into(), low: huge_copy(&self.low).into() }
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {
         self.high.shrink_to_fit();
         self.low.shrink_to_fit();
+    }
+
+    /// The two halves' arrays (high, low), as a segment file stores them.
+    pub(crate) fn halves(&self) -> (&Array<u16>, &Array<u16>) {
+        (&self.high, &self.low)
+    }
+
+    /// Vectors over arrays read from a file; `None` unless both hold `len * dim` halves.
+    pub(crate) fn from_halves(dim: usize, len: usize, high: Array<u16>, low: Array<u16>) -> Option<Self> {
+        let expected = len.checked_mul(dim)?;
+        (high.len() == expected && low.len() == expected).then_some(SplitVectors { dim, high, low })
+    }
+
+    pub(crate) fn make_owned(&mut self) {
+        self.high.vec_mut();
+        self.low.vec_mut();
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.high.heap_bytes() + self.low.heap_bytes()
     }
 }
 

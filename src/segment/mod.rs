@@ -4,8 +4,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use std::path::Path;
+
 use crate::distance::Distance;
 use crate::hnsw::{with_scratch, Graph, Params};
+use crate::storage::segment_file::{self, Section, SegmentFile};
+use crate::storage::{Array, Mapping};
+
 
 /// One search hit with the caller's id.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -35,7 +40,7 @@ impl Layout {
 
 struct GrowingState {
     graph: Graph,
-    ids: Vec<u64>,
+    ids: Array<u64>,
 }
 
 /// The segment that takes inserts. Appending takes the write lock briefly; linking and searching
@@ -64,7 +69,7 @@ impl Growing {
             ordinal,
             unchecked: AtomicUsize::new(0),
             capacity: layout.capacity,
-            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Vec::new() }),
+            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Array::default() }),
         }
     }
 
@@ -90,7 +95,7 @@ impl Growing {
             let mut state = write(&self.state);
             let first = state.graph.len();
             state.graph.append(vectors);
-            state.ids.extend_from_slice(ids);
+            state.ids.vec_mut().extend_from_slice(ids);
             first
         };
         let state = read(&self.state);
@@ -104,12 +109,47 @@ impl Growing {
         }
     }
 
+    /// Runs the reachability pass now (see `add`), e.g. after a replay.
+    pub(crate) fn connect(&self) {
+        read(&self.state).graph.connect();
+        self.unchecked.store(0, Relaxed);
+    }
+
     /// A sealed copy, for when searches may still hold this segment.
     pub(crate) fn seal(&self) -> Sealed {
         let state = read(&self.state);
         let graph = state.graph.compacted();
         graph.connect();
-        Sealed::new(graph, state.ids.clone())
+        Sealed::new(self.ordinal, graph, state.ids.to_vec())
+    }
+
+    /// Writes a snapshot of this segment to `path`; the caller keeps inserts out meanwhile.
+    pub(crate) fn write(&self, path: &Path) -> crate::Result<()> {
+        let state = read(&self.state);
+        write_segment(path, self.ordinal, &state.graph, &state.ids)
+    }
+
+    /// The growing segment whose snapshot is `file`, copied onto the heap to take inserts.
+    pub(crate) fn from_file(layout: &Layout, file: &SegmentFile) -> crate::Result<Growing> {
+        let (mut graph, mut ids) = read_segment(layout, file)?;
+        graph.make_owned();
+        ids.vec_mut();
+        Ok(Growing {
+            ordinal: file.header.ordinal,
+            capacity: layout.capacity,
+            unchecked: AtomicUsize::new(0),
+            state: RwLock::new(GrowingState { graph, ids }),
+        })
+    }
+
+    /// Calls `f(node, id)` for every vector, in node order.
+    pub(crate) fn for_each_id<E>(&self, mut f: impl FnMut(u32, u64) -> Result<(), E>) -> Result<(), E> {
+        read(&self.state).ids.iter().enumerate().try_for_each(|(node, &id)| f(node as u32, id))
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let state = read(&self.state);
+        state.graph.heap_bytes() + state.ids.heap_bytes()
     }
 
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
@@ -134,21 +174,52 @@ impl Built {
             return Built::Growing(growing);
         }
         let state = growing.state.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Built::Sealed(Sealed::new(state.graph, state.ids))
+        Built::Sealed(Sealed::new(ordinal, state.graph, state.ids))
     }
 }
 
-/// An immutable segment.
+/// An immutable segment, on the heap or mapped from its file.
 pub(crate) struct Sealed {
+    ordinal: u32,
     graph: Graph,
-    ids: Vec<u64>,
+    ids: Array<u64>,
+    /// The file mapping the arrays live in, if they were read from one.
+    mapping: Option<std::sync::Arc<Mapping>>,
 }
 
 impl Sealed {
-    fn new(mut graph: Graph, mut ids: Vec<u64>) -> Self {
+    fn new(ordinal: u32, mut graph: Graph, ids: impl Into<Array<u64>>) -> Self {
+        let mut ids = ids.into();
         graph.shrink_to_fit();
         ids.shrink_to_fit();
-        Sealed { graph, ids }
+        Sealed { ordinal, graph, ids, mapping: None }
+    }
+
+    /// The sealed segment stored in `file`, searched straight from its mapping.
+    pub(crate) fn from_file(layout: &Layout, file: &SegmentFile) -> crate::Result<Sealed> {
+        let (graph, ids) = read_segment(layout, file)?;
+        Ok(Sealed { ordinal: file.header.ordinal, graph, ids, mapping: Some(file.mapping().clone()) })
+    }
+
+    pub(crate) fn write(&self, path: &Path) -> crate::Result<()> {
+        write_segment(path, self.ordinal, &self.graph, &self.ids)
+    }
+
+    pub(crate) fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
+    pub(crate) fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.graph.heap_bytes() + self.ids.heap_bytes()
+    }
+
+    /// (mapped bytes, of which resident) for a segment read from a file.
+    pub(crate) fn mapped_bytes(&self) -> (usize, usize) {
+        self.mapping.as_ref().map_or((0, 0), |m| (m.bytes().len(), m.resident()))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -158,6 +229,32 @@ impl Sealed {
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
         search_graph(&self.graph, &self.ids, query, k, ef, out);
     }
+}
+
+fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64]) -> crate::Result<()> {
+    let ids_bytes: &[u8] = bytemuck::cast_slice(ids);
+    let mut sections = vec![(Section::Ids, ids_bytes)];
+    sections.extend(graph.sections());
+    segment_file::write(path, &graph.header(ordinal, graph.metric().code()), &sections)
+}
+
+/// The graph and ids in `file`, checked against the index layout.
+fn read_segment(layout: &Layout, file: &SegmentFile) -> crate::Result<(Graph, Array<u64>)> {
+    let h = &file.header;
+    if h.dim as usize != layout.dim {
+        return Err(crate::Error::DimensionMismatch(format!(
+            "{}: segment of {}-dimensional vectors, the database has {}",
+            file.path().display(),
+            h.dim,
+            layout.dim
+        )));
+    }
+    if h.metric != layout.distance.metric().code() {
+        return Err(file.corrupt(format!("segment metric {} differs from the database's", h.metric)));
+    }
+    let graph = Graph::from_file(file, layout.distance)?;
+    let ids = file.array(Section::Ids, graph.len())?;
+    Ok((graph, ids))
 }
 
 fn search_graph(graph: &Graph, ids: &[u64], query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {

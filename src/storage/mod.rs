@@ -1,6 +1,63 @@
-//! How the engine's large arrays sit in memory. (Files come here with durable storage.)
+//! Files and memory: segment files, the write-ahead log, the manifest, the directory lock, and
+//! how the engine's large arrays sit in memory (heap with huge pages, or a file mapping).
 
+mod array;
+mod manifest;
+pub(crate) mod segment_file;
+mod store;
+mod wal;
+
+use std::fs::{File, OpenOptions};
 use std::mem::MaybeUninit;
+use std::path::Path;
+
+pub(crate) use array::{Array, Mapping};
+pub(crate) use manifest::{Manifest, SegmentEntry};
+pub use store::{Durability, Stats};
+pub(crate) use store::Store;
+
+use crate::Error;
+
+/// An I/O failure on `path` during `action`.
+pub(crate) fn io_error(path: &Path, action: &str, error: &std::io::Error) -> Error {
+    Error::Io { path: path.display().to_string(), detail: format!("{action}: {error}") }
+}
+
+/// Damage found in `path`.
+pub(crate) fn corrupt(path: &Path, detail: String) -> Error {
+    Error::Corrupt { path: path.display().to_string(), detail }
+}
+
+/// Makes a directory's entries (new, renamed or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> crate::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, "sync directory", &e))
+}
+
+/// Writes a whole file so that `path` holds either its old contents or all the new ones, never
+/// a mix: write to `path.tmp`, fsync, rename over `path`, fsync the directory.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&File) -> std::io::Result<()>,
+) -> crate::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = Path::new(&temporary);
+    let result = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(temporary)
+        .and_then(|file| {
+            write(&file)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(temporary, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(temporary);
+        return Err(io_error(path, "write", &e));
+    }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
 
 /// Asks the kernel to back the part of `spare` that covers whole 2 MiB pages with transparent
 /// huge pages. Graph search reads vectors and links at random: with 4 KiB pages nearly every

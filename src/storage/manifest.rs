@@ -1,0 +1,184 @@
+//! The manifest: which segment files, growing snapshot and write-ahead log make up the database.
+//! Replaced atomically; the file names derive from the numbers it holds.
+
+use std::path::{Path, PathBuf};
+
+use super::{corrupt, io_error, write_atomically};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"OMENMAN\0";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FILE_NAME: &str = "MANIFEST";
+/// Far more sealed segments than a database can hold (ordinals are u32, segments hold up to
+/// 2^28 vectors): bounds what a reader will allocate for a damaged count.
+const MAX_SEGMENTS: usize = 1 << 20;
+
+/// A segment and how many vectors it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentEntry {
+    pub ordinal: u32,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Manifest {
+    pub dim: u32,
+    pub metric: u32,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub segment_capacity: u64,
+    pub seed: u64,
+    /// Numbers the write-ahead log and the growing snapshot; +1 at each checkpoint.
+    pub generation: u64,
+    pub next_ordinal: u32,
+    pub sealed: Vec<SegmentEntry>,
+    /// The growing segment; its snapshot file exists when `count > 0`.
+    pub growing: SegmentEntry,
+}
+
+pub(crate) fn segment_name(ordinal: u32) -> String {
+    format!("segment-{ordinal:010}.omen")
+}
+
+pub(crate) fn growing_name(ordinal: u32, generation: u64) -> String {
+    format!("growing-{ordinal:010}-{generation:020}.omen")
+}
+
+pub(crate) fn wal_name(generation: u64) -> String {
+    format!("wal-{generation:020}.log")
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let word = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
+        self.at += N;
+        Some(word)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+}
+
+impl Manifest {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        for word in [self.dim, self.metric, self.m, self.ef_construction] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        for word in [self.segment_capacity, self.seed, self.generation] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(&self.next_ordinal.to_le_bytes());
+        out.extend_from_slice(&(self.sealed.len() as u32).to_le_bytes());
+        for entry in self.sealed.iter().chain([&self.growing]) {
+            out.extend_from_slice(&entry.ordinal.to_le_bytes());
+            out.extend_from_slice(&entry.count.to_le_bytes());
+        }
+        out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+        out
+    }
+
+    /// Parses manifest bytes, or says what is wrong with them.
+    fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+        let body = bytes.len().checked_sub(4).ok_or("too short")?;
+        let mut r = Reader { bytes: &bytes[..body], at: 0 };
+        if r.take::<8>().as_ref() != Some(MAGIC) {
+            return Err("not an omendb manifest (bad magic bytes)".into());
+        }
+        let stored = u32::from_le_bytes(bytes[body..].try_into().map_err(|_| "too short")?);
+        if crc32c::crc32c(&bytes[..body]) != stored {
+            return Err("checksum mismatch".into());
+        }
+        let short = || "truncated".to_string();
+        let version = r.u32().ok_or_else(short)?;
+        if version != FORMAT_VERSION {
+            return Err(format!("version {version}"));
+        }
+        let (dim, metric, m, ef_construction) = (
+            r.u32().ok_or_else(short)?,
+            r.u32().ok_or_else(short)?,
+            r.u32().ok_or_else(short)?,
+            r.u32().ok_or_else(short)?,
+        );
+        let (segment_capacity, seed, generation) =
+            (r.u64().ok_or_else(short)?, r.u64().ok_or_else(short)?, r.u64().ok_or_else(short)?);
+        let next_ordinal = r.u32().ok_or_else(short)?;
+        let count = r.u32().ok_or_else(short)? as usize;
+        if count > MAX_SEGMENTS || body != r.at + (count + 1) * 12 {
+            return Err(format!("{count} segments do not match the file length"));
+        }
+        let mut entry = || Some(SegmentEntry { ordinal: r.u32()?, count: r.u64()? });
+        let sealed = (0..count).map(|_| entry()).collect::<Option<Vec<_>>>().ok_or_else(short)?;
+        let growing = entry().ok_or_else(short)?;
+        Ok(Manifest { dim, metric, m, ef_construction, segment_capacity, seed, generation, next_ordinal, sealed, growing })
+    }
+
+    /// Reads the manifest in `dir`; `Ok(None)` when there is none.
+    pub(crate) fn read(dir: &Path) -> Result<Option<Manifest>> {
+        let path = Self::path(dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(&path, "read", &e)),
+        };
+        match Self::decode(&bytes) {
+            Ok(manifest) => Ok(Some(manifest)),
+            Err(detail) if detail.starts_with("version") => Err(Error::Version {
+                path: path.display().to_string(),
+                detail: format!("manifest {detail}; this library reads version {FORMAT_VERSION}"),
+            }),
+            Err(detail) => Err(corrupt(&path, detail)),
+        }
+    }
+
+    /// Replaces the manifest in `dir` atomically.
+    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+        let bytes = self.encode();
+        write_atomically(&Self::path(dir), |mut file| std::io::Write::write_all(&mut file, &bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_every_single_byte_change() {
+        let manifest = Manifest {
+            dim: 384,
+            metric: 1,
+            m: 16,
+            ef_construction: 100,
+            segment_capacity: 1 << 20,
+            seed: 42,
+            generation: 7,
+            next_ordinal: 4,
+            sealed: vec![SegmentEntry { ordinal: 0, count: 10 }, SegmentEntry { ordinal: 2, count: 5 }],
+            growing: SegmentEntry { ordinal: 3, count: 1 },
+        };
+        let bytes = manifest.encode();
+        assert_eq!(Manifest::decode(&bytes), Ok(manifest));
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            assert!(Manifest::decode(&damaged).is_err(), "flip at {at} went unnoticed");
+            assert!(Manifest::decode(&bytes[..at]).is_err(), "truncation at {at} went unnoticed");
+        }
+    }
+}
