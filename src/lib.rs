@@ -331,7 +331,7 @@ impl Index {
         let capacity = self.layout.capacity;
         let first_ordinal = writer.next_ordinal;
         // Ordinals this batch may use: one per full chunk plus one for a new growing segment.
-        let next_ordinal = u32::try_from(rest_ids.len().div_ceil(capacity) + 1)
+        u32::try_from(rest_ids.len().div_ceil(capacity) + 1)
             .ok()
             .and_then(|n| first_ordinal.checked_add(n))
             .ok_or_else(|| Error::InvalidArgument("the index cannot hold more segments".into()))?;
@@ -359,9 +359,11 @@ impl Index {
         let mut sealed = current.sealed.clone();
         let sealed_before = sealed.len();
         let mut growing = current.growing.clone();
+        let mut next_ordinal = first_ordinal + chunks.len() as u32;
         if growing.room() == 0 {
             sealed.push(Arc::new(growing.seal()));
-            growing = Arc::new(Growing::new(&self.layout, first_ordinal + chunks.len() as u32));
+            growing = Arc::new(Growing::new(&self.layout, next_ordinal));
+            next_ordinal += 1;
         }
         for segment in built {
             match segment {
