@@ -29,9 +29,9 @@ use rayon::prelude::*;
 
 use distance::Distance;
 pub use distance::Metric;
-pub use storage::{Durability, Stats};
 use ids::{IdMap, Location};
 use segment::{Built, Growing, Hit, Layout, SegmentSet};
+pub use storage::{Durability, Stats};
 
 /// Everything that can go wrong, each with the detail a caller needs to fix the input.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

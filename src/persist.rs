@@ -105,10 +105,7 @@ impl Index {
         let open = |path: &Path, expected: u64, verify: bool| -> Result<SegmentFile> {
             let file = SegmentFile::open(path, verify)?;
             if file.header.count != expected {
-                return Err(file.corrupt(format!(
-                    "holds {} vectors, the manifest says {expected}",
-                    file.header.count
-                )));
+                return Err(file.corrupt(format!("holds {} vectors, the manifest says {expected}", file.header.count)));
             }
             Ok(file)
         };
@@ -135,10 +132,7 @@ impl Index {
             for (node, &id) in segment.ids().iter().enumerate() {
                 let location = Location { segment: segment.ordinal(), node: node as u32 };
                 if !ids.insert(id, location) {
-                    return Err(corrupt(
-                        &store.segment_path(segment.ordinal()),
-                        format!("id {id} is stored twice"),
-                    ));
+                    return Err(corrupt(&store.segment_path(segment.ordinal()), format!("id {id} is stored twice")));
                 }
             }
         }
@@ -212,8 +206,8 @@ impl Index {
             segments: set.count(),
             vectors: set.len(),
             bytes_on_disk: self.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
-            bytes_heap: (set.growing.heap_bytes() + self.ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes())
-                as u64,
+            bytes_heap: (set.growing.heap_bytes()
+                + self.ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes()) as u64,
             ..Stats::default()
         };
         for segment in &set.sealed {

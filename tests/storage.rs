@@ -3,6 +3,8 @@
 //! Tests that need a process to die run this same test binary again as a child, with
 //! `OMENDB_CHILD` naming what it should do (see `child_process`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -227,7 +227,8 @@ impl Graph {
             return Err(fail("a node level is out of range"));
         }
         let upper_start: Array<u32> = file.array(Section::UpperStart, len)?;
-        let upper_len = upper_start.last().map_or(0, |&s| s as usize) + levels.last().map_or(0, |&l| l as usize) * (m + 1);
+        let upper_len =
+            upper_start.last().map_or(0, |&s| s as usize) + levels.last().map_or(0, |&l| l as usize) * (m + 1);
         let upper: Array<AtomicU32> = file.array(Section::Upper, upper_len)?;
         let mut expected_start = 0usize;
         for (&start, &level) in upper_start.iter().zip(levels.iter()) {

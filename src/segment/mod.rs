@@ -11,7 +11,6 @@ use crate::hnsw::{with_scratch, Graph, Params};
 use crate::storage::segment_file::{self, Section, SegmentFile};
 use crate::storage::{Array, Mapping};
 
-
 /// One search hit with the caller's id.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Hit {

@@ -126,7 +126,18 @@ impl Manifest {
         let mut entry = || Some(SegmentEntry { ordinal: r.u32()?, count: r.u64()? });
         let sealed = (0..count).map(|_| entry()).collect::<Option<Vec<_>>>().ok_or_else(short)?;
         let growing = entry().ok_or_else(short)?;
-        Ok(Manifest { dim, metric, m, ef_construction, segment_capacity, seed, generation, next_ordinal, sealed, growing })
+        Ok(Manifest {
+            dim,
+            metric,
+            m,
+            ef_construction,
+            segment_capacity,
+            seed,
+            generation,
+            next_ordinal,
+            sealed,
+            growing,
+        })
     }
 
     /// Reads the manifest in `dir`; `Ok(None)` when there is none.

@@ -13,8 +13,8 @@ use std::path::Path;
 
 pub(crate) use array::{Array, Mapping};
 pub(crate) use manifest::{Manifest, SegmentEntry};
-pub use store::{Durability, Stats};
 pub(crate) use store::Store;
+pub use store::{Durability, Stats};
 
 use crate::Error;
 
@@ -35,10 +35,7 @@ pub(crate) fn sync_dir(dir: &Path) -> crate::Result<()> {
 
 /// Writes a whole file so that `path` holds either its old contents or all the new ones, never
 /// a mix: write to `path.tmp`, fsync, rename over `path`, fsync the directory.
-pub(crate) fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&File) -> std::io::Result<()>,
-) -> crate::Result<()> {
+pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&File) -> std::io::Result<()>) -> crate::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = Path::new(&temporary);

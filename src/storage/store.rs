@@ -267,7 +267,8 @@ impl Store {
         self.check_writable()?;
         let old = lock(&self.manifest).clone();
         let unsaved = set.sealed.iter().any(|s| !old.sealed.iter().any(|e| e.ordinal == s.ordinal()));
-        let growing_saved = old.growing.ordinal == set.growing.ordinal() && old.growing.count == set.growing.len() as u64;
+        let growing_saved =
+            old.growing.ordinal == set.growing.ordinal() && old.growing.count == set.growing.len() as u64;
         if !unsaved && growing_saved && !self.has_log_records() {
             return Ok(());
         }

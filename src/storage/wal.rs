@@ -93,7 +93,10 @@ impl Wal {
                     detail: format!("log format version {version}; this library reads version {FORMAT_VERSION}"),
                 }
             } else if head == header(stored_dim, generation) {
-                Error::DimensionMismatch(format!("{}: log of {stored_dim}-dimensional vectors, the database has {dim}", path.display()))
+                Error::DimensionMismatch(format!(
+                    "{}: log of {stored_dim}-dimensional vectors, the database has {dim}",
+                    path.display()
+                ))
             } else {
                 corrupt(path, format!("header does not match generation {generation} at dim {dim}"))
             });
@@ -104,7 +107,8 @@ impl Wal {
         let mut at = HEADER as u64;
         let mut payload = Vec::new();
         while at < size {
-            let record = read_record(&file, &mut reader, at, size, &mut payload).map_err(|e| io_error(path, "read", &e))?;
+            let record =
+                read_record(&file, &mut reader, at, size, &mut payload).map_err(|e| io_error(path, "read", &e))?;
             let damaged = || corrupt(path, format!("damaged record at byte {at} with more data after it"));
             match record {
                 Record::Intact => {
@@ -164,7 +168,13 @@ enum Record {
 /// The head carries its own checksum, so a trustworthy length is told apart from a damaged one.
 /// A crash tears only the last write: its head is intact (and the file ends inside the record),
 /// or zero, or cut short; a file extended by a crash may also hold zeros where data never landed.
-fn read_record(file: &File, reader: &mut impl Read, at: u64, size: u64, payload: &mut Vec<u8>) -> std::io::Result<Record> {
+fn read_record(
+    file: &File,
+    reader: &mut impl Read,
+    at: u64,
+    size: u64,
+    payload: &mut Vec<u8>,
+) -> std::io::Result<Record> {
     payload.clear();
     let zeros_from = |offset: u64| zeros_to_end(file, offset, size);
     if size - at < RECORD_HEAD as u64 {
