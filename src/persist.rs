@@ -77,20 +77,22 @@ impl Index {
     /// the database as it was when they opened.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Index> {
         let dir = path.as_ref();
-        if options.read_only {
-            // A writer may replace files while a reader opens them: retry on a newer manifest.
-            let mut attempts = 0;
-            loop {
-                match Self::open_once(dir, &options) {
-                    Err(Error::Io { .. } | Error::Corrupt { .. }) if attempts < 5 => {
-                        attempts += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(10 << attempts));
-                    }
-                    result => return result,
+        let mut attempts = 0;
+        loop {
+            let generation = Manifest::read(dir).ok().flatten().map(|m| m.generation);
+            match Self::open_once(dir, &options) {
+                // A writer's checkpoint replaced files while this read-only opening read them:
+                // try again with the new manifest.
+                Err(Error::Io { .. } | Error::Corrupt { .. })
+                    if options.read_only
+                        && attempts < 10
+                        && Manifest::read(dir).ok().flatten().map(|m| m.generation) != generation =>
+                {
+                    attempts += 1
                 }
+                result => return result,
             }
         }
-        Self::open_once(dir, &options)
     }
 
     fn open_once(dir: &Path, options: &Options) -> Result<Index> {

@@ -1,0 +1,298 @@
+//! Damaged files: for every file type, truncation at many offsets, flipped bytes at many
+//! positions, zero-length, foreign, wrong-version and wrong-dimension files. Every open either
+//! succeeds with exactly the data that passes the checksums or fails with the right error; none
+//! crashes, hangs or allocates without bound. Ends with a bounded random-mutation run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::Rng;
+use omendb::{Error, Index, Metric, Options};
+
+const DIM: usize = 12;
+
+fn options() -> Options {
+    let mut options = Options::new(DIM, Metric::L2);
+    options.m = 6;
+    options.ef_construction = 32;
+    options.segment_capacity = 400;
+    options.threads = 1;
+    options
+}
+
+fn batch(b: u64) -> (Vec<u64>, Vec<f32>) {
+    let mut rng = Rng::new(b + 1);
+    let size = 20 + rng.next_u64() % 60;
+    let ids: Vec<u64> = (b * 1000..b * 1000 + size).collect();
+    let vectors = (0..size as usize * DIM).map(|_| rng.uniform()).collect();
+    (ids, vectors)
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("omendb-corrupt-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A database with two sealed segments, a growing snapshot and a log of four records, left as a
+/// crash would leave it. Returns its directory and the number of batches in the snapshot/segments.
+fn template() -> &'static (PathBuf, u64, u64) {
+    static TEMPLATE: std::sync::OnceLock<(PathBuf, u64, u64)> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = fresh_dir("template");
+        let index = Index::open(&dir, options()).unwrap();
+        let mut b = 0;
+        while index.segment_count() < 3 {
+            let (ids, vectors) = batch(b);
+            index.insert_batch(&ids, &vectors).unwrap();
+            b += 1;
+        }
+        index.flush().unwrap();
+        let checkpointed = b;
+        for _ in 0..4 {
+            let (ids, vectors) = batch(b);
+            index.insert_batch(&ids, &vectors).unwrap();
+            b += 1;
+        }
+        // Keep the log: no close, no checkpoint. Copies of the directory have their own LOCK.
+        std::mem::forget(index);
+        (dir, checkpointed, b)
+    })
+}
+
+fn file_of(dir: &Path, prefix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} file"))
+}
+
+/// A copy of the template with `damage` applied to its file starting with `prefix`.
+fn damaged_copy(prefix: &str, damage: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let (template, _, _) = template();
+    let dir = fresh_dir(prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(template).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let file = file_of(&dir, prefix);
+    let mut bytes = std::fs::read(&file).unwrap();
+    damage(&mut bytes);
+    std::fs::write(&file, bytes).unwrap();
+    dir
+}
+
+/// Batches fully present; panics unless the index holds exactly batches `0..n` for some n.
+fn batches_present(index: &Index) -> u64 {
+    let (_, _, total) = *template();
+    let mut n = 0;
+    while n < total && index.contains(batch(n).0[0]) {
+        n += 1;
+    }
+    let expected: usize = (0..n).map(|b| batch(b).0.len()).sum();
+    assert_eq!(index.len(), expected, "the index holds something other than whole batches 0..{n}");
+    for b in 0..n {
+        assert!(batch(b).0.iter().all(|&id| index.contains(id)), "batch {b} is partial");
+    }
+    n
+}
+
+/// Opens a damaged copy: an error must be one of `allowed`; success must hold whole batches,
+/// at least `min_batches` of them, and answer searches.
+fn check_open(dir: &Path, verify: bool, allowed: &[&str], min_batches: u64, case: &str) -> Result<u64, String> {
+    let outcome = Index::open(dir, Options { verify, ..options() });
+    let result = match outcome {
+        Ok(index) => {
+            let n = batches_present(&index);
+            assert!(n >= min_batches, "{case}: opened with {n} batches, expected at least {min_batches}");
+            for b in 0..3 {
+                let (_, vectors) = batch(b);
+                let hits = index.search(&vectors[..DIM], 5, 0).unwrap();
+                assert!(verify || hits.len() <= 5);
+            }
+            Ok(n)
+        }
+        Err(e) => {
+            let kind = match &e {
+                Error::Corrupt { .. } => "corrupt",
+                Error::Version { .. } => "version",
+                Error::DimensionMismatch(_) => "dimension",
+                Error::Io { .. } => "io",
+                other => panic!("{case}: unexpected error {other}"),
+            };
+            assert!(allowed.contains(&kind), "{case}: {kind} error not allowed: {e}");
+            let message = e.to_string();
+            assert!(message.contains(dir.to_str().unwrap()), "{case}: message does not name the file: {message}");
+            Err(kind.to_string())
+        }
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    result
+}
+
+/// Offsets to damage in a file of `len` bytes: every byte of the first 256 (headers), then
+/// `spread` positions across the rest.
+fn positions(len: usize, spread: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut at: Vec<usize> = (0..len.min(256)).collect();
+    if len > 256 {
+        at.extend((0..spread).map(|_| 256 + (rng.next_u64() as usize) % (len - 256)));
+    }
+    at
+}
+
+fn file_len(prefix: &str) -> usize {
+    std::fs::metadata(file_of(&template().0, prefix)).unwrap().len() as usize
+}
+
+#[test]
+fn checksummed_files_refuse_every_truncation_and_detect_flips() {
+    let (_, checkpointed, total) = *template();
+    let mut rng = Rng::new(7);
+    for prefix in ["MANIFEST", "segment-", "growing-"] {
+        let len = file_len(prefix);
+        let (mut refused, mut intact) = (0, 0);
+        for at in positions(len, 60, &mut rng).into_iter().step_by(3) {
+            let dir = damaged_copy(prefix, |bytes| bytes.truncate(at));
+            let case = format!("{prefix} truncated to {at} of {len}");
+            assert!(check_open(&dir, true, &["corrupt"], total, &case).is_err(), "{case} was accepted");
+        }
+        for at in positions(len, 200, &mut rng) {
+            let bit = 1u8 << (rng.next_u64() % 8);
+            let dir = damaged_copy(prefix, |bytes| bytes[at] ^= bit);
+            let case = format!("{prefix} byte {at} of {len} flipped");
+            // A flip in the padding between sections changes no data: it must then open whole.
+            match check_open(&dir, true, &["corrupt", "version", "dimension"], total, &case) {
+                // The first 256 bytes are all header: magic, version, counts, section table.
+                Ok(_) => {
+                    assert!(at >= 256, "{case} went unnoticed");
+                    intact += 1
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        println!("{prefix}: {refused} flips refused, {intact} in padding opened whole");
+    }
+    assert!(checkpointed < total);
+}
+
+#[test]
+fn a_damaged_log_keeps_exactly_the_intact_records_before_it() {
+    let (_, checkpointed, total) = *template();
+    let len = file_len("wal-");
+    let mut rng = Rng::new(8);
+    let mut kept = std::collections::BTreeSet::new();
+    for at in positions(len, 150, &mut rng) {
+        let dir = damaged_copy("wal-", |bytes| bytes.truncate(at));
+        let case = format!("log truncated to {at} of {len}");
+        // A cut inside the header is damage; anywhere after it, a torn tail.
+        let allowed: &[&str] = if at < 32 { &["corrupt"] } else { &[] };
+        if let Ok(n) = check_open(&dir, true, allowed, checkpointed, &case) {
+            kept.insert(n);
+        }
+    }
+    assert_eq!(kept, (checkpointed..total).collect(), "every record boundary seen as a cut point");
+    for at in positions(len, 300, &mut rng) {
+        let dir = damaged_copy("wal-", |bytes| bytes[at] ^= 0x40);
+        let case = format!("log byte {at} of {len} flipped");
+        // Damage in the last record looks like a torn write; before it, corruption.
+        if let Ok(n) = check_open(&dir, true, &["corrupt", "version", "dimension"], checkpointed, &case) {
+            assert_eq!(n, total - 1, "{case}: only the last record may be dropped");
+        }
+    }
+}
+
+#[test]
+fn empty_foreign_newer_and_mismatched_files_are_named_and_refused() {
+    let (_, _, total) = *template();
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    for prefix in ["MANIFEST", "segment-", "growing-", "wal-"] {
+        let dir = damaged_copy(prefix, Vec::clear);
+        assert_eq!(check_open(&dir, true, &["corrupt"], total, &format!("empty {prefix}")), Err("corrupt".into()));
+        let dir = damaged_copy(prefix, |bytes| *bytes = PNG.to_vec());
+        assert_eq!(check_open(&dir, false, &["corrupt"], total, &format!("PNG as {prefix}")), Err("corrupt".into()));
+    }
+    // A newer version, with checksums made to match, is a version error.
+    let bump = |bytes: &mut Vec<u8>, version_at: usize, crc_range: std::ops::Range<usize>| {
+        bytes[version_at..version_at + 4].copy_from_slice(&99u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[crc_range.clone()]);
+        bytes[crc_range.end..crc_range.end + 4].copy_from_slice(&crc.to_le_bytes());
+    };
+    let dir = damaged_copy("MANIFEST", |b| {
+        let end = b.len() - 4;
+        bump(b, 8, 0..end)
+    });
+    assert_eq!(check_open(&dir, true, &["version"], total, "manifest v99"), Err("version".into()));
+    let dir = damaged_copy("segment-", |b| {
+        let header_len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+        bump(b, 8, 0..header_len - 4)
+    });
+    assert_eq!(check_open(&dir, true, &["version"], total, "segment v99"), Err("version".into()));
+    let dir = damaged_copy("wal-", |b| bump(b, 8, 0..28));
+    assert_eq!(check_open(&dir, true, &["version"], total, "log v99"), Err("version".into()));
+
+    // A segment file from a database of another dimension.
+    let other = fresh_dir("other-dim");
+    let index = Index::open(&other, Options { dim: 8, ..options() }).unwrap();
+    let mut b = 0;
+    while index.segment_count() < 2 {
+        let (ids, vectors) = batch(b);
+        let vectors: Vec<f32> = vectors.chunks_exact(DIM).flat_map(|v| v[..8].to_vec()).collect();
+        index.insert_batch(&ids, &vectors).unwrap();
+        b += 1;
+    }
+    drop(index);
+    let foreign = std::fs::read(other.join("segment-0000000000.omen")).unwrap();
+    let _ = std::fs::remove_dir_all(&other);
+    let dir = damaged_copy("segment-0000000000", |bytes| *bytes = foreign);
+    assert_eq!(check_open(&dir, true, &["dimension"], total, "8-d segment"), Err("dimension".into()));
+}
+
+#[test]
+fn unverified_opens_survive_damage_inside_sections() {
+    let (_, _, total) = *template();
+    let mut rng = Rng::new(9);
+    let len = file_len("segment-");
+    for _ in 0..150 {
+        let at = (rng.next_u64() as usize) % len;
+        let value = rng.next_u64() as u8;
+        let dir = damaged_copy("segment-", |bytes| bytes[at] = value);
+        // Unchecked sections may yield wrong neighbours, never a crash or a refused open of data
+        // that is structurally sound.
+        let _ = check_open(&dir, false, &["corrupt", "version", "dimension"], total, &format!("unverified {at}"));
+    }
+}
+
+/// Random multi-byte mutations of random files, as a fuzzer would make; `cargo fuzz` runs the
+/// same readers without bound (see fuzz/).
+#[test]
+fn random_mutations_never_crash_an_open() {
+    let (_, _, total) = *template();
+    let mut rng = Rng::new(0xF022);
+    let prefixes = ["MANIFEST", "segment-", "growing-", "wal-"];
+    for round in 0..300 {
+        let prefix = prefixes[round % prefixes.len()];
+        let dir = damaged_copy(prefix, |bytes| {
+            for _ in 0..1 + rng.next_u64() % 8 {
+                let at = (rng.next_u64() as usize) % bytes.len().max(1);
+                match rng.next_u64() % 4 {
+                    0 if !bytes.is_empty() => bytes[at] = rng.next_u64() as u8,
+                    1 => bytes.truncate(at),
+                    2 => bytes.splice(at..at, (0..rng.next_u64() % 16).map(|_| rng.next_u64() as u8)).for_each(drop),
+                    _ if at + 4 <= bytes.len() => bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes()),
+                    _ => {}
+                }
+            }
+        });
+        let verify = round % 2 == 0;
+        let _ = check_open(&dir, verify, &["corrupt", "version", "dimension"], 0, &format!("mutation round {round}"));
+    }
+    assert!(total > 0);
+}
