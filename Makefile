@@ -69,11 +69,13 @@ test-c: lib | $(BUILD)
 	$(CXX) -std=c++17 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_api.cpp tests/c/test_api_second.cpp -o $(BUILD)/test_api_cpp $(LINK)
 	$(CXX) -std=c++17 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_wrapper.cpp -o $(BUILD)/test_wrapper $(LINK)
 	$(CC) -std=c11 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_dlopen.c -o $(BUILD)/test_dlopen -ldl
+	$(CC) -std=c11 $(CWARN) $(SANITIZE) -Iinclude tests/c/test_storage.c -o $(BUILD)/test_storage $(LINK)
 	$(CC) -O2 -std=c11 $(CWARN) $(SANITIZE) -Iinclude examples/c/demo.c -o $(BUILD)/demo_asan $(LINK) -lm
 	./$(BUILD)/test_api
 	./$(BUILD)/test_api_cpp
 	./$(BUILD)/test_wrapper
 	./$(BUILD)/test_dlopen $(RELEASE)/libomendb.so
+	rm -rf $(BUILD)/test_storage.db && ./$(BUILD)/test_storage $(BUILD)/test_storage.db && rm -rf $(BUILD)/test_storage.db
 	./$(BUILD)/demo_asan 5000 32
 
 # Installs into a scratch prefix and builds examples/c/hello.c with pkg-config alone.

@@ -1,0 +1,165 @@
+/* C storage test (run under AddressSanitizer and UBSan): create a database, insert, close,
+ * reopen, search with identical results; then the open-time errors a C caller meets: no
+ * database, a second writer, a read-only insert, a damaged file, a 0.1.0-sized options struct.
+ * Usage: test_storage DIR (DIR must not exist). Exit code 0 = pass. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omendb.h"
+
+#define DIM 24
+#define N 2500
+#define K 10
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                               \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                              \
+            fprintf(stderr, "\n");                                                     \
+            failures++;                                                                \
+        }                                                                              \
+    } while (0)
+
+/* Runs `call`, which writes `err`; on failure prints the error. Evaluates to the status. */
+#define TRY(call) try_status((call), &err, #call)
+static omen_status try_status(omen_status status, omen_error **err, const char *what) {
+    if (status != OMEN_STATUS_OK) {
+        fprintf(stderr, "%s: %s: %s\n", what, omen_status_name(status), omen_error_message(*err));
+        failures++;
+    }
+    omen_error_free(*err);
+    *err = NULL;
+    return status;
+}
+
+/* Expects `status` and an error whose message names `needle`, then frees it. */
+static void expect(omen_status status, omen_error **err, omen_status want, const char *needle, const char *what) {
+    CHECK(status == want, "%s: got %s, want %s", what, omen_status_name(status), omen_status_name(want));
+    CHECK(*err != NULL && omen_error_code(*err) == want, "%s: error object", what);
+    if (*err != NULL && needle != NULL)
+        CHECK(strstr(omen_error_message(*err), needle) != NULL, "%s: message '%s' lacks '%s'", what,
+              omen_error_message(*err), needle);
+    omen_error_free(*err);
+    *err = NULL;
+}
+
+static uint64_t rng_state = 0xC0FFEE;
+static float next_float(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) & 0xFFFFFF) / (float)0x1000000 * 2.0f - 1.0f;
+}
+
+static void search_all(omen_index *index, const float *queries, int count, uint64_t *ids, float *distances) {
+    omen_error *err = NULL;
+    for (int q = 0; q < count; q++) {
+        size_t found = 0;
+        TRY(omen_index_search(index, queries + (size_t)q * DIM, DIM, K, 0, ids + q * K, distances + q * K, &found,
+                              &err));
+        CHECK(found == K, "query %d found %zu", q, found);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    const char *dir = argv[1];
+    omen_error *err = NULL;
+    omen_options options;
+    if (TRY(omen_options_default(&options, sizeof options, &err)) != OMEN_STATUS_OK) return 1;
+    options.dim = DIM;
+    options.segment_capacity = 1000; /* two seals and a growing tail */
+
+    omen_index *index = NULL;
+    options.create = 0;
+    expect(omen_index_open(dir, &options, &index, &err), &err, OMEN_STATUS_NOT_FOUND, dir, "open without create");
+    CHECK(index == NULL, "a failed open wrote the handle");
+    options.create = 1;
+    if (TRY(omen_index_open(dir, &options, &index, &err)) != OMEN_STATUS_OK) return 1;
+
+    float *base = malloc(sizeof(float) * N * DIM);
+    uint64_t *ids = malloc(sizeof(uint64_t) * N);
+    for (size_t i = 0; i < (size_t)N * DIM; i++) base[i] = next_float();
+    for (int i = 0; i < N; i++) ids[i] = 1000 + (uint64_t)i;
+    for (int first = 0; first < N; first += 500)
+        TRY(omen_index_insert_batch(index, ids + first, base + (size_t)first * DIM, 500, DIM, &err));
+
+    omen_index *second = NULL;
+    expect(omen_index_open(dir, &options, &second, &err), &err, OMEN_STATUS_LOCKED, "LOCK", "second writer");
+
+    enum { QUERIES = 20 };
+    uint64_t before_ids[QUERIES * K], after_ids[QUERIES * K];
+    float before_distances[QUERIES * K], after_distances[QUERIES * K];
+    search_all(index, base, QUERIES, before_ids, before_distances);
+    CHECK(before_ids[0] == 1000 && before_distances[0] == 0.0f, "query 0 finds itself");
+
+    omen_stats stats = {.size = sizeof stats};
+    TRY(omen_index_stats(index, &stats, &err));
+    CHECK(stats.vectors == N && stats.segments == 3, "stats: %llu vectors in %llu segments",
+          (unsigned long long)stats.vectors, (unsigned long long)stats.segments);
+    CHECK(stats.bytes_on_disk > 0, "bytes on disk");
+    TRY(omen_index_flush(index, &err));
+    TRY(omen_index_close(index, &err));
+
+    /* Reopen with dim 0 (take the stored one) and the 0.1.0 options layout, which has no open
+     * fields: defaults apply (create, verify). */
+    omen_options old = options;
+    old.size = 72;
+    old.dim = 0;
+    index = NULL;
+    if (TRY(omen_index_open(dir, &old, &index, &err)) != OMEN_STATUS_OK) return 1;
+    CHECK(omen_index_len(index) == N && omen_index_dim(index) == DIM, "reopened len %zu dim %zu",
+          omen_index_len(index), omen_index_dim(index));
+    search_all(index, base, QUERIES, after_ids, after_distances);
+    CHECK(memcmp(before_ids, after_ids, sizeof before_ids) == 0, "ids differ after reopen");
+    CHECK(memcmp(before_distances, after_distances, sizeof before_distances) == 0, "distances differ after reopen");
+    TRY(omen_index_stats(index, &stats, &err));
+    CHECK(stats.bytes_mapped > 0, "sealed segments are mapped");
+    omen_index_free(index);
+
+    /* Read-only: searches work, inserts are refused. */
+    options.read_only = 1;
+    index = NULL;
+    if (TRY(omen_index_open(dir, &options, &index, &err)) != OMEN_STATUS_OK) return 1;
+    uint64_t new_id = 1;
+    expect(omen_index_insert_batch(index, &new_id, base, 1, DIM, &err), &err, OMEN_STATUS_READ_ONLY, dir,
+           "read-only insert");
+    expect(omen_index_flush(index, &err), &err, OMEN_STATUS_READ_ONLY, NULL, "read-only flush");
+    CHECK(omen_index_len(index) == N, "read-only len");
+    omen_index_free(index);
+    options.read_only = 0;
+
+    /* A damaged manifest is refused by name. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/MANIFEST", dir);
+    FILE *file = fopen(path, "r+b");
+    CHECK(file != NULL, "open %s", path);
+    if (file) {
+        fseek(file, 20, SEEK_SET);
+        fputc(0x5A, file);
+        fclose(file);
+    }
+    index = NULL;
+    expect(omen_index_open(dir, &options, &index, &err), &err, OMEN_STATUS_CORRUPT, "MANIFEST", "damaged manifest");
+    CHECK(index == NULL, "a failed open wrote the handle");
+
+    /* NULL arguments. */
+    expect(omen_index_open(NULL, &options, &index, &err), &err, OMEN_STATUS_NULL_ARGUMENT, "path", "NULL path");
+    expect(omen_index_flush(NULL, &err), &err, OMEN_STATUS_NULL_ARGUMENT, NULL, "NULL flush");
+    CHECK(omen_index_close(NULL, NULL) == OMEN_STATUS_OK, "close(NULL)");
+
+    free(base);
+    free(ids);
+    if (failures) {
+        fprintf(stderr, "test_storage: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_storage: reopen identical, errors named (%s)\n", omen_version());
+    return 0;
+}
