@@ -11,10 +11,17 @@ checkout this package sits in (release, then debug). Every call releases the GIL
 works (ctypes does so for each foreign call), so Python threads run during long inserts and
 searches.
 
+A database on disk survives crashes and opens by memory-mapping its files:
+
+    with omendb.Index.open("vectors.db", dim=128, metric="cosine") as index:
+        index.insert_batch(ids, vectors)     # durable (fsync'd) when it returns
+    index = omendb.Index.open("vectors.db", read_only=True)
+
 Errors raise `omendb.Error` subclasses named after the status: `DimensionMismatchError`,
 `NonFiniteError`, `ZeroVectorError`, `DuplicateIdError`, `NullArgumentError` and
-`InvalidArgumentError` are also `ValueError`s (the input was wrong); `ClosedError` is raised by
-any call on a closed index.
+`InvalidArgumentError` are also `ValueError`s (the input was wrong); `IoError`, `CorruptError`,
+`VersionError`, `LockedError`, `ReadOnlyError` and `NotFoundError` are also `OSError`s (the
+files); `ClosedError` is raised by any call on a closed index.
 """
 import ctypes
 import os
@@ -27,10 +34,12 @@ import numpy as np
 __all__ = [
     "Index", "Error", "InvalidInputError", "NullArgumentError", "InvalidArgumentError", "DimensionMismatchError",
     "NonFiniteError", "ZeroVectorError", "DuplicateIdError", "ResourceExhaustedError", "PanicError", "ClosedError",
+    "StorageError", "IoError", "CorruptError", "VersionError", "LockedError", "ReadOnlyError", "NotFoundError",
     "library_path", "version",
 ]
 
 _METRICS = {"l2": 0, "cosine": 1, "cos": 1, "ip": 2, "inner_product": 2}
+_DURABILITY = {"batch": 0, "interval": 1, "never": 2}
 
 
 class Error(Exception):
@@ -81,8 +90,38 @@ class ClosedError(Error):
     """A call on a closed index."""
 
 
+class StorageError(Error, OSError):
+    """A database file could not be used; the message names it."""
+
+
+class IoError(StorageError):
+    """A file operation failed (disk full, permissions); nothing acknowledged was lost."""
+
+
+class CorruptError(StorageError):
+    """A database file fails its checksums or is inconsistent."""
+
+
+class VersionError(StorageError):
+    """A database file has a format version this library does not read."""
+
+
+class LockedError(StorageError):
+    """Another process has the database open for writing."""
+
+
+class ReadOnlyError(StorageError):
+    """A write to a database opened read-only."""
+
+
+class NotFoundError(StorageError, FileNotFoundError):
+    """No database at the path, and create=False."""
+
+
 _ERRORS = {1: NullArgumentError, 2: InvalidArgumentError, 3: DimensionMismatchError, 4: NonFiniteError,
-           5: ZeroVectorError, 6: DuplicateIdError, 200: ResourceExhaustedError, 1000: PanicError}
+           5: ZeroVectorError, 6: DuplicateIdError, 100: IoError, 101: CorruptError, 102: VersionError,
+           103: LockedError, 104: ReadOnlyError, 105: NotFoundError, 200: ResourceExhaustedError,
+           1000: PanicError}
 
 
 def library_path():
@@ -113,7 +152,17 @@ class _Options(ctypes.Structure):
         ("segment_capacity", ctypes.c_size_t),
         ("threads", ctypes.c_size_t),
         ("seed", ctypes.c_uint64),
+        ("create", ctypes.c_uint32),
+        ("read_only", ctypes.c_uint32),
+        ("verify", ctypes.c_uint32),
+        ("durability", ctypes.c_uint32),
+        ("sync_interval_ms", ctypes.c_uint32),
     ]
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t)] + [(name, ctypes.c_uint64) for name in (
+        "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident")]
 
 
 def _load():
@@ -129,6 +178,10 @@ def _load():
         "omen_error_free": (None, [p]),
         "omen_options_default": (u32, [ctypes.POINTER(_Options), size, err]),
         "omen_index_create": (u32, [ctypes.POINTER(_Options), ctypes.POINTER(p), err]),
+        "omen_index_open": (u32, [ctypes.c_char_p, ctypes.POINTER(_Options), ctypes.POINTER(p), err]),
+        "omen_index_flush": (u32, [p, err]),
+        "omen_index_close": (u32, [p, err]),
+        "omen_index_stats": (u32, [p, ctypes.POINTER(_Stats), err]),
         "omen_index_insert_batch": (u32, [p, p, p, size, size, err]),
         "omen_index_search": (u32, [p, p, size, size, size, p, p, ctypes.POINTER(size), err]),
         "omen_index_search_batch": (u32, [p, p, size, size, size, size, size, p, p, p, err]),
@@ -208,43 +261,95 @@ class _Handle:
         self.calls.pop()
 
     def close(self):
+        """Closes once the running calls return; raises what closing a database reported."""
         pointer, self.pointer = self.pointer, None
         while self.calls:
             time.sleep(0.001)
         if pointer is not None:
-            _lib.omen_index_free(pointer)
+            _call(_lib.omen_index_close, pointer)
+
+
+def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed):
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    options = _Options()
+    _call(_lib.omen_options_default, ctypes.byref(options), ctypes.sizeof(options))
+    options.dim, options.metric, options.m = dim, _METRICS[metric], m
+    options.ef_construction, options.threads = ef_construction, threads
+    if ef_search is not None:
+        options.ef_search = ef_search
+    if segment_capacity is not None:
+        options.segment_capacity = segment_capacity
+    if seed is not None:
+        options.seed = seed
+    return options
 
 
 class Index:
-    """An in-memory segmented HNSW index. Safe to share between threads, `close()` included."""
+    """A segmented HNSW index, in memory (`Index(...)`) or in a database directory
+    (`Index.open(...)`). Safe to share between threads, `close()` included."""
 
     def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
                  threads=0, seed=None):
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
-        options = _Options()
-        _call(_lib.omen_options_default, ctypes.byref(options), ctypes.sizeof(options))
-        options.dim, options.metric, options.m = dim, _METRICS[metric], m
-        options.ef_construction, options.threads = ef_construction, threads
-        if ef_search is not None:
-            options.ef_search = ef_search
-        if segment_capacity is not None:
-            options.segment_capacity = segment_capacity
-        if seed is not None:
-            options.seed = seed
+        options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed)
         handle = ctypes.c_void_p()
         _call(_lib.omen_index_create, ctypes.byref(options), ctypes.byref(handle))
+        self._adopt(handle)
+
+    @classmethod
+    def open(cls, path, dim=0, metric="l2", m=16, ef_construction=100, create=True, read_only=False,
+             durability="batch", sync_interval_ms=1000, verify=True, ef_search=None, segment_capacity=None,
+             threads=0, seed=None):
+        """Opens the database in directory `path`, creating it when `create` and it holds none.
+
+        dim=0 accepts the stored dimension; a nonzero dim and the metric must match the
+        database's. m, ef_construction, segment_capacity and seed are fixed when it is created.
+        durability: "batch" (fsync before each insert returns; the default), "interval" (in the
+        background every sync_interval_ms) or "never" (at checkpoints only); a process crash
+        loses nothing in any mode. verify=False skips the checksums of vectors and links, for
+        opening in milliseconds. One process at a time may open a database for writing
+        (LockedError otherwise); read_only=True opens alongside it."""
+        if durability not in _DURABILITY:
+            raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, got {durability!r}")
+        options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed)
+        options.create, options.read_only, options.verify = bool(create), bool(read_only), bool(verify)
+        options.durability, options.sync_interval_ms = _DURABILITY[durability], sync_interval_ms
+        handle = ctypes.c_void_p()
+        _call(_lib.omen_index_open, os.fsencode(path), ctypes.byref(options), ctypes.byref(handle))
+        index = cls.__new__(cls)
+        index._adopt(handle)
+        return index
+
+    def _adopt(self, handle):
         self._handle = _Handle(handle)
-        self.dim = dim
+        self.dim = _lib.omen_index_dim(handle)
 
     def close(self):
-        """Frees the index once calls running in other threads return; later calls raise
-        ClosedError. Idempotent."""
+        """Closes the index once calls running in other threads return (a database is
+        checkpointed first; a failure raises IoError, and nothing acknowledged is lost). Later
+        calls raise ClosedError. Idempotent."""
         handle = getattr(self, "_handle", None)
         if handle is not None:
             handle.close()
 
-    __del__ = close
+    def __del__(self):
+        try:
+            self.close()
+        except Error:
+            pass  # nowhere to report it; the write-ahead log still holds everything
+
+    def flush(self):
+        """Checkpoints a database (segment files, growing snapshot, empty log), so the next
+        open replays nothing. A no-op in memory."""
+        with self._handle as index:
+            _call(_lib.omen_index_flush, index)
+
+    def stats(self):
+        """A dict: segments, vectors, bytes_on_disk, bytes_heap, bytes_mapped, bytes_mapped_resident."""
+        stats = _Stats(size=ctypes.sizeof(_Stats))
+        with self._handle as index:
+            _call(_lib.omen_index_stats, index, ctypes.byref(stats))
+        return {name: getattr(stats, name) for name, _ in _Stats._fields_[1:]}
 
     def __enter__(self):
         return self

@@ -1,0 +1,78 @@
+"""Databases on disk from Python: reopen with identical results, the context manager, read-only
+and locked openings, damaged files and closed handles."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import omendb
+
+
+def data(n, dim=16, seed=3):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, dim)).astype(np.float32)
+
+
+def test_reopen_gives_identical_results(tmp_path):
+    path = tmp_path / "db"
+    vectors = data(3000)
+    with omendb.Index.open(path, dim=16, metric="cosine", m=8, segment_capacity=1000) as index:
+        for first in range(0, 3000, 500):
+            index.insert_batch(np.arange(first, first + 500, dtype=np.uint64), vectors[first:first + 500])
+        before = index.search_batch(vectors[:50], k=10)
+        stats = index.stats()
+        assert stats["vectors"] == 3000 and stats["segments"] == 3 and stats["bytes_on_disk"] > 0
+    with omendb.Index.open(path, create=False) as index:  # dim=0: the stored one
+        assert len(index) == 3000 and index.dim == 16
+        after = index.search_batch(vectors[:50], k=10)
+        assert (after[0] == before[0]).all() and (after[1] == before[1]).all()
+        assert index.stats()["bytes_mapped"] > 0
+
+
+def test_errors_name_the_problem(tmp_path):
+    path = tmp_path / "db"
+    with pytest.raises(omendb.NotFoundError) as missing:
+        omendb.Index.open(path, dim=4, create=False)
+    assert isinstance(missing.value, FileNotFoundError) and str(path) in str(missing.value)
+    index = omendb.Index.open(path, dim=4)
+    index.insert_batch([1, 2], data(2, 4))
+    with pytest.raises(omendb.LockedError):
+        omendb.Index.open(path, dim=4)
+    with pytest.raises(omendb.DimensionMismatchError):
+        omendb.Index.open(path, dim=5, read_only=True)
+    reader = omendb.Index.open(path, read_only=True)
+    assert len(reader) == 2
+    with pytest.raises(omendb.ReadOnlyError):
+        reader.insert_batch([3], data(1, 4))
+    reader.close()
+    index.close()
+    index.close()  # idempotent
+    with pytest.raises(omendb.ClosedError):
+        len(index)
+    with pytest.raises(omendb.ClosedError):
+        index.flush()
+    (path / "MANIFEST").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with pytest.raises(omendb.CorruptError) as damaged:
+        omendb.Index.open(path)
+    assert isinstance(damaged.value, OSError) and "MANIFEST" in str(damaged.value)
+    with pytest.raises(ValueError):
+        omendb.Index.open(path, durability="sometimes")
+
+
+def test_a_killed_process_keeps_every_acknowledged_batch(tmp_path):
+    path = tmp_path / "db"
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, numpy as np
+sys.path.insert(0, {str(omendb.__file__.rsplit('/', 2)[0])!r})
+import omendb
+index = omendb.Index.open({str(path)!r}, dim=16, durability="interval", sync_interval_ms=5)
+rng = np.random.default_rng(0)
+index.insert_batch(np.arange(100, dtype=np.uint64), rng.standard_normal((100, 16)).astype(np.float32))
+print("acknowledged", flush=True)
+os.kill(os.getpid(), 9)
+"""], stdout=subprocess.PIPE, text=True)
+    out, _ = child.communicate(timeout=60)
+    assert "acknowledged" in out and child.returncode == -9
+    with omendb.Index.open(path) as index:
+        assert len(index) == 100
