@@ -154,6 +154,36 @@ typedef uint32_t omen_metric;
 #endif // __cplusplus
 
 /**
+ * When an acknowledged insert reaches the disk (`omen_options.durability`). A crash of the
+ * process alone loses nothing in any mode; they differ on an operating-system crash or power loss.
+ */
+enum omen_durability
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * fsync before `omen_index_insert_batch` returns; concurrent inserts share one fsync.
+   */
+  OMEN_DURABILITY_EVERY_BATCH = 0,
+  /**
+   * fsync in the background every `sync_interval_ms`: a power loss can lose that interval.
+   */
+  OMEN_DURABILITY_INTERVAL = 1,
+  /**
+   * fsync only at checkpoints (seal, flush, close).
+   */
+  OMEN_DURABILITY_NEVER = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum omen_durability omen_durability;
+#else
+typedef uint32_t omen_durability;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An error with its status and message, owned by the caller once returned.
  * Read it with `omen_error_code` and `omen_error_message`; release it with `omen_error_free`.
  */

@@ -15,8 +15,10 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -40,6 +42,12 @@ const (
 	StatusNonFinite         Status = C.OMEN_STATUS_NON_FINITE
 	StatusZeroVector        Status = C.OMEN_STATUS_ZERO_VECTOR
 	StatusDuplicateID       Status = C.OMEN_STATUS_DUPLICATE_ID
+	StatusIO                Status = C.OMEN_STATUS_IO
+	StatusCorrupt           Status = C.OMEN_STATUS_CORRUPT
+	StatusVersion           Status = C.OMEN_STATUS_VERSION
+	StatusLocked            Status = C.OMEN_STATUS_LOCKED
+	StatusReadOnly          Status = C.OMEN_STATUS_READ_ONLY
+	StatusNotFound          Status = C.OMEN_STATUS_NOT_FOUND
 	StatusResourceExhausted Status = C.OMEN_STATUS_RESOURCE_EXHAUSTED
 	StatusPanic             Status = C.OMEN_STATUS_PANIC
 )
@@ -74,6 +82,12 @@ var (
 	ErrNonFinite         = &Error{Status: StatusNonFinite}
 	ErrZeroVector        = &Error{Status: StatusZeroVector}
 	ErrDuplicateID       = &Error{Status: StatusDuplicateID}
+	ErrIO                = &Error{Status: StatusIO}
+	ErrCorrupt           = &Error{Status: StatusCorrupt}
+	ErrVersion           = &Error{Status: StatusVersion}
+	ErrLocked            = &Error{Status: StatusLocked}
+	ErrReadOnly          = &Error{Status: StatusReadOnly}
+	ErrNotFound          = &Error{Status: StatusNotFound}
 	ErrResourceExhausted = &Error{Status: StatusResourceExhausted}
 	ErrPanic             = &Error{Status: StatusPanic}
 	// ErrClosed is returned by every call on a closed index.
@@ -89,7 +103,17 @@ func check(status C.omen_status, err *C.omen_error) error {
 	return &Error{Status: Status(status), Message: C.GoString(C.omen_error_message(err))}
 }
 
-// Options configure an index; start from DefaultOptions.
+// Durability says when an acknowledged insert into a database reaches the disk. A crash of the
+// process alone loses nothing in any mode; they differ on an OS crash or power loss.
+type Durability uint32
+
+const (
+	EveryBatch Durability = C.OMEN_DURABILITY_EVERY_BATCH // fsync before InsertBatch returns (group commit)
+	Interval   Durability = C.OMEN_DURABILITY_INTERVAL    // fsync in the background every SyncInterval
+	Never      Durability = C.OMEN_DURABILITY_NEVER       // fsync at checkpoints only
+)
+
+// Options configure an index; start from DefaultOptions. The fields after Seed apply to Open.
 type Options struct {
 	Dim             int
 	Metric          Metric
@@ -99,6 +123,18 @@ type Options struct {
 	SegmentCapacity int    // vectors per segment before it is sealed
 	Threads         int    // build and batch-search threads; 0 = one per core
 	Seed            uint64 // seeds the level draw (reproducible builds)
+
+	Create       bool          // create the database when the directory holds none (default true)
+	ReadOnly     bool          // open without the write lock; inserts fail with ErrReadOnly
+	NoVerify     bool          // skip the checksums of vectors and links: open in milliseconds
+	Durability   Durability    // default EveryBatch
+	SyncInterval time.Duration // for Interval (default 1s)
+}
+
+// Stats is an index's segments, vectors and bytes on disk and in memory.
+type Stats struct {
+	Segments, Vectors                                        uint64
+	BytesOnDisk, BytesHeap, BytesMapped, BytesMappedResident uint64
 }
 
 // DefaultOptions returns the library's defaults for the given dimension and metric.
@@ -109,8 +145,40 @@ func DefaultOptions(dim int, metric Metric) Options {
 	return Options{
 		Dim: dim, Metric: metric, M: int(raw.m), EfConstruction: int(raw.ef_construction),
 		EfSearch: int(raw.ef_search), SegmentCapacity: int(raw.segment_capacity), Threads: int(raw.threads),
-		Seed: uint64(raw.seed),
+		Seed: uint64(raw.seed), Create: raw.create != 0, ReadOnly: raw.read_only != 0, NoVerify: raw.verify == 0,
+		Durability: Durability(raw.durability), SyncInterval: time.Duration(raw.sync_interval_ms) * time.Millisecond,
 	}
+}
+
+func flag(b bool) C.uint32_t {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// raw converts opts to the C struct, refusing negative sizes.
+func (opts Options) raw() (C.omen_options, error) {
+	var raw C.omen_options
+	_ = C.omen_options_default(&raw, C.size_t(unsafe.Sizeof(raw)), nil)
+	for _, v := range []int{opts.Dim, opts.M, opts.EfConstruction, opts.EfSearch, opts.SegmentCapacity, opts.Threads} {
+		if _, err := size(v); err != nil {
+			return raw, err
+		}
+	}
+	raw.dim, raw.metric, raw.m = C.size_t(opts.Dim), C.uint32_t(opts.Metric), C.size_t(opts.M)
+	raw.ef_construction, raw.ef_search = C.size_t(opts.EfConstruction), C.size_t(opts.EfSearch)
+	raw.segment_capacity, raw.threads, raw.seed = C.size_t(opts.SegmentCapacity), C.size_t(opts.Threads), C.uint64_t(opts.Seed)
+	raw.create, raw.read_only, raw.verify = flag(opts.Create), flag(opts.ReadOnly), flag(!opts.NoVerify)
+	raw.durability = C.uint32_t(opts.Durability)
+	if opts.SyncInterval > 0 {
+		ms := opts.SyncInterval.Milliseconds()
+		if ms < 1 || ms > math.MaxUint32 {
+			return raw, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf("SyncInterval %v out of range", opts.SyncInterval)}
+		}
+		raw.sync_interval_ms = C.uint32_t(ms)
+	}
+	return raw, nil
 }
 
 // Result is one neighbour: the caller's id and its distance.
@@ -119,7 +187,7 @@ type Result struct {
 	Distance float32
 }
 
-// Index is an in-memory segmented HNSW index.
+// Index is a segmented HNSW index, in memory (New) or in a database directory (Open).
 type Index struct {
 	mu  sync.RWMutex // read-held by calls, write-held by Close: no call runs on a freed handle
 	ptr *C.omen_index
@@ -133,38 +201,91 @@ func size(n int) (C.size_t, error) {
 	return C.size_t(n), nil
 }
 
-// New creates an empty index.
+// New creates an empty in-memory index.
 func New(opts Options) (*Index, error) {
-	var raw C.omen_options
-	_ = C.omen_options_default(&raw, C.size_t(unsafe.Sizeof(raw)), nil)
-	for _, v := range []int{opts.Dim, opts.M, opts.EfConstruction, opts.EfSearch, opts.SegmentCapacity, opts.Threads} {
-		if _, err := size(v); err != nil {
-			return nil, err
-		}
+	raw, err := opts.raw()
+	if err != nil {
+		return nil, err
 	}
-	raw.dim, raw.metric, raw.m = C.size_t(opts.Dim), C.uint32_t(opts.Metric), C.size_t(opts.M)
-	raw.ef_construction, raw.ef_search = C.size_t(opts.EfConstruction), C.size_t(opts.EfSearch)
-	raw.segment_capacity, raw.threads, raw.seed = C.size_t(opts.SegmentCapacity), C.size_t(opts.Threads), C.uint64_t(opts.Seed)
 	var ptr *C.omen_index
 	var cerr *C.omen_error
 	if err := check(C.omen_index_create(&raw, &ptr, &cerr), cerr); err != nil {
 		return nil, err
 	}
-	ix := &Index{ptr: ptr, dim: opts.Dim}
-	runtime.SetFinalizer(ix, (*Index).Close)
-	return ix, nil
+	return adopt(ptr), nil
 }
 
-// Close frees the index. It waits for calls in flight and may be called more than once.
+// Open opens the database in directory path, creating it when opts.Create is set and it holds
+// none. opts.Dim may be 0 to accept the stored dimension; a nonzero Dim and the Metric must match
+// the database's. M, EfConstruction, SegmentCapacity and Seed are fixed when it is created. One
+// process at a time may open a database for writing (ErrLocked otherwise); ReadOnly opens
+// alongside it.
+func Open(path string, opts Options) (*Index, error) {
+	raw, err := opts.raw()
+	if err != nil {
+		return nil, err
+	}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var ptr *C.omen_index
+	var cerr *C.omen_error
+	if err := check(C.omen_index_open(cpath, &raw, &ptr, &cerr), cerr); err != nil {
+		return nil, err
+	}
+	return adopt(ptr), nil
+}
+
+func adopt(ptr *C.omen_index) *Index {
+	ix := &Index{ptr: ptr, dim: int(C.omen_index_dim(ptr))}
+	runtime.SetFinalizer(ix, (*Index).Close)
+	return ix
+}
+
+// Close closes the index, checkpointing a database first and returning what failed (nothing
+// acknowledged is lost: the next Open replays the log). It waits for calls in flight and may be
+// called more than once.
 func (ix *Index) Close() error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if ix.ptr != nil {
-		C.omen_index_free(ix.ptr)
-		ix.ptr = nil
-		runtime.SetFinalizer(ix, nil)
+	if ix.ptr == nil {
+		return nil
 	}
-	return nil
+	var cerr *C.omen_error
+	err := check(C.omen_index_close(ix.ptr, &cerr), cerr)
+	ix.ptr = nil
+	runtime.SetFinalizer(ix, nil)
+	return err
+}
+
+// Flush checkpoints a database (segment files, growing snapshot, empty log), so the next Open
+// replays nothing. A no-op in memory.
+func (ix *Index) Flush() error {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return err
+	}
+	defer ix.mu.RUnlock()
+	var cerr *C.omen_error
+	return check(C.omen_index_flush(ptr, &cerr), cerr)
+}
+
+// Stats reports segments, vectors and bytes on disk and in memory.
+func (ix *Index) Stats() (Stats, error) {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return Stats{}, err
+	}
+	defer ix.mu.RUnlock()
+	raw := C.omen_stats{size: C.size_t(unsafe.Sizeof(C.omen_stats{}))}
+	var cerr *C.omen_error
+	if err := check(C.omen_index_stats(ptr, &raw, &cerr), cerr); err != nil {
+		return Stats{}, err
+	}
+	return Stats{
+		Segments: uint64(raw.segments), Vectors: uint64(raw.vectors), BytesOnDisk: uint64(raw.bytes_on_disk),
+		BytesHeap: uint64(raw.bytes_heap), BytesMapped: uint64(raw.bytes_mapped),
+		BytesMappedResident: uint64(raw.bytes_mapped_resident),
+	}, nil
 }
 
 // acquire read-locks the index for one call; the caller must call ix.mu.RUnlock.

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"math"
 	"math/rand"
+	"os"
+	"path/filepath"
+	"reflect"
 	"sort"
 	"sync"
 	"testing"
@@ -238,5 +241,75 @@ func BenchmarkSearchTiny(b *testing.B) {
 		if _, err := ix.Search(vectors[q*dim:(q+1)*dim], 10, 10); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestOpenReopenAndErrors(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	opts := DefaultOptions(8, L2)
+	opts.SegmentCapacity = 300
+	opts.Create = false
+	if _, err := Open(dir, opts); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("open without create: %v", err)
+	}
+	opts.Create = true
+	ix, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]uint64, 1000)
+	vectors := make([]float32, 1000*8)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+		for j := 0; j < 8; j++ {
+			vectors[i*8+j] = float32((i*31+j*7)%97) / 97
+		}
+	}
+	if err := ix.InsertBatch(ids, vectors); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, opts); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second writer: %v", err)
+	}
+	before, err := ix.Search(vectors[8:16], 5, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats, err := ix.Stats()
+	if err != nil || stats.Vectors != 1000 || stats.Segments != 4 || stats.BytesOnDisk == 0 {
+		t.Fatalf("stats %+v, %v", stats, err)
+	}
+	if err := ix.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Flush(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("flush after close: %v", err)
+	}
+
+	ro := DefaultOptions(0, L2)
+	ro.ReadOnly = true
+	reader, err := Open(dir, ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if reader.Len() != 1000 || reader.Dim() != 8 {
+		t.Fatalf("reopened len %d dim %d", reader.Len(), reader.Dim())
+	}
+	after, err := reader.Search(vectors[8:16], 5, 0)
+	if err != nil || !reflect.DeepEqual(before, after) {
+		t.Fatalf("results differ after reopen: %v vs %v (%v)", before, after, err)
+	}
+	if err := reader.InsertBatch([]uint64{5000}, vectors[:8]); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("read-only insert: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), []byte("not a manifest"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, ro); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged manifest: %v", err)
 	}
 }
