@@ -75,6 +75,18 @@ struct Options {
     Options &segment_capacity(size_t value) { raw.segment_capacity = value; return *this; }
     Options &threads(size_t value) { raw.threads = value; return *this; }
     Options &seed(uint64_t value) { raw.seed = value; return *this; }
+    /// For `Index::open`: create the database when the directory holds none (default true).
+    Options &create(bool value) { raw.create = value; return *this; }
+    /// For `Index::open`: open without the write lock; inserts then throw OMEN_STATUS_READ_ONLY.
+    Options &read_only(bool value) { raw.read_only = value; return *this; }
+    /// For `Index::open`: check every checksum while opening (default true).
+    Options &verify(bool value) { raw.verify = value; return *this; }
+    /// For `Index::open`: when inserts reach the disk; `interval_ms` for OMEN_DURABILITY_INTERVAL.
+    Options &durability(omen_durability value, uint32_t interval_ms = 1000) {
+        raw.durability = value;
+        raw.sync_interval_ms = interval_ms;
+        return *this;
+    }
 };
 
 /// One neighbour: the caller's id and its distance (smaller is closer).
@@ -83,11 +95,40 @@ struct Hit {
     float distance;
 };
 
-/// An in-memory segmented HNSW index.
+/// A segmented HNSW index, in memory (the constructor) or in a database directory (`open`).
 class Index {
 public:
+    /// An empty in-memory index.
     explicit Index(const Options &options) {
         detail::check([&](omen_error **error) { return omen_index_create(&options.raw, &index_, error); });
+    }
+
+    /// Opens the database in directory `path` (see `omen_index_open`); `options.dim` may be 0
+    /// to accept the stored dimension.
+    static Index open(const std::string &path, const Options &options) {
+        Index index;
+        detail::check([&](omen_error **error) { return omen_index_open(path.c_str(), &options.raw, &index.index_, error); });
+        return index;
+    }
+
+    /// Closes the index now, checkpointing a database and throwing what failed (nothing
+    /// acknowledged is lost). The destructor does the same silently. Leaves this object empty.
+    void close() {
+        omen_index *index = std::exchange(index_, nullptr);
+        detail::check([&](omen_error **error) { return omen_index_close(index, error); });
+    }
+
+    /// Checkpoints a database so the next open replays nothing; a no-op in memory.
+    void flush() {
+        detail::check([&](omen_error **error) { return omen_index_flush(live(), error); });
+    }
+
+    /// Segments, vectors, and bytes on disk and in memory.
+    omen_stats stats() const {
+        omen_stats stats{};
+        stats.size = sizeof stats;
+        detail::check([&](omen_error **error) { return omen_index_stats(live(), &stats, error); });
+        return stats;
     }
     ~Index() { omen_index_free(index_); }
     Index(Index &&other) noexcept : index_(std::exchange(other.index_, nullptr)) {}
@@ -156,6 +197,7 @@ public:
     omen_index *get() const noexcept { return index_; }
 
 private:
+    Index() = default;
     omen_index *live() const {
         if (!index_) throw Error(OMEN_STATUS_NULL_ARGUMENT, "the index was moved from");
         return index_;

@@ -2,6 +2,7 @@
 // failure surfacing as omendb::Error with the library's status.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <utility>
@@ -74,6 +75,35 @@ int main() {
     omendb::Index other{omendb::Options(dim)};
     other = std::move(moved);
     CHECK(other.search(query, 1)[0].id == 1042);
+
+    // A database: open, insert, close (reporting errors), reopen read-only with identical hits.
+    char dir_template[] = "/tmp/omendb-wrapper-XXXXXX";
+    const char *made = mkdtemp(dir_template);
+    CHECK(made != nullptr);
+    std::string dir = std::string(made ? made : "/tmp/omendb-wrapper") + "/db";
+    auto opts = omendb::Options(dim).segment_capacity(200).durability(OMEN_DURABILITY_INTERVAL, 10);
+    std::vector<omendb::Hit> before;
+    {
+        omendb::Index db = omendb::Index::open(dir, opts);
+        db.insert_batch(ids, vectors);
+        CHECK(status_of([&] { omendb::Index::open(dir, opts); }) == OMEN_STATUS_LOCKED);
+        before = db.search(query, 5);
+        db.flush();
+        CHECK(db.stats().vectors == 500 && db.stats().segments == 3);
+        db.close();
+        CHECK(status_of([&] { db.flush(); }) == OMEN_STATUS_NULL_ARGUMENT);
+    }
+    omendb::Index reader = omendb::Index::open(dir, omendb::Options(0).read_only(true));
+    std::vector<omendb::Hit> after = reader.search(query, 5);
+    CHECK(after.size() == before.size());
+    for (size_t i = 0; i < after.size() && i < before.size(); i++)
+        CHECK(after[i].id == before[i].id && after[i].distance == before[i].distance);
+    CHECK(status_of([&] { reader.insert_batch(ids, vectors); }) == OMEN_STATUS_READ_ONLY);
+    CHECK(status_of([&] { omendb::Index::open(dir + "-missing", omendb::Options(dim).create(false)); }) ==
+          OMEN_STATUS_NOT_FOUND);
+    reader.close();
+    std::string cleanup = "rm -rf '" + std::string(made ? made : "/nonexistent") + "'";
+    CHECK(std::system(cleanup.c_str()) == 0);
 
     if (failures) {
         std::fprintf(stderr, "test_wrapper: %d checks failed\n", failures);
