@@ -20,7 +20,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
 .PHONY: all lib demo install test test-rust test-c test-install test-go test-examples test-python test-asan lint \
-	bench bench-peers bench-overhead clean
+	bench bench-peers bench-overhead clean bench-storage fuzz
 
 all: lib
 
@@ -117,17 +117,30 @@ test-python: lib $(VENV)/bin/python | $(BUILD)
 	cd $(BUILD) && $(abspath $(VENV))/bin/python -c 'import omendb, pathlib; assert pathlib.Path(omendb.library_path()).parent == pathlib.Path(omendb.__file__).parent, omendb.library_path()'
 	cd $(BUILD) && $(abspath $(VENV))/bin/python $(abspath examples/python/example.py)
 
-# The Rust concurrency and FFI tests once more, instrumented by AddressSanitizer (nightly only).
+# The Rust concurrency, FFI and storage tests once more, instrumented by AddressSanitizer
+# (nightly only; fewer crash rounds).
 test-asan:
 ifeq ($(NIGHTLY_OK),yes)
-	RUSTFLAGS=-Zsanitizer=address CARGO_TARGET_DIR=target/asan \
-	  $(CARGO) +nightly test --target x86_64-unknown-linux-gnu --lib --test concurrency --test ffi --test ffi_random
+	RUSTFLAGS=-Zsanitizer=address CARGO_TARGET_DIR=target/asan OMENDB_CRASH_ROUNDS=10 \
+	  $(CARGO) +nightly test --target x86_64-unknown-linux-gnu --lib --test concurrency --test ffi --test ffi_random \
+	  --test storage --test corruption
 else
 	@echo "SKIPPED test-asan: no nightly toolchain (cargo +nightly), so no -Zsanitizer=address run"
 endif
 
 bench:
 	$(CARGO) bench
+
+# Durable storage against memory: open time and RSS at OMENDB_BENCH_N vectors (default 1M),
+# WAL vs in-memory inserts, mapped vs heap queries/s.
+bench-storage:
+	$(CARGO) bench --bench storage
+
+# Fuzzes the database file readers (nightly and cargo-fuzz; seeds from a real database).
+FUZZ_SECONDS ?= 60
+fuzz: lib $(VENV)/bin/python
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python fuzz/make_seeds.py
+	cd fuzz && $(CARGO) +nightly fuzz run open_files corpus/open_files -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 # omendb beside hnswlib, faiss, usearch and voyager on npm51k (needs ../shared).
 bench-peers: lib $(VENV)/bin/python

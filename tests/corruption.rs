@@ -43,27 +43,29 @@ fn fresh_dir(name: &str) -> PathBuf {
 /// A database with two sealed segments, a growing snapshot and a log of four records, left as a
 /// crash would leave it. Returns its directory and the number of batches in the snapshot/segments.
 fn template() -> &'static (PathBuf, u64, u64) {
-    static TEMPLATE: std::sync::OnceLock<(PathBuf, u64, u64)> = std::sync::OnceLock::new();
-    TEMPLATE.get_or_init(|| {
-        let dir = fresh_dir("template");
-        let index = Index::open(&dir, options()).unwrap();
-        let mut b = 0;
-        while index.segment_count() < 3 {
-            let (ids, vectors) = batch(b);
-            index.insert_batch(&ids, &vectors).unwrap();
-            b += 1;
-        }
-        index.flush().unwrap();
-        let checkpointed = b;
-        for _ in 0..4 {
-            let (ids, vectors) = batch(b);
-            index.insert_batch(&ids, &vectors).unwrap();
-            b += 1;
-        }
-        // Keep the log: no close, no checkpoint. Copies of the directory have their own LOCK.
-        std::mem::forget(index);
-        (dir, checkpointed, b)
-    })
+    static TEMPLATE: std::sync::OnceLock<((PathBuf, u64, u64), Index)> = std::sync::OnceLock::new();
+    &TEMPLATE
+        .get_or_init(|| {
+            let dir = fresh_dir("template");
+            let index = Index::open(&dir, options()).unwrap();
+            let mut b = 0;
+            while index.segment_count() < 3 {
+                let (ids, vectors) = batch(b);
+                index.insert_batch(&ids, &vectors).unwrap();
+                b += 1;
+            }
+            index.flush().unwrap();
+            let checkpointed = b;
+            for _ in 0..4 {
+                let (ids, vectors) = batch(b);
+                index.insert_batch(&ids, &vectors).unwrap();
+                b += 1;
+            }
+            // Keep the log: the index stays open, never closed or checkpointed (copies of the
+            // directory have their own LOCK).
+            ((dir, checkpointed, b), index)
+        })
+        .0
 }
 
 fn file_of(dir: &Path, prefix: &str) -> PathBuf {
