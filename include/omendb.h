@@ -289,7 +289,7 @@ typedef struct omen_stats {
    */
   uint64_t bytes_mapped;
   /**
-   * Of those, bytes now resident in memory.
+   * Of those, bytes now in memory (in the page cache: readable without touching the disk).
    */
   uint64_t bytes_mapped_resident;
 } omen_stats;

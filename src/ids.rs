@@ -68,15 +68,8 @@ impl IdMap {
         IdMap { locations: FastMap::with_capacity_and_hasher(capacity, Default::default()) }
     }
 
-    /// Records where `id` lives; false (and no change) when it is already present.
-    pub(crate) fn insert(&mut self, id: u64, location: Location) -> bool {
-        match self.locations.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(location);
-                true
-            }
-        }
+    pub(crate) fn insert(&mut self, id: u64, location: Location) {
+        self.locations.insert(id, location);
     }
 
     /// Heap bytes of the map (its table; the hash map's control bytes add about 1/16).

@@ -5,7 +5,6 @@ use std::sync::{Arc, PoisonError};
 
 use rayon::prelude::*;
 
-use crate::ids::{IdMap, Location};
 use crate::segment::{Growing, Sealed, SegmentSet};
 use crate::storage::segment_file::SegmentFile;
 use crate::storage::{corrupt, Manifest, SegmentEntry, Stats, Store};
@@ -122,30 +121,13 @@ impl Index {
                 .collect::<Result<Vec<_>>>()
         })?;
         let growing = if manifest.growing.count > 0 {
-            // Read onto the heap anyway, so always checked.
-            let file = open(&store.growing_path(&manifest), manifest.growing.count, true)?;
+            let file = open(&store.growing_path(&manifest), manifest.growing.count, verify)?;
             Growing::from_file(&layout, &file)?
         } else {
             Growing::new(&layout, manifest.growing.ordinal)
         };
 
-        let mut ids = IdMap::with_capacity(sealed.iter().map(|s| s.len()).sum::<usize>() + growing.len());
-        for segment in &sealed {
-            for (node, &id) in segment.ids().iter().enumerate() {
-                let location = Location { segment: segment.ordinal(), node: node as u32 };
-                if !ids.insert(id, location) {
-                    return Err(corrupt(&store.segment_path(segment.ordinal()), format!("id {id} is stored twice")));
-                }
-            }
-        }
-        growing.for_each_id(|node, id| {
-            if ids.insert(id, Location { segment: growing.ordinal(), node }) {
-                Ok(())
-            } else {
-                Err(corrupt(&store.growing_path(&manifest), format!("id {id} is stored twice")))
-            }
-        })?;
-        *index.ids.get_mut().unwrap_or_else(PoisonError::into_inner) = ids;
+        *index.ids_ready.get_mut() = false;
         *index.segments.get_mut().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(SegmentSet { sealed, growing: Arc::new(growing) });
         index.writer.get_mut().unwrap_or_else(PoisonError::into_inner).next_ordinal = manifest.next_ordinal;
@@ -212,9 +194,9 @@ impl Index {
                 + self.ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes()) as u64,
             ..Stats::default()
         };
-        for segment in &set.sealed {
-            let (mapped, resident) = segment.mapped_bytes();
-            stats.bytes_heap += segment.heap_bytes() as u64;
+        let growing = std::iter::once((set.growing.mapped_bytes(), 0));
+        for ((mapped, resident), heap) in set.sealed.iter().map(|s| (s.mapped_bytes(), s.heap_bytes())).chain(growing) {
+            stats.bytes_heap += heap as u64;
             stats.bytes_mapped += mapped as u64;
             stats.bytes_mapped_resident += resident as u64;
         }

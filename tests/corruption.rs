@@ -120,6 +120,11 @@ fn check_open(dir: &Path, verify: bool, allowed: &[&str], min_batches: u64, case
                 let hits = index.search(&vectors[..DIM], 5, 0).unwrap();
                 assert!(verify || hits.len() <= 5);
             }
+            // Inserting links new nodes into what was read (unverified links included).
+            let (_, vectors) = batch(0);
+            let fresh: Vec<u64> = (0..vectors.len() / DIM).map(|i| 900_000 + i as u64).collect();
+            index.insert_batch(&fresh, &vectors).unwrap();
+            assert_eq!(index.search(&vectors[..DIM], 1, 0).unwrap().len(), 1);
             Ok(n)
         }
         Err(e) => {
@@ -261,14 +266,17 @@ fn empty_foreign_newer_and_mismatched_files_are_named_and_refused() {
 fn unverified_opens_survive_damage_inside_sections() {
     let (_, _, total) = *template();
     let mut rng = Rng::new(9);
-    let len = file_len("segment-");
-    for _ in 0..150 {
-        let at = (rng.next_u64() as usize) % len;
-        let value = rng.next_u64() as u8;
-        let dir = damaged_copy("segment-", |bytes| bytes[at] = value);
-        // Unchecked sections may yield wrong neighbours, never a crash or a refused open of data
-        // that is structurally sound.
-        let _ = check_open(&dir, false, &["corrupt", "version", "dimension"], total, &format!("unverified {at}"));
+    for prefix in ["segment-", "growing-"] {
+        let len = file_len(prefix);
+        for _ in 0..100 {
+            let at = (rng.next_u64() as usize) % len;
+            let value = rng.next_u64() as u8;
+            let dir = damaged_copy(prefix, |bytes| bytes[at] = value);
+            // Unchecked sections may yield wrong neighbours, never a crash or a refused open of
+            // data that is structurally sound.
+            let case = format!("unverified {prefix} {at}");
+            let _ = check_open(&dir, false, &["corrupt", "version", "dimension"], total, &case);
+        }
     }
 }
 

@@ -189,7 +189,7 @@ pub struct omen_stats {
     pub bytes_heap: u64,
     /// Bytes of segment files mapped into memory.
     pub bytes_mapped: u64,
-    /// Of those, bytes now resident in memory.
+    /// Of those, bytes now in memory (in the page cache: readable without touching the disk).
     pub bytes_mapped_resident: u64,
 }
 

@@ -275,15 +275,6 @@ impl Graph {
         self.distance.metric()
     }
 
-    /// Moves every array read from a mapping onto the heap, so the graph can take inserts.
-    pub(crate) fn make_owned(&mut self) {
-        self.vectors.make_owned();
-        self.levels.vec_mut();
-        self.layer0.vec_mut();
-        self.upper.vec_mut();
-        self.upper_start.vec_mut();
-    }
-
     /// Heap bytes held (arrays read from a mapping count nothing).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.vectors.heap_bytes()
@@ -617,7 +608,15 @@ impl Graph {
         self.vectors.coarse_into(from, &mut s.base);
         let farthest = (1..=count)
             .max_by(|&a, &b| {
-                let distance = |slot: usize| self.distance.coarse(&s.base, self.vectors.high(list[slot].load(Relaxed)));
+                // An out-of-range link (a damaged, unverified file) is the first to go.
+                let distance = |slot: usize| {
+                    let n = list[slot].load(Relaxed);
+                    if (n as usize) < self.len() {
+                        self.distance.coarse(&s.base, self.vectors.high(n))
+                    } else {
+                        f32::INFINITY
+                    }
+                };
                 distance(a).total_cmp(&distance(b))
             })
             .unwrap_or(count);
@@ -639,8 +638,9 @@ impl Graph {
         self.vectors.coarse_into(neighbor.node, &mut s.base);
         s.prune.clear();
         s.prune.push(Scored { distance: neighbor.distance, node: new });
-        for slot in &list[1..=count] {
-            let n = slot.load(Relaxed);
+        // A link out of range can only come from a damaged file opened without verification:
+        // drop it here rather than read out of bounds.
+        for n in list[1..=count].iter().map(|slot| slot.load(Relaxed)).filter(|&n| (n as usize) < self.len()) {
             s.prune.push(Scored { distance: self.distance.coarse(&s.base, self.vectors.high(n)), node: n });
         }
         s.prune.sort_unstable();

@@ -80,11 +80,6 @@ impl SplitVectors {
         (high.len() == expected && low.len() == expected).then_some(SplitVectors { dim, high, low })
     }
 
-    pub(crate) fn make_owned(&mut self) {
-        self.high.vec_mut();
-        self.low.vec_mut();
-    }
-
     pub(crate) fn heap_bytes(&self) -> usize {
         self.high.heap_bytes() + self.low.heap_bytes()
     }

@@ -40,6 +40,8 @@ impl Layout {
 struct GrowingState {
     graph: Graph,
     ids: Array<u64>,
+    /// The snapshot file the arrays are read from, until the first insert copies them.
+    mapping: Option<std::sync::Arc<Mapping>>,
 }
 
 /// The segment that takes inserts. Appending takes the write lock briefly; linking and searching
@@ -68,7 +70,7 @@ impl Growing {
             ordinal,
             unchecked: AtomicUsize::new(0),
             capacity: layout.capacity,
-            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Array::default() }),
+            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Array::default(), mapping: None }),
         }
     }
 
@@ -95,6 +97,7 @@ impl Growing {
             let first = state.graph.len();
             state.graph.append(vectors);
             state.ids.vec_mut().extend_from_slice(ids);
+            state.mapping = None;
             first
         };
         let state = read(&self.state);
@@ -128,27 +131,32 @@ impl Growing {
         write_segment(path, self.ordinal, &state.graph, &state.ids)
     }
 
-    /// The growing segment whose snapshot is `file`, copied onto the heap to take inserts.
+    /// The growing segment whose snapshot is `file`, searched from the mapping until the first
+    /// insert copies it onto the heap (`add` appends through `Array::vec_mut`, which copies every
+    /// array before anything is written).
     pub(crate) fn from_file(layout: &Layout, file: &SegmentFile) -> crate::Result<Growing> {
-        let (mut graph, mut ids) = read_segment(layout, file)?;
-        graph.make_owned();
-        ids.vec_mut();
+        let (graph, ids) = read_segment(layout, file)?;
         Ok(Growing {
             ordinal: file.header.ordinal,
             capacity: layout.capacity,
             unchecked: AtomicUsize::new(0),
-            state: RwLock::new(GrowingState { graph, ids }),
+            state: RwLock::new(GrowingState { graph, ids, mapping: Some(file.mapping().clone()) }),
         })
     }
 
     /// Calls `f(node, id)` for every vector, in node order.
-    pub(crate) fn for_each_id<E>(&self, mut f: impl FnMut(u32, u64) -> Result<(), E>) -> Result<(), E> {
-        read(&self.state).ids.iter().enumerate().try_for_each(|(node, &id)| f(node as u32, id))
+    pub(crate) fn for_each_id(&self, mut f: impl FnMut(u32, u64)) {
+        read(&self.state).ids.iter().enumerate().for_each(|(node, &id)| f(node as u32, id));
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         let state = read(&self.state);
         state.graph.heap_bytes() + state.ids.heap_bytes()
+    }
+
+    /// (mapped bytes, of which resident) while the segment is read from its snapshot file.
+    pub(crate) fn mapped_bytes(&self) -> (usize, usize) {
+        mapped_bytes(read(&self.state).mapping.as_deref())
     }
 
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
@@ -218,7 +226,7 @@ impl Sealed {
 
     /// (mapped bytes, of which resident) for a segment read from a file.
     pub(crate) fn mapped_bytes(&self) -> (usize, usize) {
-        self.mapping.as_ref().map_or((0, 0), |m| (m.bytes().len(), m.resident()))
+        mapped_bytes(self.mapping.as_deref())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -228,6 +236,10 @@ impl Sealed {
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
         search_graph(&self.graph, &self.ids, query, k, ef, out);
     }
+}
+
+fn mapped_bytes(mapping: Option<&Mapping>) -> (usize, usize) {
+    mapping.map_or((0, 0), |m| (m.bytes().len(), m.resident()))
 }
 
 fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64]) -> crate::Result<()> {

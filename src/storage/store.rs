@@ -130,7 +130,7 @@ pub struct Stats {
     pub bytes_heap: u64,
     /// Bytes of segment files mapped into memory.
     pub bytes_mapped: u64,
-    /// Of those, the bytes now resident in memory.
+    /// Of those, the bytes now in memory (in the page cache: readable without touching the disk).
     pub bytes_mapped_resident: u64,
 }
 
