@@ -292,6 +292,11 @@ typedef struct omen_stats {
    * Of those, bytes now in memory (in the page cache: readable without touching the disk).
    */
   uint64_t bytes_mapped_resident;
+  /**
+   * fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
+   * concurrent inserts shared them (group commit).
+   */
+  uint64_t log_syncs;
 } omen_stats;
 
 #ifdef __cplusplus

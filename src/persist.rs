@@ -190,6 +190,7 @@ impl Index {
             segments: set.count(),
             vectors: set.len(),
             bytes_on_disk: self.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
+            log_syncs: self.store.as_ref().map_or(0, |s| s.log_syncs()),
             bytes_heap: (set.growing.heap_bytes()
                 + self.ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes()) as u64,
             ..Stats::default()

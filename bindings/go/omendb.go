@@ -135,6 +135,7 @@ type Options struct {
 type Stats struct {
 	Segments, Vectors                                        uint64
 	BytesOnDisk, BytesHeap, BytesMapped, BytesMappedResident uint64
+	LogSyncs                                                 uint64 // fsyncs of the write-ahead log since Open
 }
 
 // DefaultOptions returns the library's defaults for the given dimension and metric.
@@ -284,7 +285,7 @@ func (ix *Index) Stats() (Stats, error) {
 	return Stats{
 		Segments: uint64(raw.segments), Vectors: uint64(raw.vectors), BytesOnDisk: uint64(raw.bytes_on_disk),
 		BytesHeap: uint64(raw.bytes_heap), BytesMapped: uint64(raw.bytes_mapped),
-		BytesMappedResident: uint64(raw.bytes_mapped_resident),
+		BytesMappedResident: uint64(raw.bytes_mapped_resident), LogSyncs: uint64(raw.log_syncs),
 	}, nil
 }
 

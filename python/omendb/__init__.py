@@ -162,7 +162,7 @@ class _Options(ctypes.Structure):
 
 class _Stats(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t)] + [(name, ctypes.c_uint64) for name in (
-        "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident")]
+        "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident", "log_syncs")]
 
 
 def _load():
@@ -345,7 +345,8 @@ class Index:
             _call(_lib.omen_index_flush, index)
 
     def stats(self):
-        """A dict: segments, vectors, bytes_on_disk, bytes_heap, bytes_mapped, bytes_mapped_resident."""
+        """A dict: segments, vectors, bytes_on_disk, bytes_heap, bytes_mapped, bytes_mapped_resident,
+        log_syncs."""
         stats = _Stats(size=ctypes.sizeof(_Stats))
         with self._handle as index:
             _call(_lib.omen_index_stats, index, ctypes.byref(stats))

@@ -191,6 +191,9 @@ pub struct omen_stats {
     pub bytes_mapped: u64,
     /// Of those, bytes now in memory (in the page cache: readable without touching the disk).
     pub bytes_mapped_resident: u64,
+    /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
+    /// concurrent inserts shared them (group commit).
+    pub log_syncs: u64,
 }
 
 /// Fills `*out_stats` with the index's segments, vectors and bytes on disk and in memory.
@@ -234,6 +237,7 @@ pub extern "C" fn omen_index_stats(
             bytes_heap: stats.bytes_heap,
             bytes_mapped: stats.bytes_mapped,
             bytes_mapped_resident: stats.bytes_mapped_resident,
+            log_syncs: stats.log_syncs,
         };
         // SAFETY: non-NULL, aligned, `size` = sizeof(omen_stats) writable bytes (caller's contract).
         unsafe { write_out(out_stats, stats) };

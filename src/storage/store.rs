@@ -42,6 +42,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Durable {
     /// Records appended so far (a log sequence number).
     written: AtomicU64,
+    /// fsyncs of the log so far.
+    syncs: AtomicU64,
     sync: Mutex<Syncer>,
 }
 
@@ -67,6 +69,7 @@ impl Durable {
             return Ok(());
         }
         let target = self.written.load(SeqCst);
+        self.syncs.fetch_add(1, SeqCst);
         match syncer.file.sync_data() {
             Ok(()) => {
                 syncer.synced = target;
@@ -132,6 +135,9 @@ pub struct Stats {
     pub bytes_mapped: u64,
     /// Of those, the bytes now in memory (in the page cache: readable without touching the disk).
     pub bytes_mapped_resident: u64,
+    /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
+    /// concurrent inserts shared them (group commit).
+    pub log_syncs: u64,
 }
 
 impl Store {
@@ -201,6 +207,7 @@ impl Store {
         }
         let durable = Arc::new(Durable {
             written: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             sync: Mutex::new(Syncer { file: wal.sync_handle()?, path, synced: 0, failure: None }),
         });
         *lock(&self.wal) = Some(wal);
@@ -330,6 +337,10 @@ impl Store {
         std::fs::read_dir(&self.dir)
             .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
             .unwrap_or(0)
+    }
+
+    pub(crate) fn log_syncs(&self) -> u64 {
+        self.durable.as_ref().map_or(0, |d| d.syncs.load(SeqCst))
     }
 
     /// Makes everything logged durable (used at close, whatever the durability mode).
