@@ -102,6 +102,8 @@ test-go: lib
 test-examples: lib $(VENV)/bin/python | $(BUILD)
 	$(CXX) -std=c++17 $(CWARN) -Iinclude examples/cpp/example.cpp -o $(BUILD)/example_cpp $(LINK)
 	./$(BUILD)/example_cpp
+	$(CC) -std=c11 $(CWARN) -Iinclude examples/c/database.c -o $(BUILD)/database $(LINK)
+	rm -rf $(BUILD)/example.db && ./$(BUILD)/database $(BUILD)/example.db && ./$(BUILD)/database $(BUILD)/example.db
 	cd examples/go && $(GO) vet . && $(GO) run .
 	PYTHONPATH=python OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python examples/python/example.py
 
