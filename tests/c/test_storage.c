@@ -7,21 +7,11 @@
 #include <string.h>
 
 #include "omendb.h"
+#include "check.h"
 
 #define DIM 24
 #define N 2500
 #define K 10
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                               \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                              \
-            fprintf(stderr, "\n");                                                     \
-            failures++;                                                                \
-        }                                                                              \
-    } while (0)
 
 /* Runs `call`, which writes `err`; on failure prints the error. Evaluates to the status. */
 #define TRY(call) try_status((call), &err, #call)
@@ -46,13 +36,6 @@ static void expect(omen_status status, omen_error **err, omen_status want, const
     *err = NULL;
 }
 
-static uint64_t rng_state = 0xC0FFEE;
-static float next_float(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) & 0xFFFFFF) / (float)0x1000000 * 2.0f - 1.0f;
-}
 
 static void search_all(omen_index *index, const float *queries, int count, uint64_t *ids, float *distances) {
     omen_error *err = NULL;
@@ -70,6 +53,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *dir = argv[1];
+    rng_state = 0xC0FFEE;
     omen_error *err = NULL;
     omen_options options;
     if (TRY(omen_options_default(&options, sizeof options, &err)) != OMEN_STATUS_OK) return 1;
