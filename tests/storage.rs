@@ -398,7 +398,7 @@ fn a_read_only_directory_fails_writes_with_io() {
 }
 
 #[test]
-fn concurrent_inserts_share_fsyncs_and_all_survive() {
+fn concurrent_inserts_all_survive_with_at_most_one_fsync_each() {
     let dir = TempDir::new("group");
     let index = Index::open(dir.path(), Options { segment_capacity: 100_000, ..options() }).unwrap();
     let (threads, per_thread) = (8u64, 40u64);
@@ -413,9 +413,11 @@ fn concurrent_inserts_share_fsyncs_and_all_survive() {
             });
         }
     });
+    // How many fsyncs are shared depends on timing (the unit test `one_fsync_covers_every_record
+    // _written_before_it` checks the mechanism); none may be missing or extra.
     let syncs = index.stats().log_syncs;
     println!("{} inserts, {syncs} fsyncs", threads * per_thread);
-    assert!(syncs >= 1 && syncs < threads * per_thread, "no fsync was shared: {syncs}");
+    assert!((1..=threads * per_thread).contains(&syncs), "{syncs} fsyncs");
     drop(index);
     let index = Index::open(dir.path(), options()).unwrap();
     assert_eq!(index.len() as u64, threads * per_thread);

@@ -360,3 +360,34 @@ impl Drop for Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_fsync_covers_every_record_written_before_it() {
+        let path = std::env::temp_dir().join(format!("omendb-durable-{}", std::process::id()));
+        let durable = Durable {
+            written: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            sync: Mutex::new(Syncer {
+                file: File::create(&path).unwrap(),
+                path: path.clone(),
+                synced: 0,
+                failure: None,
+            }),
+        };
+        // Three inserts log their records, then all wait for durability: the first fsync
+        // covers all three, so the others return without one.
+        durable.written.store(3, SeqCst);
+        for lsn in 1..=3 {
+            durable.sync_to(lsn).unwrap();
+        }
+        assert_eq!(durable.syncs.load(SeqCst), 1);
+        durable.written.store(4, SeqCst);
+        durable.sync_to(4).unwrap();
+        assert_eq!(durable.syncs.load(SeqCst), 2);
+        let _ = std::fs::remove_file(path);
+    }
+}
