@@ -4,6 +4,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use omendb::distance::available_kernels;
+use omendb::quant::available as available_code_kernels;
 
 fn kernels(c: &mut Criterion) {
     for dim in [128usize, 384, 768, 1536] {
@@ -17,6 +18,24 @@ fn kernels(c: &mut Criterion) {
             });
             group.bench_function(format!("{}/l2sq", k.name), |bench| {
                 bench.iter(|| (k.l2sq)(black_box(&a), black_box(&b)))
+            });
+            let high: Vec<u16> = b.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+            group.bench_function(format!("{}/dot_bf16", k.name), |bench| {
+                bench.iter(|| (k.dot_coarse)(black_box(&a), black_box(&high)))
+            });
+        }
+        // Code kernels: 8-bit and 4-bit weighted sums, Hamming over bits.
+        let bytes: Vec<u8> = (0..dim).map(|i| (i * 37 % 251) as u8).collect();
+        let words: Vec<u64> = (0..dim.div_ceil(64)).map(|i| 0x9E37_79B9_7F4A_7C15u64.rotate_left(i as u32)).collect();
+        for k in available_code_kernels() {
+            group.bench_function(format!("{}/dot_u8", k.name), |bench| {
+                bench.iter(|| (k.dot_u8)(black_box(&a), black_box(&bytes)))
+            });
+            group.bench_function(format!("{}/dot_u4", k.name), |bench| {
+                bench.iter(|| (k.dot_u4)(black_box(&a), black_box(&bytes[..dim / 2])))
+            });
+            group.bench_function(format!("{}/hamming", k.name), |bench| {
+                bench.iter(|| (k.hamming)(black_box(&words), black_box(&bytes[..dim / 8])))
             });
         }
         group.finish();

@@ -184,6 +184,41 @@ typedef uint32_t omen_durability;
 #endif // __cplusplus
 
 /**
+ * The codes searches walk on (`omen_options.quantization`); the best candidates are always
+ * re-scored with the exact vectors.
+ */
+enum omen_quantization
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No codes: the walk reads the bfloat16 halves of the vectors (2 bytes a dimension).
+   */
+  OMEN_QUANTIZATION_NONE = 0,
+  /**
+   * 1 bit a dimension (sign around the segment's mean); Hamming distance. Not for the inner
+   * product.
+   */
+  OMEN_QUANTIZATION_BINARY = 1,
+  /**
+   * 4 bits a dimension, a range per dimension.
+   */
+  OMEN_QUANTIZATION_BITS4 = 2,
+  /**
+   * 8 bits a dimension, a range per dimension.
+   */
+  OMEN_QUANTIZATION_BITS8 = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum omen_quantization omen_quantization;
+#else
+typedef uint32_t omen_quantization;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An error with its status and message, owned by the caller once returned.
  * Read it with `omen_error_code` and `omen_error_message`; release it with `omen_error_free`.
  */
@@ -261,6 +296,16 @@ typedef struct omen_options {
    * Default 1000.
    */
   uint32_t sync_interval_ms;
+  /**
+   * One of `omen_quantization`. Default `OMEN_QUANTIZATION_NONE`. Fixed when a database is
+   * created.
+   */
+  uint32_t quantization;
+  /**
+   * Candidates re-scored exactly per result with codes, for searches that pass 0; 0 = the
+   * code's default (binary 20, 4-bit 4, 8-bit 2).
+   */
+  size_t oversample;
 } omen_options;
 
 /**
@@ -289,7 +334,7 @@ typedef struct omen_stats {
    */
   uint64_t bytes_mapped;
   /**
-   * Of those, bytes now in memory (in the page cache: readable without touching the disk).
+   * Of those, bytes in this process's resident set (the pages searches have touched).
    */
   uint64_t bytes_mapped_resident;
   /**
@@ -298,6 +343,30 @@ typedef struct omen_stats {
    */
   uint64_t log_syncs;
 } omen_stats;
+
+/**
+ * Per-call search settings for `omen_index_search_with` / `omen_index_search_batch_with`.
+ */
+typedef struct omen_search_params {
+  /**
+   * `sizeof(omen_search_params)` as the caller compiled it; set it before the call.
+   */
+  size_t size;
+  /**
+   * Beam width: 0 = `options.ef_search`; below k is raised to k.
+   */
+  size_t ef;
+  /**
+   * With quantized codes, candidates re-scored exactly per result (the beam widens to at
+   * least `k * oversample`): 0 = `options.oversample` (whose 0 is the code's default).
+   * Ignored without codes.
+   */
+  size_t oversample;
+  /**
+   * `omen_index_search_batch_with` only: as `threads` of `omen_index_search_batch`.
+   */
+  size_t threads;
+} omen_search_params;
 
 #ifdef __cplusplus
 extern "C" {
@@ -512,6 +581,36 @@ OMEN_MUST_USE omen_status omen_index_insert_batch(struct omen_index *index, cons
  * `OMEN_STATUS_ZERO_VECTOR` for a zero query under cosine.
  */
 OMEN_MUST_USE omen_status omen_index_search(const struct omen_index *index, const float *query, size_t dim, size_t k, size_t ef, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
+
+/**
+ * `omen_index_search` with per-call settings (`ef`, and `oversample` for quantized indexes).
+ *
+ * # Ownership
+ * As `omen_index_search`; `params` is borrowed during the call.
+ *
+ * # Thread safety
+ * As `omen_index_search`.
+ *
+ * # Errors
+ * As `omen_index_search`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
+ * `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
+ */
+OMEN_MUST_USE omen_status omen_index_search_with(const struct omen_index *index, const float *query, size_t dim, size_t k, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
+
+/**
+ * `omen_index_search_batch` with per-call settings (`ef`, `oversample`, `threads`).
+ *
+ * # Ownership
+ * As `omen_index_search_batch`; `params` is borrowed during the call.
+ *
+ * # Thread safety
+ * As `omen_index_search`.
+ *
+ * # Errors
+ * As `omen_index_search_batch`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
+ * `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
+ */
+OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
 
 /**
  * Searches `n_queries` queries at once, spread over `threads` threads.

@@ -81,6 +81,10 @@ struct Options {
     Options &read_only(bool value) { raw.read_only = value; return *this; }
     /// For `Index::open`: check every checksum while opening (default true).
     Options &verify(bool value) { raw.verify = value; return *this; }
+    /// Codes the graph walk reads (the best candidates are re-scored exactly).
+    Options &quantization(omen_quantization value) { raw.quantization = value; return *this; }
+    /// Candidates re-scored per result with codes, for searches that pass 0 (0 = the code's).
+    Options &oversample(size_t value) { raw.oversample = value; return *this; }
     /// For `Index::open`: when inserts reach the disk; `interval_ms` for OMEN_DURABILITY_INTERVAL.
     Options &durability(omen_durability value, uint32_t interval_ms = 1000) {
         raw.durability = value;
@@ -157,30 +161,33 @@ public:
         insert_batch(ids.data(), ids.size(), vectors.data(), dim);
     }
 
-    /// The `k` nearest neighbours of `query` (`dim` floats), closest first; `ef` 0 = default.
-    std::vector<Hit> search(const float *query, size_t dim, size_t k, size_t ef = 0) const {
+    /// The `k` nearest neighbours of `query` (`dim` floats), closest first; `ef` 0 = default;
+    /// `oversample` (quantized indexes) 0 = the index's default.
+    std::vector<Hit> search(const float *query, size_t dim, size_t k, size_t ef = 0, size_t oversample = 0) const {
         std::vector<uint64_t> ids(k);
         std::vector<float> distances(k);
         size_t count = 0;
-        detail::check([&](omen_error **error) { return omen_index_search(live(), query, dim, k, ef, ids.data(), distances.data(), &count, error); });
+        omen_search_params params{sizeof(omen_search_params), ef, oversample, 0};
+        detail::check([&](omen_error **error) { return omen_index_search_with(live(), query, dim, k, &params, ids.data(), distances.data(), &count, error); });
         std::vector<Hit> hits(count);
         for (size_t i = 0; i < count; i++) hits[i] = Hit{ids[i], distances[i]};
         return hits;
     }
 
     template <class Query, detail::if_container<Query> = 0>
-    std::vector<Hit> search(const Query &query, size_t k, size_t ef = 0) const {
-        return search(query.data(), query.size(), k, ef);
+    std::vector<Hit> search(const Query &query, size_t k, size_t ef = 0, size_t oversample = 0) const {
+        return search(query.data(), query.size(), k, ef, oversample);
     }
 
     /// Searches `n_queries` rows of `dim` floats; one hit list per query. `threads`: 1 = this
     /// thread, 0 = the index's threads.
     std::vector<std::vector<Hit>> search_batch(const float *queries, size_t n_queries, size_t dim, size_t k,
-                                               size_t ef = 0, size_t threads = 0) const {
+                                               size_t ef = 0, size_t threads = 0, size_t oversample = 0) const {
         std::vector<uint64_t> ids(n_queries * k);
         std::vector<float> distances(n_queries * k);
         std::vector<size_t> counts(n_queries);
-        detail::check([&](omen_error **error) { return omen_index_search_batch(live(), queries, n_queries, dim, k, ef, threads, ids.data(), distances.data(), counts.data(), error); });
+        omen_search_params params{sizeof(omen_search_params), ef, oversample, threads};
+        detail::check([&](omen_error **error) { return omen_index_search_batch_with(live(), queries, n_queries, dim, k, &params, ids.data(), distances.data(), counts.data(), error); });
         std::vector<std::vector<Hit>> hits(n_queries);
         for (size_t q = 0; q < n_queries; q++) {
             hits[q].resize(counts[q]);

@@ -19,6 +19,7 @@ pub mod ffi;
 mod hnsw;
 mod ids;
 mod persist;
+pub mod quant;
 mod segment;
 mod storage;
 
@@ -31,7 +32,8 @@ use rayon::prelude::*;
 use distance::Distance;
 pub use distance::Metric;
 use ids::{IdMap, Location};
-use segment::{Built, Growing, Hit, Layout, SegmentSet};
+pub use quant::Quantization;
+use segment::{Built, Ef, Growing, Hit, Layout, SegmentSet};
 pub use storage::{Durability, Stats};
 
 /// Everything that can go wrong, each with the detail a caller needs to fix the input.
@@ -102,6 +104,12 @@ pub struct Options {
     pub read_only: bool,
     /// [`Index::open`]: when inserts reach the disk. Default: fsync every batch.
     pub durability: Durability,
+    /// Codes the graph walk reads instead of the vectors (1, 4 or 8 bits a dimension); the
+    /// best candidates are re-scored with the exact vectors. Default `None`. Binary codes
+    /// cannot serve the inner product.
+    pub quantization: Quantization,
+    /// Default for [`SearchParams::oversample`]; 0 = the code's own default.
+    pub oversample: usize,
     /// [`Index::open`]: check every section checksum of every segment file while opening (reads
     /// each file once). Off, a sealed segment is only mapped (opening takes milliseconds) and
     /// damage inside its vectors or links gives wrong answers instead of an error, though never
@@ -138,6 +146,8 @@ impl Options {
             read_only: false,
             durability: Durability::EveryBatch,
             verify: true,
+            quantization: Quantization::None,
+            oversample: 0,
         }
     }
 
@@ -153,6 +163,10 @@ impl Options {
         check(
             (1..=Self::MAX_SEGMENT_CAPACITY).contains(&self.segment_capacity),
             format!("segment_capacity must be in 1..={}, got {}", Self::MAX_SEGMENT_CAPACITY, self.segment_capacity),
+        )?;
+        check(
+            self.quantization.serves(self.metric),
+            format!("{} quantization cannot serve the {} metric", self.quantization, self.metric),
         )?;
         check(
             self.threads <= Self::MAX_THREADS,
@@ -175,6 +189,24 @@ fn fill(hits: &[Hit], ids: &mut [u64], distances: &mut [f32]) -> usize {
         *distance = hit.map_or(f32::INFINITY, |h| h.distance);
     }
     hits.len()
+}
+
+/// Per-query search settings; a plain number converts to `ef` with the default oversample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Beam width: 0 uses `Options::ef_search`; a value below `k` is raised to `k`.
+    pub ef: usize,
+    /// With quantized codes: candidates re-scored exactly per result (`k * oversample` in all;
+    /// the beam is widened to at least that). 0 uses `Options::oversample`, whose 0 means the
+    /// code's default (binary 20, 4-bit 4, 8-bit 2). Ignored without codes, where every
+    /// candidate of the beam is re-scored.
+    pub oversample: usize,
+}
+
+impl From<usize> for SearchParams {
+    fn from(ef: usize) -> Self {
+        SearchParams { ef, oversample: 0 }
+    }
 }
 
 /// One neighbour of a query.
@@ -218,7 +250,12 @@ impl Index {
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
         let distance = Distance::new(options.metric);
-        let params = hnsw::Params { m: options.m, ef_construction: options.ef_construction, seed: options.seed };
+        let params = hnsw::Params {
+            m: options.m,
+            ef_construction: options.ef_construction,
+            seed: options.seed,
+            quantization: options.quantization,
+        };
         let layout = Layout { dim: options.dim, capacity: options.segment_capacity, params, distance };
         let growing = Arc::new(Growing::new(&layout, 0));
         Ok(Index {
@@ -446,19 +483,26 @@ impl Index {
         Ok(Cow::Owned(normalised))
     }
 
-    fn check_search(&self, k: usize, ef: usize) -> Result<usize> {
+    fn check_search(&self, k: usize, params: impl Into<SearchParams>) -> Result<Ef> {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be at least 1".into()));
         }
+        let SearchParams { ef, oversample } = params.into();
         let ef = if ef == 0 { self.options.ef_search } else { ef };
-        Ok(ef.max(k))
+        let oversample = if oversample == 0 { self.options.oversample } else { oversample };
+        Ok(Ef { ef: ef.max(k), oversample })
     }
 
     /// The `k` nearest neighbours of `query`, closest first (fewer when the index holds fewer).
-    /// `ef` is the beam width: 0 uses `Options::ef_search`, and a value below `k` is raised to
-    /// `k`. Segments are searched in parallel on the index's threads.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<SearchResult>> {
-        Ok(self.search_hits(query, k, ef)?.iter().map(|h| SearchResult { id: h.id, distance: h.distance }).collect())
+    /// `params` is the beam width `ef` (a plain number converts) or [`SearchParams`]: `ef` 0
+    /// uses `Options::ef_search`, and a value below `k` is raised to `k`. Segments are searched
+    /// in parallel on the index's threads.
+    pub fn search(&self, query: &[f32], k: usize, params: impl Into<SearchParams>) -> Result<Vec<SearchResult>> {
+        Ok(self
+            .search_hits(query, k, params)?
+            .iter()
+            .map(|h| SearchResult { id: h.id, distance: h.distance })
+            .collect())
     }
 
     /// [`Index::search`] into caller buffers of `k` slots each; returns the number of hits and
@@ -467,7 +511,7 @@ impl Index {
         &self,
         query: &[f32],
         k: usize,
-        ef: usize,
+        ef: impl Into<SearchParams>,
         ids: &mut [u64],
         distances: &mut [f32],
     ) -> Result<usize> {
@@ -481,7 +525,7 @@ impl Index {
         Ok(fill(&self.search_hits(query, k, ef)?, ids, distances))
     }
 
-    fn search_hits(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>> {
+    fn search_hits(&self, query: &[f32], k: usize, ef: impl Into<SearchParams>) -> Result<Vec<Hit>> {
         let ef = self.check_search(k, ef)?;
         let query = self.prepare_queries(query, 1)?;
         let set = self.snapshot();
@@ -507,7 +551,14 @@ impl Index {
     }
 
     /// Searches many queries (row-major in `queries`); see [`Index::search_batch_into`].
-    pub fn search_batch(&self, queries: &[f32], k: usize, ef: usize, threads: usize) -> Result<Vec<Vec<SearchResult>>> {
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        ef: impl Into<SearchParams>,
+        threads: usize,
+    ) -> Result<Vec<Vec<SearchResult>>> {
+        let ef = ef.into();
         self.check_search(k, ef)?;
         // No query can return more hits than the index holds: size the buffers for that, so a
         // huge `k` costs nothing.
@@ -534,7 +585,7 @@ impl Index {
         &self,
         queries: &[f32],
         k: usize,
-        ef: usize,
+        ef: impl Into<SearchParams>,
         threads: usize,
         ids: &mut [u64],
         distances: &mut [f32],

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::segment::{Growing, Sealed, SegmentSet};
 use crate::storage::segment_file::SegmentFile;
 use crate::storage::{corrupt, Manifest, SegmentEntry, Stats, Store};
-use crate::{Error, Index, Metric, Options, Result};
+use crate::{Error, Index, Metric, Options, Quantization, Result};
 
 /// The manifest of a new database made from `options`.
 fn fresh_manifest(options: &Options) -> Result<Manifest> {
@@ -22,6 +22,7 @@ fn fresh_manifest(options: &Options) -> Result<Manifest> {
         seed: options.seed,
         generation: 0,
         next_ordinal: 1,
+        quantization: options.quantization.code(),
         sealed: Vec::new(),
         growing: SegmentEntry { ordinal: 0, count: 0 },
     })
@@ -55,6 +56,8 @@ fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<
         ef_construction: manifest.ef_construction as usize,
         segment_capacity: usize::try_from(manifest.segment_capacity).unwrap_or(usize::MAX),
         seed: manifest.seed,
+        quantization: Quantization::from_code(manifest.quantization)
+            .ok_or_else(|| corrupt(&dir.join("MANIFEST"), format!("unknown quantization {}", manifest.quantization)))?,
         ..options.clone()
     };
     stored.validate().map_err(|e| corrupt(&dir.join("MANIFEST"), e.to_string()))?;
@@ -67,8 +70,8 @@ impl Index {
     /// read back, and inserts logged since the last checkpoint are replayed.
     ///
     /// `options.dim` and `options.metric` must match a database's (a `dim` of 0 accepts any);
-    /// `m`, `ef_construction`, `segment_capacity` and `seed` are fixed when a database is
-    /// created, and the stored values win. The rest (`ef_search`, `threads`, `read_only`,
+    /// `m`, `ef_construction`, `segment_capacity`, `seed` and `quantization` are fixed when a
+    /// database is created, and the stored values win. The rest (`ef_search`, `threads`, `read_only`,
     /// `durability`, `verify`) apply to this opening.
     ///
     /// One process at a time may open a database for writing (an advisory lock on

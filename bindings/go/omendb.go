@@ -113,6 +113,16 @@ const (
 	Never      Durability = C.OMEN_DURABILITY_NEVER       // fsync at checkpoints only
 )
 
+// Quantization is the code the graph walk reads; the best candidates are re-scored exactly.
+type Quantization uint32
+
+const (
+	QuantizationNone   Quantization = C.OMEN_QUANTIZATION_NONE   // bfloat16 halves of the vectors
+	QuantizationBinary Quantization = C.OMEN_QUANTIZATION_BINARY // 1 bit a dimension (not for InnerProduct)
+	QuantizationBits4  Quantization = C.OMEN_QUANTIZATION_BITS4  // 4 bits a dimension
+	QuantizationBits8  Quantization = C.OMEN_QUANTIZATION_BITS8  // 8 bits a dimension
+)
+
 // Options configure an index; start from DefaultOptions. The fields after Seed apply to Open.
 type Options struct {
 	Dim             int
@@ -123,6 +133,8 @@ type Options struct {
 	SegmentCapacity int    // vectors per segment before it is sealed
 	Threads         int    // build and batch-search threads; 0 = one per core
 	Seed            uint64 // seeds the level draw (reproducible builds)
+	Quantization    Quantization
+	Oversample      int // quantized: candidates re-scored per result when a search passes 0; 0 = the code's default
 
 	Create       bool          // create the database when the directory holds none (default true)
 	ReadOnly     bool          // open without the write lock; inserts fail with ErrReadOnly
@@ -172,6 +184,11 @@ func (opts Options) raw() (C.omen_options, error) {
 	raw.segment_capacity, raw.threads, raw.seed = C.size_t(opts.SegmentCapacity), C.size_t(opts.Threads), C.uint64_t(opts.Seed)
 	raw.create, raw.read_only, raw.verify = flag(opts.Create), flag(opts.ReadOnly), flag(!opts.NoVerify)
 	raw.durability = C.uint32_t(opts.Durability)
+	raw.quantization = C.uint32_t(opts.Quantization)
+	if _, err := size(opts.Oversample); err != nil {
+		return raw, err
+	}
+	raw.oversample = C.size_t(opts.Oversample)
 	if opts.SyncInterval > 0 {
 		ms := opts.SyncInterval.Milliseconds()
 		if ms < 1 || ms > math.MaxUint32 {
@@ -369,17 +386,34 @@ func (ix *Index) SearchBatch(queries []float32, k, ef, threads int) ([][]Result,
 // SearchBatchN searches n queries of len(queries)/n floats each (the library checks the
 // dimension).
 func (ix *Index) SearchBatchN(queries []float32, n, k, ef, threads int) ([][]Result, error) {
+	return ix.SearchBatchWith(queries, n, k, SearchParams{Ef: ef, Threads: threads})
+}
+
+// SearchParams are per-call search settings.
+type SearchParams struct {
+	Ef         int // beam width; 0 = Options.EfSearch
+	Oversample int // quantized indexes: candidates re-scored per result; 0 = Options.Oversample
+	Threads    int // 1 = this goroutine's thread, 0 = the index's threads
+}
+
+// SearchBatchWith is SearchBatchN with every per-call setting.
+func (ix *Index) SearchBatchWith(queries []float32, n, k int, p SearchParams) ([][]Result, error) {
 	ck, err := size(k)
 	if err != nil {
 		return nil, err
 	}
-	cef, err := size(ef)
-	if err != nil {
-		return nil, err
-	}
-	cthreads, err := size(threads)
-	if err != nil {
-		return nil, err
+	var params C.omen_search_params
+	params.size = C.size_t(unsafe.Sizeof(params))
+	fields := []struct {
+		dst   *C.size_t
+		value int
+	}{{&params.ef, p.Ef}, {&params.oversample, p.Oversample}, {&params.threads, p.Threads}}
+	for _, f := range fields {
+		c, err := size(f.value)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = c
 	}
 	if n <= 0 || len(queries)%n != 0 {
 		return nil, &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats are not %d queries", len(queries), n)}
@@ -402,7 +436,7 @@ func (ix *Index) SearchBatchN(queries []float32, n, k, ef, threads int) ([][]Res
 	distances := make([]float32, slots)
 	counts := make([]C.size_t, n)
 	var cerr *C.omen_error
-	status := C.omen_index_search_batch(ptr, floatsPtr(queries), C.size_t(n), C.size_t(len(queries)/n), ck, cef, cthreads,
+	status := C.omen_index_search_batch_with(ptr, floatsPtr(queries), C.size_t(n), C.size_t(len(queries)/n), ck, &params,
 		idsPtr(ids), floatsPtr(distances), &counts[0], &cerr)
 	if err := check(status, cerr); err != nil {
 		return nil, err

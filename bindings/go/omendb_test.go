@@ -313,3 +313,35 @@ func TestOpenReopenAndErrors(t *testing.T) {
 		t.Fatalf("damaged manifest: %v", err)
 	}
 }
+
+func TestQuantizedSearch(t *testing.T) {
+	opts := DefaultOptions(32, L2)
+	opts.Quantization = QuantizationBits8
+	ix, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	data := clustered(3000, 32, 9)
+	ids := make([]uint64, 3000)
+	for i := range ids {
+		ids[i] = uint64(i)
+	}
+	if err := ix.InsertBatch(ids, data); err != nil {
+		t.Fatal(err)
+	}
+	results, err := ix.SearchBatchWith(data[:32*10], 10, 1, SearchParams{Oversample: 8, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for q, hits := range results {
+		if len(hits) != 1 || hits[0].ID != uint64(q) || hits[0].Distance != 0 {
+			t.Fatalf("query %d: %v", q, hits)
+		}
+	}
+	opts = DefaultOptions(8, InnerProduct)
+	opts.Quantization = QuantizationBinary
+	if _, err := New(opts); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("binary with inner product: %v", err)
+	}
+}

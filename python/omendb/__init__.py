@@ -40,6 +40,7 @@ __all__ = [
 
 _METRICS = {"l2": 0, "cosine": 1, "cos": 1, "ip": 2, "inner_product": 2}
 _DURABILITY = {"batch": 0, "interval": 1, "never": 2}
+_QUANTIZATION = {"none": 0, "binary": 1, "4bit": 2, "8bit": 3}
 
 
 class Error(Exception):
@@ -157,7 +158,14 @@ class _Options(ctypes.Structure):
         ("verify", ctypes.c_uint32),
         ("durability", ctypes.c_uint32),
         ("sync_interval_ms", ctypes.c_uint32),
+        ("quantization", ctypes.c_uint32),
+        ("oversample", ctypes.c_size_t),
     ]
+
+
+class _SearchParams(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("ef", ctypes.c_size_t), ("oversample", ctypes.c_size_t),
+                ("threads", ctypes.c_size_t)]
 
 
 class _Stats(ctypes.Structure):
@@ -185,6 +193,7 @@ def _load():
         "omen_index_insert_batch": (u32, [p, p, p, size, size, err]),
         "omen_index_search": (u32, [p, p, size, size, size, p, p, ctypes.POINTER(size), err]),
         "omen_index_search_batch": (u32, [p, p, size, size, size, size, size, p, p, p, err]),
+        "omen_index_search_batch_with": (u32, [p, p, size, size, size, ctypes.POINTER(_SearchParams), p, p, p, err]),
         "omen_index_len": (size, [p]),
         "omen_index_dim": (size, [p]),
         "omen_index_segment_count": (size, [p]),
@@ -269,12 +278,15 @@ class _Handle:
             _call(_lib.omen_index_close, pointer)
 
 
-def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed):
+def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed, quantization, oversample):
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+    if quantization not in _QUANTIZATION:
+        raise ValueError(f"quantization must be one of {sorted(_QUANTIZATION)}, got {quantization!r}")
     options = _Options()
     _call(_lib.omen_options_default, ctypes.byref(options), ctypes.sizeof(options))
     options.dim, options.metric, options.m = dim, _METRICS[metric], m
+    options.quantization, options.oversample = _QUANTIZATION[quantization], oversample
     options.ef_construction, options.threads = ef_construction, threads
     if ef_search is not None:
         options.ef_search = ef_search
@@ -290,8 +302,12 @@ class Index:
     (`Index.open(...)`). Safe to share between threads, `close()` included."""
 
     def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
-                 threads=0, seed=None):
-        options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed)
+                 threads=0, seed=None, quantization="none", oversample=0):
+        """quantization: "none", "binary" (1 bit a dimension; not for "ip"), "4bit" or "8bit": the
+        codes the graph walk reads; the best `k * oversample` candidates are re-scored with the
+        exact vectors (oversample 0: the code's default, binary 20, 4bit 4, 8bit 2)."""
+        options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,
+                           quantization, oversample)
         handle = ctypes.c_void_p()
         _call(_lib.omen_index_create, ctypes.byref(options), ctypes.byref(handle))
         self._adopt(handle)
@@ -299,7 +315,7 @@ class Index:
     @classmethod
     def open(cls, path, dim=0, metric="l2", m=16, ef_construction=100, create=True, read_only=False,
              durability="batch", sync_interval_ms=1000, verify=True, ef_search=None, segment_capacity=None,
-             threads=0, seed=None):
+             threads=0, seed=None, quantization="none", oversample=0):
         """Opens the database in directory `path`, creating it when `create` and it holds none.
 
         dim=0 accepts the stored dimension; a nonzero dim and the metric must match the
@@ -311,7 +327,8 @@ class Index:
         (LockedError otherwise); read_only=True opens alongside it."""
         if durability not in _DURABILITY:
             raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, got {durability!r}")
-        options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed)
+        options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,
+                           quantization, oversample)
         options.create, options.read_only, options.verify = bool(create), bool(read_only), bool(verify)
         options.durability, options.sync_interval_ms = _DURABILITY[durability], sync_interval_ms
         handle = ctypes.c_void_p()
@@ -387,8 +404,13 @@ class Index:
     def insert(self, id, vector):
         self.insert_batch([id], vector)
 
-    def search(self, query, k=10, ef=0):
-        """The k nearest neighbours of one query: (uint64 ids, float32 distances), closest first."""
+    def search(self, query, k=10, ef=0, oversample=0):
+        """The k nearest neighbours of one query: (uint64 ids, float32 distances), closest first.
+        oversample as in search_batch."""
+        if oversample:
+            ids, distances = self.search_batch(np.reshape(query, (1, -1)), k, ef, 1, oversample)
+            found = int(np.count_nonzero(ids[0] != 2**64 - 1))
+            return ids[0][:found].copy(), distances[0][:found].copy()
         query = np.ascontiguousarray(query, dtype=np.float32)
         if query.ndim != 1:
             query = query.reshape(-1)
@@ -406,15 +428,17 @@ class Index:
         n = count.value
         return ids[:n].copy(), distances[:n].copy()
 
-    def search_batch(self, queries, k=10, ef=0, threads=0):
+    def search_batch(self, queries, k=10, ef=0, threads=0, oversample=0):
         """Searches every row of `queries`: (uint64[q, k] ids, float32[q, k] distances). Missing
         hits (fewer than k vectors) have id 2**64-1 and distance inf. threads: 0 = the index's
-        threads, 1 = this thread."""
+        threads, 1 = this thread. oversample: with quantization, candidates re-scored per
+        result (0 = the index's default)."""
         queries = self._matrix(queries)
         n = len(queries)
         ids, distances = np.empty((n, k), np.uint64), np.empty((n, k), np.float32)
         counts = np.empty(n, np.uintp)
+        params = _SearchParams(ctypes.sizeof(_SearchParams), ef, oversample, threads)
         with self._handle as index:
-            _call(_lib.omen_index_search_batch, index, _pointer(queries), n, queries.shape[1], k, ef, threads,
-                  _pointer(ids), _pointer(distances), _pointer(counts))
+            _call(_lib.omen_index_search_batch_with, index, _pointer(queries), n, queries.shape[1], k,
+                  ctypes.byref(params), _pointer(ids), _pointer(distances), _pointer(counts))
         return ids, distances

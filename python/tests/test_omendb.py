@@ -158,3 +158,26 @@ def test_close_waits_for_calls_running_in_other_threads():
     assert len(outcome) == 1
     with pytest.raises(omendb.ClosedError):
         len(index)
+
+
+@pytest.mark.parametrize("quantization", ["binary", "4bit", "8bit"])
+def test_quantized_search_rescored_to_high_recall(quantization):
+    data = clustered(4100, 64, 5)
+    base, queries = data[:4000], data[4000:]
+    with omendb.Index(dim=64, metric="l2", quantization=quantization) as index:
+        index.insert_batch(np.arange(4000, dtype=np.uint64), base)
+        ids, _ = index.search_batch(queries, k=10)
+        exact = np.argsort(((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1), axis=1)[:, :10]
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])
+        assert recall >= 0.95, (quantization, recall)
+        wide, _ = index.search_batch(queries, k=10, oversample=20)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(wide, exact)]) >= recall - 0.01
+        single, _ = index.search(queries[0], k=10, oversample=20)
+        assert (single == wide[0]).all()
+
+
+def test_binary_codes_refuse_the_inner_product():
+    with pytest.raises(omendb.InvalidArgumentError, match="binary"):
+        omendb.Index(dim=8, metric="ip", quantization="binary")
+    with pytest.raises(ValueError):
+        omendb.Index(dim=8, quantization="2bit")

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::options::omen_options;
-use crate::Index;
+use crate::{Index, SearchParams};
 
 /// An index handle. Opaque: make it with `omen_index_create` or `omen_index_open`, release it
 /// with `omen_index_close` or `omen_index_free`.
@@ -189,7 +189,7 @@ pub struct omen_stats {
     pub bytes_heap: u64,
     /// Bytes of segment files mapped into memory.
     pub bytes_mapped: u64,
-    /// Of those, bytes now in memory (in the page cache: readable without touching the disk).
+    /// Of those, bytes in this process's resident set (the pages searches have touched).
     pub bytes_mapped_resident: u64,
     /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
     /// concurrent inserts shared them (group commit).
@@ -320,26 +320,154 @@ pub extern "C" fn omen_index_search(
     out_count: *mut usize,
     err: *mut *mut omen_error,
 ) -> omen_status {
+    // SAFETY: the caller's contract, passed on unchanged.
+    guard(err, || unsafe { search_one(index, query, dim, k, ef.into(), out_ids, out_distances, out_count) })
+}
+
+/// The body of `omen_index_search` and `omen_index_search_with`.
+///
+/// # Safety
+/// As `omen_index_search`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn search_one(
+    index: *const omen_index,
+    query: *const f32,
+    dim: usize,
+    k: usize,
+    params: SearchParams,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_count: *mut usize,
+) -> Result<(), Failure> {
+    // SAFETY: the caller passes a live handle (documented).
+    let index = unsafe { self::index(index) }?;
+    check_dim(index, dim)?;
+    require(query, "query")?;
+    require(out_count, "out_count")?;
+    // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
+    // each (caller's contract); overlaps are rejected below before any write.
+    let (query, ids, distances) = unsafe {
+        (slice(query, dim, "query")?, slice_mut(out_ids, k, "out_ids")?, slice_mut(out_distances, k, "out_distances")?)
+    };
+    disjoint(&[span("query", query), span("out_ids", ids), span("out_distances", distances)])?;
+    let count = index.search_into(query, k, params, ids, distances)?;
+    // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
+    unsafe { write_out(out_count, count) };
+    Ok(())
+}
+
+/// Per-call search settings for `omen_index_search_with` / `omen_index_search_batch_with`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct omen_search_params {
+    /// `sizeof(omen_search_params)` as the caller compiled it; set it before the call.
+    pub size: usize,
+    /// Beam width: 0 = `options.ef_search`; below k is raised to k.
+    pub ef: usize,
+    /// With quantized codes, candidates re-scored exactly per result (the beam widens to at
+    /// least `k * oversample`): 0 = `options.oversample` (whose 0 is the code's default).
+    /// Ignored without codes.
+    pub oversample: usize,
+    /// `omen_index_search_batch_with` only: as `threads` of `omen_index_search_batch`.
+    pub threads: usize,
+}
+
+/// Reads the caller's search params, checking their size.
+///
+/// # Safety
+/// `params` is non-NULL (checked by the caller), aligned, and readable for its stated size.
+unsafe fn read_params(params: *const omen_search_params) -> Result<omen_search_params, Failure> {
+    require(params, "params")?;
+    // SAFETY: non-NULL and aligned (checked); the first field is a size_t (caller's contract).
+    let size = unsafe { params.cast::<usize>().read() };
+    if size != size_of::<omen_search_params>() {
+        return Err(Failure::invalid(format!(
+            "omen_search_params size is {size} but this library's is {}: the header does not match the library",
+            size_of::<omen_search_params>()
+        )));
+    }
+    // SAFETY: the size matches this library's struct; all fields are integers.
+    Ok(unsafe { params.read() })
+}
+
+/// `omen_index_search` with per-call settings (`ef`, and `oversample` for quantized indexes).
+///
+/// # Ownership
+/// As `omen_index_search`; `params` is borrowed during the call.
+///
+/// # Thread safety
+/// As `omen_index_search`.
+///
+/// # Errors
+/// As `omen_index_search`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
+/// `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
+#[no_mangle]
+#[must_use]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn omen_index_search_with(
+    index: *const omen_index,
+    query: *const f32,
+    dim: usize,
+    k: usize,
+    params: *const omen_search_params,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_count: *mut usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
     guard(err, || {
-        // SAFETY: the caller passes a live handle (documented).
-        let index = unsafe { self::index(index) }?;
-        check_dim(index, dim)?;
-        require(query, "query")?;
-        require(out_count, "out_count")?;
-        // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
-        // each (caller's contract); overlaps are rejected below before any write.
-        let (query, ids, distances) = unsafe {
-            (
-                slice(query, dim, "query")?,
-                slice_mut(out_ids, k, "out_ids")?,
-                slice_mut(out_distances, k, "out_distances")?,
+        // SAFETY: `params` is checked for NULL, alignment and size inside (caller's contract).
+        let params = unsafe { read_params(params) }?;
+        // SAFETY: as `omen_index_search` (same contract).
+        unsafe {
+            search_one(
+                index,
+                query,
+                dim,
+                k,
+                SearchParams { ef: params.ef, oversample: params.oversample },
+                out_ids,
+                out_distances,
+                out_count,
             )
-        };
-        disjoint(&[span("query", query), span("out_ids", ids), span("out_distances", distances)])?;
-        let count = index.search_into(query, k, ef, ids, distances)?;
-        // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
-        unsafe { write_out(out_count, count) };
-        Ok(())
+        }
+    })
+}
+
+/// `omen_index_search_batch` with per-call settings (`ef`, `oversample`, `threads`).
+///
+/// # Ownership
+/// As `omen_index_search_batch`; `params` is borrowed during the call.
+///
+/// # Thread safety
+/// As `omen_index_search`.
+///
+/// # Errors
+/// As `omen_index_search_batch`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
+/// `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
+#[no_mangle]
+#[must_use]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn omen_index_search_batch_with(
+    index: *const omen_index,
+    queries: *const f32,
+    n_queries: usize,
+    dim: usize,
+    k: usize,
+    params: *const omen_search_params,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_counts: *mut usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: `params` is checked for NULL, alignment and size inside (caller's contract).
+        let params = unsafe { read_params(params) }?;
+        let search = SearchParams { ef: params.ef, oversample: params.oversample };
+        // SAFETY: as `omen_index_search_batch` (same contract).
+        unsafe {
+            search_many(index, queries, n_queries, dim, k, search, params.threads, out_ids, out_distances, out_counts)
+        }
     })
 }
 
@@ -376,34 +504,55 @@ pub extern "C" fn omen_index_search_batch(
     out_counts: *mut usize,
     err: *mut *mut omen_error,
 ) -> omen_status {
-    guard(err, || {
-        // SAFETY: the caller passes a live handle (documented).
-        let index = unsafe { self::index(index) }?;
-        check_dim(index, dim)?;
-        if k == 0 {
-            return Err(Failure::invalid("k must be at least 1"));
-        }
-        let floats = product(n_queries, dim, "n_queries * dim")?;
-        let slots = product(n_queries, k, "n_queries * k")?;
-        // SAFETY: sizes as documented (caller's contract); overlaps are rejected below before
-        // any write.
-        let (queries, ids, distances, counts) = unsafe {
-            (
-                slice(queries, floats, "queries")?,
-                slice_mut(out_ids, slots, "out_ids")?,
-                slice_mut(out_distances, slots, "out_distances")?,
-                slice_mut(out_counts, n_queries, "out_counts")?,
-            )
-        };
-        disjoint(&[
-            span("queries", queries),
-            span("out_ids", ids),
-            span("out_distances", distances),
-            span("out_counts", counts),
-        ])?;
-        index.search_batch_into(queries, k, ef, threads, ids, distances, counts)?;
-        Ok(())
+    // SAFETY: the caller's contract, passed on unchanged.
+    guard(err, || unsafe {
+        search_many(index, queries, n_queries, dim, k, ef.into(), threads, out_ids, out_distances, out_counts)
     })
+}
+
+/// The body of `omen_index_search_batch` and `omen_index_search_batch_with`.
+///
+/// # Safety
+/// As `omen_index_search_batch`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn search_many(
+    index: *const omen_index,
+    queries: *const f32,
+    n_queries: usize,
+    dim: usize,
+    k: usize,
+    params: SearchParams,
+    threads: usize,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_counts: *mut usize,
+) -> Result<(), Failure> {
+    // SAFETY: the caller passes a live handle (documented).
+    let index = unsafe { self::index(index) }?;
+    check_dim(index, dim)?;
+    if k == 0 {
+        return Err(Failure::invalid("k must be at least 1"));
+    }
+    let floats = product(n_queries, dim, "n_queries * dim")?;
+    let slots = product(n_queries, k, "n_queries * k")?;
+    // SAFETY: sizes as documented (caller's contract); overlaps are rejected below before
+    // any write.
+    let (queries, ids, distances, counts) = unsafe {
+        (
+            slice(queries, floats, "queries")?,
+            slice_mut(out_ids, slots, "out_ids")?,
+            slice_mut(out_distances, slots, "out_distances")?,
+            slice_mut(out_counts, n_queries, "out_counts")?,
+        )
+    };
+    disjoint(&[
+        span("queries", queries),
+        span("out_ids", ids),
+        span("out_distances", distances),
+        span("out_counts", counts),
+    ])?;
+    index.search_batch_into(queries, k, params, threads, ids, distances, counts)?;
+    Ok(())
 }
 
 /// Number of vectors in the index; 0 for a NULL `index`.

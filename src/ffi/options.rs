@@ -2,7 +2,7 @@
 
 use super::error::{omen_error, omen_status, Failure};
 use super::guard::{guard, require};
-use crate::{Durability, Metric, Options};
+use crate::{Durability, Metric, Options, Quantization};
 
 /// Distance metrics, as stored in `omen_options.metric`.
 #[repr(u32)]
@@ -27,6 +27,22 @@ pub enum omen_durability {
     Interval = 1,
     /// fsync only at checkpoints (seal, flush, close).
     Never = 2,
+}
+
+/// The codes searches walk on (`omen_options.quantization`); the best candidates are always
+/// re-scored with the exact vectors.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum omen_quantization {
+    /// No codes: the walk reads the bfloat16 halves of the vectors (2 bytes a dimension).
+    None = 0,
+    /// 1 bit a dimension (sign around the segment's mean); Hamming distance. Not for the inner
+    /// product.
+    Binary = 1,
+    /// 4 bits a dimension, a range per dimension.
+    Bits4 = 2,
+    /// 8 bits a dimension, a range per dimension.
+    Bits8 = 3,
 }
 
 /// Index configuration. Fill it with `omen_options_default`, then change fields.
@@ -67,6 +83,12 @@ pub struct omen_options {
     /// Milliseconds between background fsyncs under `OMEN_DURABILITY_INTERVAL` (at least 1).
     /// Default 1000.
     pub sync_interval_ms: u32,
+    /// One of `omen_quantization`. Default `OMEN_QUANTIZATION_NONE`. Fixed when a database is
+    /// created.
+    pub quantization: u32,
+    /// Candidates re-scored exactly per result with codes, for searches that pass 0; 0 = the
+    /// code's default (binary 20, 4-bit 4, 8-bit 2).
+    pub oversample: usize,
 }
 
 /// `sizeof(omen_options)` in 0.1.0, before the fields from `create` on: such callers still
@@ -91,6 +113,8 @@ impl omen_options {
             verify: o.verify.into(),
             durability: omen_durability::EveryBatch as u32,
             sync_interval_ms: 1000,
+            quantization: o.quantization.code(),
+            oversample: o.oversample,
         }
     }
 
@@ -142,6 +166,13 @@ impl omen_options {
             read_only: self.read_only != 0,
             verify: self.verify != 0,
             durability,
+            quantization: Quantization::from_code(self.quantization).ok_or_else(|| {
+                Failure::invalid(format!(
+                    "unknown quantization {} (expected an omen_quantization value)",
+                    self.quantization
+                ))
+            })?,
+            oversample: self.oversample,
         })
     }
 }

@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rayon::prelude::*;
 
 use crate::distance::{prefetch_all, Distance};
+use crate::quant::{self, Codebook, Codes, QuantKernels, Quantization, QueryCode};
 use crate::storage::segment_file::{Section, SegmentFile, SegmentHeader};
 use crate::storage::{reserve_huge, Array};
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
@@ -56,6 +57,51 @@ fn lock(mutex: &Mutex<()>) -> MutexGuard<'_, ()> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How a walk ranks the nodes it visits: cheaply, to choose where to go and what to re-score.
+pub(crate) trait Walk {
+    fn distance(&self, node: u32) -> f32;
+    /// Starts loading what `distance` will read for `node`.
+    fn prefetch(&self, node: u32);
+}
+
+/// Ranks by the bfloat16 high halves of the vectors (building, and searches without codes).
+struct CoarseWalk<'a> {
+    graph: &'a Graph,
+    query: &'a [f32],
+}
+
+impl Walk for CoarseWalk<'_> {
+    #[inline]
+    fn distance(&self, node: u32) -> f32 {
+        self.graph.distance.coarse(self.query, self.graph.vectors.high(node))
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        prefetch_all(self.graph.vectors.high(node));
+    }
+}
+
+/// Ranks by quantized codes.
+struct CodeWalk<'a> {
+    codes: &'a Codes,
+    query: &'a QueryCode,
+    kernels: QuantKernels,
+}
+
+impl Walk for CodeWalk<'_> {
+    #[inline]
+    fn distance(&self, node: u32) -> f32 {
+        let norm = self.codes.norms.get(node as usize).copied().unwrap_or(0.0);
+        self.query.distance(&self.kernels, self.codes.code(node), norm)
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        prefetch_all(self.codes.code(node));
+    }
+}
+
 /// Construction parameters of one graph.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Params {
@@ -64,6 +110,8 @@ pub(crate) struct Params {
     pub ef_construction: usize,
     /// Seeds the level draw; with the node's position it fixes the node's level.
     pub seed: u64,
+    /// The codes searches walk on (`None`: the bfloat16 halves).
+    pub quantization: Quantization,
 }
 
 impl Params {
@@ -103,6 +151,8 @@ pub(crate) struct Graph {
     entry: AtomicU64,
     /// Held by an insertion that raises the top level (see `insert`).
     entry_lock: Mutex<()>,
+    /// Quantized codes of the vectors, when `params.quantization` asks for them.
+    codes: Option<Codes>,
 }
 
 fn zeroed(len: usize) -> impl Iterator<Item = AtomicU32> {
@@ -122,6 +172,7 @@ impl Graph {
             upper_start: Array::default(),
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
+            codes: None,
         }
     }
 
@@ -135,6 +186,12 @@ impl Graph {
         let stride0 = 1 + self.params.capacity(0);
         let stride = 1 + self.params.m;
         self.vectors.push(vectors);
+        match (&mut self.codes, self.params.quantization) {
+            (_, Quantization::None) => {}
+            // The first batch teaches the codebook; sealing learns it again from every vector.
+            (None, kind) => self.codes = Some(Codes::build(kind, self.dim, vectors)),
+            (Some(codes), _) => codes.push(vectors),
+        }
         let (levels, layer0) = (self.levels.vec_mut(), self.layer0.vec_mut());
         let (upper, upper_start) = (self.upper.vec_mut(), self.upper_start.vec_mut());
         levels.reserve(count);
@@ -170,6 +227,7 @@ impl Graph {
             upper_start: self.upper_start.to_vec().into(),
             entry: AtomicU64::new(self.entry.load(Acquire)),
             entry_lock: Mutex::new(()),
+            codes: self.codes.as_ref().map(|codes| self.vectors.recode(codes.codebook.kind)),
         }
     }
 
@@ -181,18 +239,25 @@ impl Graph {
         self.upper_start.shrink_to_fit();
     }
 
-    /// The graph's arrays as segment file sections (besides the ids, which the segment owns).
-    /// Call it only while no insert runs, so no lock bit is set.
-    pub(crate) fn sections(&self) -> [(Section, &[u8]); 6] {
+    /// The graph's arrays as segment file sections (besides the ids, which the segment owns),
+    /// and the codebook's words when it has codes. Call it only while no insert runs, so no
+    /// lock bit is set.
+    pub(crate) fn sections(&self) -> (Vec<(Section, &[u8])>, Vec<u32>) {
         let (high, low) = self.vectors.halves();
-        [
+        let mut sections = vec![
             (Section::Levels, self.levels.bytes()),
             (Section::High, high.bytes()),
             (Section::Low, low.bytes()),
             (Section::Layer0, self.layer0.bytes()),
             (Section::UpperStart, self.upper_start.bytes()),
             (Section::Upper, self.upper.bytes()),
-        ]
+        ];
+        let codebook = self.codes.as_ref().map_or(Vec::new(), |codes| {
+            sections.push((Section::Codes, codes.bytes.bytes()));
+            sections.push((Section::CodeNorms, codes.norms.bytes()));
+            codes.codebook.to_words()
+        });
+        (sections, codebook)
     }
 
     /// The header fields that describe this graph.
@@ -221,7 +286,9 @@ impl Graph {
         if !(1..=crate::Options::MAX_DIM).contains(&dim) || !(2..=crate::Options::MAX_M).contains(&m) {
             return Err(fail("dimension or m out of range"));
         }
-        let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed };
+        let codes = Self::codes_from_file(file, dim, len)?;
+        let quantization = codes.as_ref().map_or(Quantization::None, |c| c.codebook.kind);
+        let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed, quantization };
         let levels: Array<u8> = file.array(Section::Levels, len)?;
         if levels.iter().any(|&l| l as usize > MAX_LEVEL) {
             return Err(fail("a node level is out of range"));
@@ -268,7 +335,23 @@ impl Graph {
             upper_start,
             entry: AtomicU64::new(entry),
             entry_lock: Mutex::new(()),
+            codes,
         })
+    }
+
+    /// The codes in `file`, if it has a codebook section.
+    fn codes_from_file(file: &SegmentFile, dim: usize, len: usize) -> crate::Result<Option<Codes>> {
+        let Some(words) = file.optional_array::<u32>(Section::Codebook)? else { return Ok(None) };
+        let codebook =
+            Codebook::from_words(&words, dim).ok_or_else(|| file.corrupt("the codebook is malformed".into()))?;
+        let code_len = codebook.kind.code_len(dim);
+        let norms = if codebook.kind == Quantization::Binary { 0 } else { len };
+        Ok(Some(Codes {
+            bytes: file.array(Section::Codes, len * code_len)?,
+            norms: file.array(Section::CodeNorms, norms)?,
+            code_len,
+            codebook,
+        }))
     }
 
     pub(crate) fn metric(&self) -> crate::Metric {
@@ -277,7 +360,8 @@ impl Graph {
 
     /// Heap bytes held (arrays read from a mapping count nothing).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.vectors.heap_bytes()
+        self.codes.as_ref().map_or(0, Codes::heap_bytes)
+            + self.vectors.heap_bytes()
             + self.levels.heap_bytes()
             + self.layer0.heap_bytes()
             + self.upper.heap_bytes()
@@ -348,12 +432,12 @@ impl Graph {
     }
 
     /// Greedy walk on one layer: move to the closest neighbour until none is closer.
-    fn greedy(&self, query: &[f32], mut current: Scored, level: usize, s: &mut Scratch) -> Scored {
+    fn greedy(&self, walk: &impl Walk, mut current: Scored, level: usize, s: &mut Scratch) -> Scored {
         loop {
             self.copy_neighbors(current.node, level, &mut s.neighbors);
             let before = current.node;
             for &n in &s.neighbors {
-                let distance = self.distance.coarse(query, self.vectors.high(n));
+                let distance = walk.distance(n);
                 if distance < current.distance {
                     current = Scored { distance, node: n };
                 }
@@ -365,7 +449,7 @@ impl Graph {
     }
 
     /// Beam search on one layer from `s.seeds`; leaves the best `ef` in `s.found`, closest first.
-    fn search_layer(&self, query: &[f32], ef: usize, level: usize, s: &mut Scratch) {
+    fn search_layer(&self, walk: &impl Walk, ef: usize, level: usize, s: &mut Scratch) {
         s.visited.begin(self.len());
         s.candidates.clear();
         s.results.clear();
@@ -399,13 +483,13 @@ impl Graph {
                 }
             }
             for &n in s.unvisited.iter().take(LOOKAHEAD) {
-                prefetch_all(self.vectors.high(n));
+                walk.prefetch(n);
             }
             for (i, &n) in s.unvisited.iter().enumerate() {
                 if let Some(&ahead) = s.unvisited.get(i + LOOKAHEAD) {
-                    prefetch_all(self.vectors.high(ahead));
+                    walk.prefetch(ahead);
                 }
-                let distance = self.distance.coarse(query, self.vectors.high(n));
+                let distance = walk.distance(n);
                 let full = s.results.len() >= ef;
                 if !full || distance < s.results.peek().map_or(f32::INFINITY, |w| w.distance) {
                     let scored = Scored { distance, node: n };
@@ -439,35 +523,63 @@ impl Graph {
     }
 
     /// Greedy descent from the packed `entry` down to layer `level + 1`.
-    fn descend(&self, query: &[f32], level: usize, entry: u64, s: &mut Scratch) -> Scored {
+    fn descend(&self, walk: &impl Walk, level: usize, entry: u64, s: &mut Scratch) -> Scored {
         let (node, top) = unpack(entry);
-        let mut current = Scored { distance: self.distance.coarse(query, self.vectors.high(node)), node };
+        let mut current = Scored { distance: walk.distance(node), node };
         for l in (level + 1..=top).rev() {
-            current = self.greedy(query, current, l, s);
+            current = self.greedy(walk, current, l, s);
         }
         current
     }
 
-    /// The `k` nearest nodes to `query`, closest first, searching layer 0 with `max(ef, k)`.
-    pub(crate) fn search<'s>(&self, query: &[f32], k: usize, ef: usize, s: &'s mut Scratch) -> &'s [Scored] {
+    /// The `k` nearest nodes to `query`, closest first, with exact distances.
+    ///
+    /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and all
+    /// of the beam is re-scored exactly. With codes it ranks by them, with a beam of
+    /// `max(ef, k * oversample)`, and re-scores the best `k * oversample` (`oversample` 0: the
+    /// code's default).
+    pub(crate) fn search<'s>(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        oversample: usize,
+        s: &'s mut Scratch,
+    ) -> &'s [Scored] {
         let entry = self.entry.load(Acquire);
+        s.found.clear();
         if entry == NO_ENTRY || k == 0 {
-            s.found.clear();
             return &s.found;
         }
-        let start = self.descend(query, 0, entry, s);
-        s.seeds.clear();
-        s.seeds.push(start);
-        self.search_layer(query, ef.max(k), 0, s);
-        // The walk ranked by coarse distances; rank its `ef` best exactly. Their low halves were
-        // never read: keep the next few loading while each is re-scored, as in `search_layer`.
+        let rescored = match &self.codes {
+            None => {
+                let walk = CoarseWalk { graph: self, query };
+                self.walk_layer0(&walk, ef.max(k), entry, s);
+                s.found.len()
+            }
+            Some(codes) => {
+                let oversample = if oversample == 0 { codes.codebook.kind.default_oversample() } else { oversample };
+                let candidates = k.saturating_mul(oversample);
+                let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query);
+                let walk = CodeWalk { codes, query: &prepared, kernels: quant::best_kernels() };
+                self.walk_layer0(&walk, ef.max(candidates), entry, s);
+                candidates.min(s.found.len())
+            }
+        };
+        // Rank the walk's best exactly. Their low halves (with codes, all of them) were never
+        // read: keep the next few loading while each is re-scored, as in `search_layer`.
         const LOOKAHEAD: usize = 4;
+        s.found.truncate(rescored);
+        let prefetch = |node| match self.codes {
+            None => self.vectors.prefetch_low(node),
+            Some(_) => self.vectors.prefetch_exact(node),
+        };
         for found in s.found.iter().take(LOOKAHEAD) {
-            self.vectors.prefetch_low(found.node);
+            prefetch(found.node);
         }
         for i in 0..s.found.len() {
             if let Some(ahead) = s.found.get(i + LOOKAHEAD) {
-                self.vectors.prefetch_low(ahead.node);
+                prefetch(ahead.node);
             }
             self.vectors.exact_into(s.found[i].node, &mut s.vector);
             s.found[i].distance = self.distance.eval(query, &s.vector);
@@ -475,6 +587,14 @@ impl Graph {
         s.found.sort_unstable();
         s.found.truncate(k);
         &s.found
+    }
+
+    /// Descends from `entry` and beam-searches layer 0 with `ef`, ranking by `walk`.
+    fn walk_layer0(&self, walk: &impl Walk, ef: usize, entry: u64, s: &mut Scratch) {
+        let start = self.descend(walk, 0, entry, s);
+        s.seeds.clear();
+        s.seeds.push(start);
+        self.search_layer(walk, ef, 0, s);
     }
 
     /// Links the appended nodes `nodes` into the graph, in parallel on the current rayon pool.
@@ -503,11 +623,12 @@ impl Graph {
         let top = unpack(entry).1;
         let mut query = std::mem::take(&mut s.query);
         self.vectors.exact_into(node, &mut query);
-        let start = self.descend(&query, level, entry, s);
+        let walk = CoarseWalk { graph: self, query: &query };
+        let start = self.descend(&walk, level, entry, s);
         s.seeds.clear();
         s.seeds.push(start);
         for l in (0..=level.min(top)).rev() {
-            self.search_layer(&query, self.params.ef_construction, l, s);
+            self.search_layer(&walk, self.params.ef_construction, l, s);
             // The node itself can be reached through a back-link added by a concurrent insert.
             s.found.retain(|c| c.node != node);
             self.select(&s.found, self.params.m, &mut s.selected, &mut s.vector);
@@ -558,10 +679,7 @@ impl Graph {
                     }
                     let mut query = std::mem::take(&mut s.query);
                     self.vectors.exact_into(node, &mut query);
-                    let start = self.descend(&query, 0, entry, s);
-                    s.seeds.clear();
-                    s.seeds.push(start);
-                    self.search_layer(&query, self.params.ef_construction, 0, s);
+                    self.walk_layer0(&CoarseWalk { graph: self, query: &query }, self.params.ef_construction, entry, s);
                     s.query = query;
                     let reachable = || s.found.iter().filter(|f| reached[f.node as usize] && f.node != node);
                     let with_room = reachable().find(|f| Self::count(self.list(f.node, 0)) < self.params.capacity(0));
@@ -663,7 +781,8 @@ mod tests {
             (state >> 40) as f32 / (1u64 << 24) as f32
         };
         let data: Vec<f32> = (0..n * dim).map(|_| next()).collect();
-        let mut graph = Graph::new(dim, Params { m: 8, ef_construction: 64, seed: 1 }, Distance::new(Metric::L2));
+        let params = Params { m: 8, ef_construction: 64, seed: 1, quantization: Quantization::None };
+        let mut graph = Graph::new(dim, params, Distance::new(Metric::L2));
         graph.append(&data);
         graph.insert_range(0..n as u32);
         graph
@@ -698,7 +817,7 @@ mod tests {
         let mut query = Vec::new();
         for &orphan in &orphans {
             graph.vectors.exact_into(orphan, &mut query);
-            let found = with_scratch(|s| graph.search(&query, 1, 32, s).to_vec());
+            let found = with_scratch(|s| graph.search(&query, 1, 32, 0, s).to_vec());
             assert_eq!(found[0].node, orphan, "orphan {orphan} is findable again");
         }
     }

@@ -6,6 +6,7 @@
 //! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
 
 use crate::distance::{prefetch_all, widen};
+use crate::quant::{Codes, Quantization};
 use crate::storage::{huge_copy, reserve_huge, Array};
 
 pub(crate) struct SplitVectors {
@@ -42,6 +43,14 @@ impl SplitVectors {
         prefetch_all(&self.low[start..start + self.dim]);
     }
 
+    /// Starts loading both halves of `node`'s vector for exact re-scoring.
+    #[inline]
+    pub(crate) fn prefetch_exact(&self, node: u32) {
+        let start = node as usize * self.dim;
+        prefetch_all(&self.high[start..start + self.dim]);
+        prefetch_all(&self.low[start..start + self.dim]);
+    }
+
     /// `node`'s exact vector, written into `out`.
     #[inline]
     pub(crate) fn exact_into(&self, node: u32, out: &mut Vec<f32>) {
@@ -57,6 +66,12 @@ impl SplitVectors {
     pub(crate) fn coarse_into(&self, node: u32, out: &mut Vec<f32>) {
         out.clear();
         out.extend(self.high(node).iter().map(|&h| widen(h)));
+    }
+
+    /// Codes of every vector, with a codebook learnt from all of them (in parallel).
+    pub(crate) fn recode(&self, kind: Quantization) -> Codes {
+        let count = self.high.len() / self.dim.max(1);
+        Codes::build_with(kind, self.dim, count, |node, buffer| self.exact_into(node, buffer))
     }
 
     /// A copy in fresh memory advised for huge pages, with no spare capacity.

@@ -11,6 +11,14 @@ use crate::hnsw::{with_scratch, Graph, Params};
 use crate::storage::segment_file::{self, Section, SegmentFile};
 use crate::storage::{Array, Mapping};
 
+/// How wide a search looks: the beam width, and with codes how many candidates per result are
+/// re-scored exactly (0: the code's default).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ef {
+    pub ef: usize,
+    pub oversample: usize,
+}
+
 /// One search hit with the caller's id.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Hit {
@@ -159,7 +167,7 @@ impl Growing {
         mapped_bytes(read(&self.state).mapping.as_deref())
     }
 
-    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: Ef, out: &mut Vec<Hit>) {
         let state = read(&self.state);
         search_graph(&state.graph, &state.ids, query, k, ef, out);
     }
@@ -233,7 +241,7 @@ impl Sealed {
         self.ids.len()
     }
 
-    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: Ef, out: &mut Vec<Hit>) {
         search_graph(&self.graph, &self.ids, query, k, ef, out);
     }
 }
@@ -244,8 +252,12 @@ fn mapped_bytes(mapping: Option<&Mapping>) -> (usize, usize) {
 
 fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64]) -> crate::Result<()> {
     let ids_bytes: &[u8] = bytemuck::cast_slice(ids);
+    let (graph_sections, codebook) = graph.sections();
     let mut sections = vec![(Section::Ids, ids_bytes)];
-    sections.extend(graph.sections());
+    sections.extend(graph_sections);
+    if !codebook.is_empty() {
+        sections.push((Section::Codebook, bytemuck::cast_slice(&codebook)));
+    }
     segment_file::write(path, &graph.header(ordinal, graph.metric().code()), &sections)
 }
 
@@ -268,9 +280,9 @@ fn read_segment(layout: &Layout, file: &SegmentFile) -> crate::Result<(Graph, Ar
     Ok((graph, ids))
 }
 
-fn search_graph(graph: &Graph, ids: &[u64], query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+fn search_graph(graph: &Graph, ids: &[u64], query: &[f32], k: usize, ef: Ef, out: &mut Vec<Hit>) {
     with_scratch(|s| {
-        let found = graph.search(query, k, ef, s);
+        let found = graph.search(query, k, ef.ef, ef.oversample, s);
         out.extend(found.iter().map(|f| Hit { distance: f.distance, id: ids[f.node as usize] }));
     });
 }
@@ -291,7 +303,7 @@ impl SegmentSet {
     }
 
     /// Searches every segment one after another and merges into `out` (the best `k`, closest first).
-    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: Ef, out: &mut Vec<Hit>) {
         out.clear();
         for segment in &self.sealed {
             segment.search(query, k, ef, out);
@@ -301,7 +313,7 @@ impl SegmentSet {
     }
 
     /// Searches the segments in parallel on the current rayon pool, then merges.
-    pub(crate) fn par_search(&self, query: &[f32], k: usize, ef: usize, out: &mut Vec<Hit>) {
+    pub(crate) fn par_search(&self, query: &[f32], k: usize, ef: Ef, out: &mut Vec<Hit>) {
         use rayon::prelude::*;
         if self.sealed.is_empty() {
             return self.search(query, k, ef, out);

@@ -21,6 +21,8 @@ unsafe impl Plain for u16 {}
 unsafe impl Plain for u32 {}
 // SAFETY: as above.
 unsafe impl Plain for u64 {}
+// SAFETY: as above; any bit pattern is some f32 (NaN included).
+unsafe impl Plain for f32 {}
 // SAFETY: `AtomicU32` has the size, alignment and bit validity of `u32`.
 unsafe impl Plain for AtomicU32 {}
 
@@ -64,8 +66,23 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
-    /// Pages of the mapping now in memory, in bytes.
+    /// Bytes of the mapping in this process's resident set (`Rss` in /proc/self/smaps): the pages
+    /// it has touched. Where smaps is unreadable, the pages in memory at all (mincore), which
+    /// also counts pages only the page cache holds.
     pub(crate) fn resident(&self) -> usize {
+        self.rss().unwrap_or_else(|| self.in_memory())
+    }
+
+    fn rss(&self) -> Option<usize> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let start = format!("{:x}-", self.ptr as usize);
+        let mut lines = smaps.lines().skip_while(|line| !line.starts_with(&start)).skip(1);
+        let rss = lines.find_map(|line| line.strip_prefix("Rss:"))?;
+        let kb: usize = rss.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    fn in_memory(&self) -> usize {
         let page = page_size();
         let mut pages = vec![0u8; self.len.div_ceil(page)];
         // SAFETY: `ptr` is page-aligned (mmap) and spans `len` bytes; `pages` holds one byte per

@@ -7,7 +7,8 @@ use super::{corrupt, io_error, write_atomically};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENMAN\0";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `quantization`; version 1 manifests still open (as `None`).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const FILE_NAME: &str = "MANIFEST";
 /// Far more sealed segments than a database can hold (ordinals are u32, segments hold up to
 /// 2^28 vectors): bounds what a reader will allocate for a damaged count.
@@ -31,6 +32,8 @@ pub(crate) struct Manifest {
     /// Numbers the write-ahead log and the growing snapshot; +1 at each checkpoint.
     pub generation: u64,
     pub next_ordinal: u32,
+    /// `Quantization::code` of the codes every segment carries.
+    pub quantization: u32,
     pub sealed: Vec<SegmentEntry>,
     /// The growing segment; its snapshot file exists when `count > 0`.
     pub growing: SegmentEntry,
@@ -85,6 +88,7 @@ impl Manifest {
             out.extend_from_slice(&word.to_le_bytes());
         }
         out.extend_from_slice(&self.next_ordinal.to_le_bytes());
+        out.extend_from_slice(&self.quantization.to_le_bytes());
         out.extend_from_slice(&(self.sealed.len() as u32).to_le_bytes());
         for entry in self.sealed.iter().chain([&self.growing]) {
             out.extend_from_slice(&entry.ordinal.to_le_bytes());
@@ -107,7 +111,7 @@ impl Manifest {
         }
         let short = || "truncated".to_string();
         let version = r.u32().ok_or_else(short)?;
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(format!("version {version}"));
         }
         let (dim, metric, m, ef_construction) = (
@@ -119,6 +123,7 @@ impl Manifest {
         let (segment_capacity, seed, generation) =
             (r.u64().ok_or_else(short)?, r.u64().ok_or_else(short)?, r.u64().ok_or_else(short)?);
         let next_ordinal = r.u32().ok_or_else(short)?;
+        let quantization = if version >= 2 { r.u32().ok_or_else(short)? } else { 0 };
         let count = r.u32().ok_or_else(short)? as usize;
         if count > MAX_SEGMENTS || body != r.at + (count + 1) * 12 {
             return Err(format!("{count} segments do not match the file length"));
@@ -135,6 +140,7 @@ impl Manifest {
             seed,
             generation,
             next_ordinal,
+            quantization,
             sealed,
             growing,
         })
@@ -152,7 +158,7 @@ impl Manifest {
             Ok(manifest) => Ok(Some(manifest)),
             Err(detail) if detail.starts_with("version") => Err(Error::Version {
                 path: path.display().to_string(),
-                detail: format!("manifest {detail}; this library reads version {FORMAT_VERSION}"),
+                detail: format!("manifest {detail}; this library reads versions 1 to {FORMAT_VERSION}"),
             }),
             Err(detail) => Err(corrupt(&path, detail)),
         }
@@ -180,6 +186,7 @@ mod tests {
             seed: 42,
             generation: 7,
             next_ordinal: 4,
+            quantization: 2,
             sealed: vec![SegmentEntry { ordinal: 0, count: 10 }, SegmentEntry { ordinal: 2, count: 5 }],
             growing: SegmentEntry { ordinal: 3, count: 1 },
         };

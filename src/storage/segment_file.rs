@@ -14,7 +14,9 @@ use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENSEG\0";
 /// Bumped when a reader of the previous version would misread a file; see docs/format.md.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the quantized-code sections; version 1 files (without them) still open.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+const OLDEST_VERSION: u32 = 1;
 const FIXED_HEADER: usize = 64;
 const TABLE_ENTRY: usize = 32;
 /// More sections than any version defines: bounds the header a reader will parse.
@@ -35,10 +37,13 @@ pub(crate) enum Section {
     Layer0 = 5,
     UpperStart = 6,
     Upper = 7,
+    Codes = 8,
+    CodeNorms = 9,
+    Codebook = 10,
 }
 
 impl Section {
-    const ALL: [Section; 7] = [
+    const ALL: [Section; 10] = [
         Section::Ids,
         Section::Levels,
         Section::High,
@@ -46,6 +51,9 @@ impl Section {
         Section::Layer0,
         Section::UpperStart,
         Section::Upper,
+        Section::Codes,
+        Section::CodeNorms,
+        Section::Codebook,
     ];
 
     fn from_u32(kind: u32) -> Option<Section> {
@@ -161,10 +169,12 @@ impl SegmentFile {
             return Err(fail("not an omendb segment file (bad magic bytes)".into()));
         }
         let version = u32_at(bytes, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Version {
                 path: path.display().to_string(),
-                detail: format!("segment format version {version}; this library reads version {FORMAT_VERSION}"),
+                detail: format!(
+                    "segment format version {version}; this library reads versions {OLDEST_VERSION} to {FORMAT_VERSION}"
+                ),
             });
         }
         let header_len = u32_at(bytes, 12) as usize;
@@ -214,7 +224,9 @@ impl SegmentFile {
         let segment = SegmentFile { header, path: path.to_path_buf(), map, table };
         // Opening reads the ids and the level structure whole anyway, so their checksums cost
         // little; `verify` adds the vectors and layer-0 links, the bulk of the file.
-        segment.verify(|kind| verify || !matches!(kind, Some(Section::High | Section::Low | Section::Layer0)))?;
+        segment.verify(|kind| {
+            verify || !matches!(kind, Some(Section::High | Section::Low | Section::Layer0 | Section::Codes))
+        })?;
         segment.map.advise_random();
         Ok(segment)
     }
@@ -255,6 +267,15 @@ impl SegmentFile {
         }
         Array::mapped(&self.map, entry.offset as usize, len)
             .ok_or_else(|| fail(format!("section {kind:?} is misaligned or out of bounds")))
+    }
+
+    /// Section `kind` as `T`s whatever its length, or `None` when the file has no such section.
+    pub(crate) fn optional_array<T: Plain>(&self, kind: Section) -> Result<Option<Array<T>>> {
+        let Some(entry) = self.table.iter().find(|e| e.kind == kind as u32) else { return Ok(None) };
+        if entry.length % size_of::<T>() as u64 != 0 {
+            return Err(self.corrupt(format!("section {kind:?} is not a whole number of elements")));
+        }
+        self.array(kind, (entry.length / size_of::<T>() as u64) as usize).map(Some)
     }
 
     /// A corruption error naming this file.

@@ -133,7 +133,7 @@ pub struct Stats {
     pub bytes_heap: u64,
     /// Bytes of segment files mapped into memory.
     pub bytes_mapped: u64,
-    /// Of those, the bytes now in memory (in the page cache: readable without touching the disk).
+    /// Of those, the bytes in this process's resident set (the pages searches have touched).
     pub bytes_mapped_resident: u64,
     /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
     /// concurrent inserts shared them (group commit).

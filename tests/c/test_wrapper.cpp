@@ -76,6 +76,14 @@ int main() {
     other = std::move(moved);
     CHECK(other.search(query, 1)[0].id == 1042);
 
+    // Quantized codes: the nearest vector is still found exactly; binary codes refuse the inner product.
+    omendb::Index coded(omendb::Options(dim).quantization(OMEN_QUANTIZATION_BITS4).oversample(8));
+    coded.insert_batch(ids, vectors);
+    CHECK(coded.search(query, 1)[0].id == 1042 && coded.search(query, 1, 0, 30)[0].distance == 0.0f);
+    CHECK(coded.search_batch(query.data(), 1, dim, 3, 0, 1, 30)[0][0].id == 1042);
+    CHECK(status_of([&] { omendb::Index(omendb::Options(dim, OMEN_METRIC_INNER_PRODUCT).quantization(OMEN_QUANTIZATION_BINARY)); }) ==
+          OMEN_STATUS_INVALID_ARGUMENT);
+
     // A database: open, insert, close (reporting errors), reopen read-only with identical hits.
     char dir_template[] = "/tmp/omendb-wrapper-XXXXXX";
     const char *made = mkdtemp(dir_template);

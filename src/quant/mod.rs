@@ -1,0 +1,476 @@
+//! Quantized codes: a smaller stand-in for each vector that the graph walk reads instead of the
+//! vector itself; the best candidates are then re-scored with the exact vectors.
+//!
+//! - `Bits8` / `Bits4`: scalar quantization with a range per dimension, learnt from the segment's
+//!   vectors (re-learnt when it is sealed). The estimate is asymmetric: the query stays f32, and
+//!   `q · x̂ = q · lower + Σ (q_i step_i) c_i` is one weighted sum over the codes. L2 uses
+//!   `|q|² - 2 q · x̂ + |x̂|²` with `|x̂|²` stored per vector.
+//! - `Binary`: one bit per dimension, the sign of the component minus the segment's mean; the
+//!   walk ranks by Hamming distance between query and vector bits (hardware popcount).
+
+mod kernels;
+
+use rayon::prelude::*;
+
+use crate::distance::Metric;
+use crate::storage::Array;
+pub(crate) use kernels::best_kernels;
+pub use kernels::{available, QuantKernels};
+
+/// How vectors are coded for the graph walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Quantization {
+    /// The walk reads bfloat16 halves of the vectors (2 bytes a dimension); no codes.
+    #[default]
+    None,
+    /// 1 bit a dimension.
+    Binary,
+    /// 4 bits a dimension.
+    Bits4,
+    /// 8 bits a dimension.
+    Bits8,
+}
+
+/// cbindgen:ignore
+impl Quantization {
+    /// The number in files and in the C ABI (`omen_quantization`).
+    pub const fn code(self) -> u32 {
+        match self {
+            Quantization::None => 0,
+            Quantization::Binary => 1,
+            Quantization::Bits4 => 2,
+            Quantization::Bits8 => 3,
+        }
+    }
+
+    pub const fn from_code(code: u32) -> Option<Quantization> {
+        match code {
+            0 => Some(Quantization::None),
+            1 => Some(Quantization::Binary),
+            2 => Some(Quantization::Bits4),
+            3 => Some(Quantization::Bits8),
+            _ => None,
+        }
+    }
+
+    /// Candidates re-scored per result when a search passes `oversample = 0`: coarser codes
+    /// rank less reliably, so they re-score more.
+    pub const fn default_oversample(self) -> usize {
+        match self {
+            Quantization::None => 1,
+            Quantization::Binary => 20,
+            Quantization::Bits4 => 4,
+            Quantization::Bits8 => 2,
+        }
+    }
+
+    /// Whether this code can rank vectors under `metric`. Sign bits keep directions, not
+    /// lengths, which the inner product needs.
+    pub fn serves(self, metric: Metric) -> bool {
+        !(self == Quantization::Binary && metric == Metric::InnerProduct)
+    }
+
+    /// Bytes of one vector's code at `dim` dimensions.
+    pub fn code_len(self, dim: usize) -> usize {
+        match self {
+            Quantization::None => 0,
+            Quantization::Binary => dim.div_ceil(64) * 8,
+            Quantization::Bits4 => dim.div_ceil(32) * 16,
+            Quantization::Bits8 => dim,
+        }
+    }
+}
+
+impl std::fmt::Display for Quantization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quantization::None => "none",
+            Quantization::Binary => "binary",
+            Quantization::Bits4 => "4bit",
+            Quantization::Bits8 => "8bit",
+        })
+    }
+}
+
+/// What maps a vector to its code: per dimension, `lower` and `step` (scalar codes) or the
+/// mean (binary, kept in `lower`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Codebook {
+    pub kind: Quantization,
+    pub lower: Vec<f32>,
+    pub step: Vec<f32>,
+}
+
+impl Codebook {
+    /// Learns the ranges (or means) of `rows` (row-major, `dim` wide).
+    pub(crate) fn train(kind: Quantization, dim: usize, rows: &[f32]) -> Codebook {
+        let mut trainer = Trainer::new(dim);
+        rows.chunks_exact(dim).for_each(|row| trainer.add(row));
+        trainer.finish(kind)
+    }
+
+    fn levels(kind: Quantization) -> f32 {
+        if kind == Quantization::Bits4 {
+            15.0
+        } else {
+            255.0
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.lower.len()
+    }
+
+    /// Writes the code of `row` into `out` (`code_len` bytes) and returns `|x̂|²`, the squared
+    /// norm of the vector the code stands for (0 for binary codes).
+    pub(crate) fn encode(&self, row: &[f32], out: &mut [u8]) -> f32 {
+        out.fill(0);
+        match self.kind {
+            Quantization::None => 0.0,
+            Quantization::Binary => {
+                for (i, (&x, &mean)) in row.iter().zip(&self.lower).enumerate() {
+                    if x > mean {
+                        out[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                0.0
+            }
+            kind => {
+                let levels = Self::levels(kind);
+                let mut norm = 0f32;
+                for (i, ((&x, &lo), &step)) in row.iter().zip(&self.lower).zip(&self.step).enumerate() {
+                    let level = ((x - lo) / step).round().clamp(0.0, levels);
+                    let value = lo + level * step;
+                    norm += value * value;
+                    let level = level as u8;
+                    if kind == Quantization::Bits8 {
+                        out[i] = level;
+                    } else {
+                        // Blocks of 32 dimensions in 16 bytes: low nibbles hold the first 16.
+                        let (block, offset) = (i / 32, i % 32);
+                        out[block * 16 + offset % 16] |= level << (4 * (offset / 16));
+                    }
+                }
+                norm
+            }
+        }
+    }
+
+    /// Flattens the codebook for a file: kind, dim, then `lower` and `step` as f32 bits.
+    pub(crate) fn to_words(&self) -> Vec<u32> {
+        let mut words = vec![self.kind.code(), self.dim() as u32];
+        words.extend(self.lower.iter().chain(&self.step).map(|x| x.to_bits()));
+        words
+    }
+
+    /// The codebook `to_words` wrote, or `None` when the words do not describe one at `dim`.
+    pub(crate) fn from_words(words: &[u32], dim: usize) -> Option<Codebook> {
+        let kind = Quantization::from_code(*words.first()?)?;
+        if *words.get(1)? as usize != dim || kind == Quantization::None {
+            return None;
+        }
+        let floats: Vec<f32> = words[2..].iter().map(|&w| f32::from_bits(w)).collect();
+        let steps = if kind == Quantization::Binary { 0 } else { dim };
+        if floats.len() != dim + steps || floats.iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        let (lower, step) = floats.split_at(dim);
+        Some(Codebook { kind, lower: lower.to_vec(), step: step.to_vec() })
+    }
+}
+
+/// Per-dimension statistics a codebook is learnt from; mergeable, so training runs in parallel.
+#[derive(Clone)]
+struct Trainer {
+    lower: Vec<f32>,
+    upper: Vec<f32>,
+    sum: Vec<f64>,
+    count: usize,
+}
+
+impl Trainer {
+    fn new(dim: usize) -> Trainer {
+        Trainer { lower: vec![f32::INFINITY; dim], upper: vec![f32::NEG_INFINITY; dim], sum: vec![0.0; dim], count: 0 }
+    }
+
+    fn add(&mut self, row: &[f32]) {
+        for (i, &x) in row.iter().enumerate() {
+            self.lower[i] = self.lower[i].min(x);
+            self.upper[i] = self.upper[i].max(x);
+            self.sum[i] += f64::from(x);
+        }
+        self.count += 1;
+    }
+
+    fn merge(mut self, other: Trainer) -> Trainer {
+        for i in 0..self.lower.len() {
+            self.lower[i] = self.lower[i].min(other.lower[i]);
+            self.upper[i] = self.upper[i].max(other.upper[i]);
+            self.sum[i] += other.sum[i];
+        }
+        self.count += other.count;
+        self
+    }
+
+    fn finish(self, kind: Quantization) -> Codebook {
+        if kind == Quantization::Binary {
+            let count = self.count.max(1) as f64;
+            return Codebook { kind, lower: self.sum.iter().map(|s| (s / count) as f32).collect(), step: Vec::new() };
+        }
+        let levels = Codebook::levels(kind);
+        let step = self
+            .lower
+            .iter()
+            .zip(&self.upper)
+            .map(|(&lo, &hi)| if hi > lo { (hi - lo) / levels } else { 1.0 })
+            .collect();
+        let lower = self.lower.into_iter().map(|lo| if lo.is_finite() { lo } else { 0.0 }).collect();
+        Codebook { kind, lower, step }
+    }
+}
+
+/// One segment's codes: `code_len` bytes a vector, and `|x̂|²` a vector for scalar codes under L2.
+pub(crate) struct Codes {
+    pub codebook: Codebook,
+    pub code_len: usize,
+    pub bytes: Array<u8>,
+    pub norms: Array<f32>,
+}
+
+impl Codes {
+    /// Codes for `rows` with a codebook learnt from them, encoded in parallel.
+    pub(crate) fn build(kind: Quantization, dim: usize, rows: &[f32]) -> Codes {
+        let mut codes = Codes {
+            codebook: Codebook::train(kind, dim, rows),
+            code_len: kind.code_len(dim),
+            bytes: Array::default(),
+            norms: Array::default(),
+        };
+        codes.push(rows);
+        codes
+    }
+
+    /// Codes for `count` vectors that `row(node, buffer)` writes out, with a codebook learnt from
+    /// all of them; both passes run in parallel on the current rayon pool.
+    pub(crate) fn build_with(
+        kind: Quantization,
+        dim: usize,
+        count: usize,
+        row: impl Fn(u32, &mut Vec<f32>) + Sync,
+    ) -> Codes {
+        let codebook = (0..count as u32)
+            .into_par_iter()
+            .fold(
+                || (Trainer::new(dim), Vec::new()),
+                |(mut trainer, mut buffer), node| {
+                    row(node, &mut buffer);
+                    trainer.add(&buffer);
+                    (trainer, buffer)
+                },
+            )
+            .map(|(trainer, _)| trainer)
+            .reduce(|| Trainer::new(dim), Trainer::merge)
+            .finish(kind);
+        let code_len = kind.code_len(dim);
+        let mut bytes = vec![0u8; count * code_len];
+        let mut norms = vec![0f32; if kind == Quantization::Binary { 0 } else { count }];
+        let encode = |buffer: &mut Vec<f32>, node: usize, out: &mut [u8]| {
+            row(node as u32, buffer);
+            codebook.encode(buffer, out)
+        };
+        if norms.is_empty() {
+            bytes.par_chunks_mut(code_len).enumerate().for_each_init(Vec::new, |buffer, (node, out)| {
+                encode(buffer, node, out);
+            });
+        } else {
+            bytes
+                .par_chunks_mut(code_len)
+                .zip(norms.par_iter_mut())
+                .enumerate()
+                .for_each_init(Vec::new, |buffer, (node, (out, norm))| *norm = encode(buffer, node, out));
+        }
+        Codes { codebook, code_len, bytes: bytes.into(), norms: norms.into() }
+    }
+
+    /// Appends the codes of `rows` (row-major), encoding in parallel.
+    pub(crate) fn push(&mut self, rows: &[f32]) {
+        let dim = self.codebook.dim();
+        let count = rows.len() / dim;
+        let bytes = self.bytes.vec_mut();
+        let start = bytes.len();
+        bytes.resize(start + count * self.code_len, 0);
+        let mut norms = vec![0f32; count];
+        bytes[start..]
+            .par_chunks_mut(self.code_len.max(1))
+            .zip(rows.par_chunks(dim))
+            .zip(norms.par_iter_mut())
+            .with_min_len(256)
+            .for_each(|((out, row), norm)| *norm = self.codebook.encode(row, out));
+        // Binary codes rank by Hamming distance alone: no norms.
+        if self.codebook.kind != Quantization::Binary {
+            self.norms.vec_mut().extend(norms);
+        }
+    }
+
+    pub(crate) fn code(&self, node: u32) -> &[u8] {
+        let start = node as usize * self.code_len;
+        &self.bytes[start..start + self.code_len]
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bytes.heap_bytes() + self.norms.heap_bytes()
+    }
+}
+
+/// A query prepared for one codebook: f32 weights (scalar codes) or its own bits (binary).
+pub(crate) struct QueryCode {
+    kind: Quantization,
+    metric: Metric,
+    /// `q_i * step_i`, padded to the code's dimension blocks.
+    weights: Vec<f32>,
+    /// `q · lower`.
+    offset: f32,
+    /// `|q|²`.
+    norm: f32,
+    bits: Vec<u64>,
+}
+
+impl QueryCode {
+    pub(crate) fn new(codebook: &Codebook, metric: Metric, query: &[f32]) -> QueryCode {
+        let kind = codebook.kind;
+        let mut code = QueryCode { kind, metric, weights: Vec::new(), offset: 0.0, norm: 0.0, bits: Vec::new() };
+        match kind {
+            Quantization::None => {}
+            Quantization::Binary => {
+                let mut bytes = vec![0u8; kind.code_len(query.len())];
+                codebook.encode(query, &mut bytes);
+                code.bits =
+                    bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
+            }
+            _ => {
+                let padded = if kind == Quantization::Bits4 { query.len().next_multiple_of(32) } else { query.len() };
+                code.weights = query.iter().zip(&codebook.step).map(|(q, s)| q * s).collect();
+                code.weights.resize(padded, 0.0);
+                code.offset = query.iter().zip(&codebook.lower).map(|(q, lo)| q * lo).sum();
+                code.norm = query.iter().map(|q| q * q).sum();
+            }
+        }
+        code
+    }
+
+    /// The estimated distance to the vector with `code` (and `norm`, its `|x̂|²`): ordered like
+    /// the true distance, good enough to choose where to walk and what to re-score.
+    #[inline]
+    pub(crate) fn distance(&self, kernels: &QuantKernels, code: &[u8], norm: f32) -> f32 {
+        let dot = match self.kind {
+            Quantization::Binary => return (kernels.hamming)(&self.bits, code) as f32,
+            Quantization::Bits8 => (kernels.dot_u8)(&self.weights, code),
+            Quantization::Bits4 => (kernels.dot_u4)(&self.weights, code),
+            Quantization::None => 0.0,
+        } + self.offset;
+        match self.metric {
+            Metric::L2 => self.norm - 2.0 * dot + norm,
+            Metric::Cosine => 1.0 - dot,
+            Metric::InnerProduct => -dot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, dim: usize) -> Vec<f32> {
+        let mut state = 11u64;
+        (0..n * dim)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The vector a scalar code stands for, decoded independently of the kernels.
+    fn decode(codebook: &Codebook, code: &[u8], dim: usize) -> Vec<f32> {
+        (0..dim)
+            .map(|i| {
+                let level = match codebook.kind {
+                    Quantization::Bits8 => code[i],
+                    _ => (code[(i / 32) * 16 + (i % 32) % 16] >> (4 * ((i % 32) / 16))) & 0xF,
+                };
+                codebook.lower[i] + f32::from(level) * codebook.step[i]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scalar_codes_estimate_every_metric_within_their_step() {
+        for kind in [Quantization::Bits8, Quantization::Bits4] {
+            for dim in [1, 7, 31, 32, 33, 100, 384] {
+                let data = rows(50, dim);
+                let codes = Codes::build(kind, dim, &data);
+                for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+                    let query = &data[..dim];
+                    let prepared = QueryCode::new(&codes.codebook, metric, query);
+                    for node in 0..50u32 {
+                        let decoded = decode(&codes.codebook, codes.code(node), dim);
+                        let dot: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from(a * b)).sum();
+                        let l2: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from((a - b) * (a - b))).sum();
+                        let exact = match metric {
+                            Metric::L2 => l2,
+                            Metric::Cosine => 1.0 - dot,
+                            Metric::InnerProduct => -dot,
+                        };
+                        for k in available() {
+                            let got = f64::from(prepared.distance(&k, codes.code(node), codes.norms[node as usize]));
+                            assert!(
+                                (got - exact).abs() < 1e-3 * (1.0 + dim as f64),
+                                "{kind} {metric} {} dim {dim}: {got} vs {exact}",
+                                k.name
+                            );
+                        }
+                        // Every component is within half a step of the vector it codes.
+                        let row = &data[node as usize * dim..][..dim];
+                        for (i, (x, y)) in row.iter().zip(&decoded).enumerate() {
+                            assert!((x - y).abs() <= codes.codebook.step[i] * 0.5 + 1e-6);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn binary_codes_count_differing_signs() {
+        for dim in [1, 63, 64, 65, 384] {
+            let data = rows(20, dim);
+            let codes = Codes::build(Quantization::Binary, dim, &data);
+            let query = &data[dim..2 * dim];
+            let prepared = QueryCode::new(&codes.codebook, Metric::Cosine, query);
+            for node in 0..20u32 {
+                let row = &data[node as usize * dim..][..dim];
+                let mean = &codes.codebook.lower;
+                let differing = (0..dim).filter(|&i| (row[i] > mean[i]) != (query[i] > mean[i])).count();
+                for k in available() {
+                    assert_eq!(prepared.distance(&k, codes.code(node), 0.0), differing as f32, "{} dim {dim}", k.name);
+                }
+            }
+            assert_eq!(prepared.distance(&available()[0], codes.code(1), 0.0), 0.0);
+        }
+    }
+
+    #[test]
+    fn codebooks_round_trip_through_words_and_refuse_damage() {
+        let data = rows(10, 40);
+        for kind in [Quantization::Binary, Quantization::Bits4, Quantization::Bits8] {
+            let codebook = Codebook::train(kind, 40, &data);
+            let words = codebook.to_words();
+            assert_eq!(Codebook::from_words(&words, 40), Some(codebook.clone()));
+            assert_eq!(Codebook::from_words(&words, 41), None);
+            assert_eq!(Codebook::from_words(&words[..words.len() - 1], 40), None);
+            let mut nan = words.clone();
+            nan[2] = f32::NAN.to_bits();
+            assert_eq!(Codebook::from_words(&nan, 40), None);
+        }
+    }
+}
