@@ -303,7 +303,7 @@ typedef struct omen_options {
   uint32_t quantization;
   /**
    * Candidates re-scored exactly per result with codes, for searches that pass 0; 0 = the
-   * code's default (binary 20, 4-bit 4, 8-bit 2).
+   * code's default (binary 20, 4-bit 2, 8-bit 2).
    */
   size_t oversample;
 } omen_options;

@@ -198,7 +198,7 @@ pub struct SearchParams {
     pub ef: usize,
     /// With quantized codes: candidates re-scored exactly per result (`k * oversample` in all;
     /// the beam is widened to at least that). 0 uses `Options::oversample`, whose 0 means the
-    /// code's default (binary 20, 4-bit 4, 8-bit 2). Ignored without codes, where every
+    /// code's default (binary 20, 4-bit 2, 8-bit 2). Ignored without codes, where every
     /// candidate of the beam is re-scored.
     pub oversample: usize,
 }

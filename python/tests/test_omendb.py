@@ -162,9 +162,9 @@ def test_close_waits_for_calls_running_in_other_threads():
 
 @pytest.mark.parametrize("quantization", ["binary", "4bit", "8bit"])
 def test_quantized_search_rescored_to_high_recall(quantization):
-    data = clustered(4100, 64, 5)
+    data = clustered(4100, 128, 5)
     base, queries = data[:4000], data[4000:]
-    with omendb.Index(dim=64, metric="l2", quantization=quantization) as index:
+    with omendb.Index(dim=128, metric="l2", quantization=quantization) as index:
         index.insert_batch(np.arange(4000, dtype=np.uint64), base)
         ids, _ = index.search_batch(queries, k=10)
         exact = np.argsort(((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1), axis=1)[:, :10]

@@ -87,7 +87,7 @@ pub struct omen_options {
     /// created.
     pub quantization: u32,
     /// Candidates re-scored exactly per result with codes, for searches that pass 0; 0 = the
-    /// code's default (binary 20, 4-bit 4, 8-bit 2).
+    /// code's default (binary 20, 4-bit 2, 8-bit 2).
     pub oversample: usize,
 }
 

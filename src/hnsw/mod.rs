@@ -560,8 +560,9 @@ impl Graph {
             Some(codes) => {
                 let oversample = if oversample == 0 { codes.codebook.kind.default_oversample() } else { oversample };
                 let candidates = k.saturating_mul(oversample);
-                let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query);
-                let walk = CodeWalk { codes, query: &prepared, kernels: quant::best_kernels() };
+                let kernels = quant::best_kernels();
+                let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query, &kernels);
+                let walk = CodeWalk { codes, query: &prepared, kernels };
                 self.walk_layer0(&walk, ef.max(candidates), entry, s);
                 candidates.min(s.found.len())
             }

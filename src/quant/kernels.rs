@@ -12,6 +12,40 @@ pub struct QuantKernels {
     pub dot_u4: fn(&[f32], &[u8]) -> f32,
     /// Differing bits between query words and a code's bytes (little-endian words).
     pub hamming: fn(&[u64], &[u8]) -> u32,
+    /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights (AVX-512 VNNI only).
+    pub dot_u8_i8: Option<IntegerKernel>,
+    /// The same over 4-bit codes, with the weights in `group_nibbles` order.
+    pub dot_u4_i8: Option<IntegerKernel>,
+}
+
+/// A weighted sum of codes with i8 weights, exact in i32.
+pub type IntegerKernel = fn(&[i8], &[u8]) -> i32;
+
+/// Reorders weights (natural dimension order, a multiple of 64 long) the way the integer 4-bit
+/// kernel unpacks a 64-dimension group of codes: the low nibbles of both 16-byte blocks (dims
+/// 0-15, 32-47), then the high nibbles (dims 16-31, 48-63).
+pub(crate) fn group_nibbles(weights: &[i8]) -> Vec<i8> {
+    weights
+        .chunks_exact(64)
+        .flat_map(|g| g[0..16].iter().chain(&g[32..48]).chain(&g[16..32]).chain(&g[48..64]).copied())
+        .collect()
+}
+
+/// Reference for `dot_u8_i8`.
+#[cfg(test)]
+pub(super) fn dot_u8_i8_reference(w: &[i8], c: &[u8]) -> i32 {
+    w.iter().zip(c).map(|(&w, &c)| i32::from(w) * i32::from(c)).sum()
+}
+
+/// Reference for `dot_u4_i8`: weights in `group_nibbles` order.
+#[cfg(test)]
+pub(super) fn dot_u4_i8_reference(w: &[i8], c: &[u8]) -> i32 {
+    let mut sum = 0;
+    for (wg, cg) in w.chunks_exact(64).zip(c.chunks_exact(32)) {
+        let nibbles = cg.iter().map(|b| b & 0xF).chain(cg.iter().map(|b| b >> 4));
+        sum += wg.iter().zip(nibbles).map(|(&w, c)| i32::from(w) * i32::from(c)).sum::<i32>();
+    }
+    sum
 }
 
 #[inline(always)]
@@ -48,7 +82,7 @@ fn hamming(q: &[u64], c: &[u8]) -> u32 {
         .sum()
 }
 
-const SCALAR: QuantKernels = QuantKernels { name: "scalar", dot_u8, dot_u4, hamming };
+const SCALAR: QuantKernels = QuantKernels { name: "scalar", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None };
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -165,6 +199,50 @@ mod x86 {
     }
 
     /// # Safety
+    /// The CPU supports AVX-512F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn dot_u8_vnni(w: &[i8], c: &[u8]) -> i32 {
+        let n = w.len().min(c.len());
+        let (pw, pc) = (w.as_ptr(), c.as_ptr());
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i < n {
+            // Whole 64-byte steps, then one masked step for the tail: masked-off bytes are
+            // neither read nor counted.
+            let mask: __mmask64 = if n - i >= 64 { !0 } else { (1u64 << (n - i)) - 1 };
+            // SAFETY: the mask covers only bytes `i..n`, inside both slices.
+            unsafe {
+                let codes = _mm512_maskz_loadu_epi8(mask, pc.add(i).cast());
+                let weights = _mm512_maskz_loadu_epi8(mask, pw.add(i).cast());
+                acc = _mm512_dpbusd_epi32(acc, codes, weights);
+            }
+            i += 64;
+        }
+        _mm512_reduce_add_epi32(acc)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX-512F, BW and VNNI, and AVX2.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    unsafe fn dot_u4_vnni(w: &[i8], c: &[u8]) -> i32 {
+        let groups = (w.len() / 64).min(c.len() / 32);
+        let (pw, pc) = (w.as_ptr(), c.as_ptr());
+        let mut acc = _mm512_setzero_si512();
+        let low = _mm256_set1_epi8(0x0F);
+        for g in 0..groups {
+            // SAFETY: `g < groups`: 32 code bytes at `32 g` and 64 weights at `64 g` are readable.
+            unsafe {
+                let bytes = _mm256_loadu_si256(pc.add(32 * g).cast());
+                let lo = _mm256_and_si256(bytes, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
+                let codes = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                acc = _mm512_dpbusd_epi32(acc, codes, _mm512_loadu_si512(pw.add(64 * g).cast()));
+            }
+        }
+        _mm512_reduce_add_epi32(acc)
+    }
+
+    /// # Safety
     /// The CPU supports popcnt.
     #[target_feature(enable = "popcnt")]
     unsafe fn hamming_popcnt(q: &[u64], c: &[u8]) -> u32 {
@@ -193,16 +271,37 @@ mod x86 {
         // SAFETY: see above.
         unsafe { hamming_popcnt(q, c) }
     }
+    fn dot_u8_i8(w: &[i8], c: &[u8]) -> i32 {
+        // SAFETY: see above.
+        unsafe { dot_u8_vnni(w, c) }
+    }
+    fn dot_u4_i8(w: &[i8], c: &[u8]) -> i32 {
+        // SAFETY: see above.
+        unsafe { dot_u4_vnni(w, c) }
+    }
 
     /// The builds this CPU can run, best last.
     pub(super) fn detected() -> Vec<QuantKernels> {
         let mut found = Vec::new();
         let popcnt = is_x86_feature_detected!("popcnt");
-        if popcnt && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            found.push(QuantKernels { name: "avx2+fma", dot_u8: dot_u8_256, dot_u4: dot_u4_256, hamming });
+        let avx2 = popcnt && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2 {
+            let (dot_u8, dot_u4) = (dot_u8_256, dot_u4_256);
+            found.push(QuantKernels { name: "avx2+fma", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None });
         }
-        if popcnt && is_x86_feature_detected!("avx512f") {
-            found.push(QuantKernels { name: "avx512f", dot_u8: dot_u8_512, dot_u4: dot_u4_512, hamming });
+        if avx2 && is_x86_feature_detected!("avx512f") {
+            let (dot_u8, dot_u4) = (dot_u8_512, dot_u4_512);
+            found.push(QuantKernels { name: "avx512f", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None });
+            if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+                found.push(QuantKernels {
+                    name: "avx512vnni",
+                    dot_u8,
+                    dot_u4,
+                    hamming,
+                    dot_u8_i8: Some(dot_u8_i8),
+                    dot_u4_i8: Some(dot_u4_i8),
+                });
+            }
         }
         found
     }

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::distance::Metric;
 use crate::storage::Array;
 pub(crate) use kernels::best_kernels;
-pub use kernels::{available, QuantKernels};
+pub use kernels::{available, IntegerKernel, QuantKernels};
 
 /// How vectors are coded for the graph walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -59,7 +59,7 @@ impl Quantization {
         match self {
             Quantization::None => 1,
             Quantization::Binary => 20,
-            Quantization::Bits4 => 4,
+            Quantization::Bits4 => 2,
             Quantization::Bits8 => 2,
         }
     }
@@ -75,7 +75,8 @@ impl Quantization {
         match self {
             Quantization::None => 0,
             Quantization::Binary => dim.div_ceil(64) * 8,
-            Quantization::Bits4 => dim.div_ceil(32) * 16,
+            // Whole 64-dimension groups (two 16-byte blocks), the width of one integer kernel step.
+            Quantization::Bits4 => dim.div_ceil(64) * 32,
             Quantization::Bits8 => dim,
         }
     }
@@ -322,12 +323,17 @@ impl Codes {
     }
 }
 
-/// A query prepared for one codebook: f32 weights (scalar codes) or its own bits (binary).
+/// A query prepared for one codebook: weights for scalar codes (f32, or i8 for the integer
+/// kernels), or its own bits (binary).
 pub(crate) struct QueryCode {
     kind: Quantization,
     metric: Metric,
     /// `q_i * step_i`, padded to the code's dimension blocks.
     weights: Vec<f32>,
+    /// The weights rounded to i8 (`weights ≈ scale * weights_i8`), in the order the integer
+    /// kernel reads codes; empty when the CPU has no integer kernel.
+    weights_i8: Vec<i8>,
+    scale: f32,
     /// `q · lower`.
     offset: f32,
     /// `|q|²`.
@@ -336,9 +342,18 @@ pub(crate) struct QueryCode {
 }
 
 impl QueryCode {
-    pub(crate) fn new(codebook: &Codebook, metric: Metric, query: &[f32]) -> QueryCode {
+    pub(crate) fn new(codebook: &Codebook, metric: Metric, query: &[f32], kernels: &QuantKernels) -> QueryCode {
         let kind = codebook.kind;
-        let mut code = QueryCode { kind, metric, weights: Vec::new(), offset: 0.0, norm: 0.0, bits: Vec::new() };
+        let mut code = QueryCode {
+            kind,
+            metric,
+            weights: Vec::new(),
+            weights_i8: Vec::new(),
+            scale: 1.0,
+            offset: 0.0,
+            norm: 0.0,
+            bits: Vec::new(),
+        };
         match kind {
             Quantization::None => {}
             Quantization::Binary => {
@@ -348,11 +363,22 @@ impl QueryCode {
                     bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
             }
             _ => {
-                let padded = if kind == Quantization::Bits4 { query.len().next_multiple_of(32) } else { query.len() };
+                let padded = if kind == Quantization::Bits4 { query.len().next_multiple_of(64) } else { query.len() };
                 code.weights = query.iter().zip(&codebook.step).map(|(q, s)| q * s).collect();
                 code.weights.resize(padded, 0.0);
                 code.offset = query.iter().zip(&codebook.lower).map(|(q, lo)| q * lo).sum();
                 code.norm = query.iter().map(|q| q * q).sum();
+                let integer = if kind == Quantization::Bits8 { kernels.dot_u8_i8 } else { kernels.dot_u4_i8 };
+                if integer.is_some() {
+                    let largest = code.weights.iter().fold(0f32, |m, w| m.max(w.abs()));
+                    code.scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+                    let rounded = code.weights.iter().map(|w| (w / code.scale).round() as i8);
+                    code.weights_i8 = if kind == Quantization::Bits4 {
+                        kernels::group_nibbles(&rounded.collect::<Vec<_>>())
+                    } else {
+                        rounded.collect()
+                    };
+                }
             }
         }
         code
@@ -362,11 +388,13 @@ impl QueryCode {
     /// the true distance, good enough to choose where to walk and what to re-score.
     #[inline]
     pub(crate) fn distance(&self, kernels: &QuantKernels, code: &[u8], norm: f32) -> f32 {
-        let dot = match self.kind {
-            Quantization::Binary => return (kernels.hamming)(&self.bits, code) as f32,
-            Quantization::Bits8 => (kernels.dot_u8)(&self.weights, code),
-            Quantization::Bits4 => (kernels.dot_u4)(&self.weights, code),
-            Quantization::None => 0.0,
+        let dot = match (self.kind, kernels.dot_u8_i8, kernels.dot_u4_i8) {
+            (Quantization::Binary, ..) => return (kernels.hamming)(&self.bits, code) as f32,
+            (Quantization::Bits8, Some(integer), _) => self.scale * integer(&self.weights_i8, code) as f32,
+            (Quantization::Bits4, _, Some(integer)) => self.scale * integer(&self.weights_i8, code) as f32,
+            (Quantization::Bits8, ..) => (kernels.dot_u8)(&self.weights, code),
+            (Quantization::Bits4, ..) => (kernels.dot_u4)(&self.weights, code),
+            (Quantization::None, ..) => 0.0,
         } + self.offset;
         match self.metric {
             Metric::L2 => self.norm - 2.0 * dot + norm,
@@ -411,7 +439,6 @@ mod tests {
                 let codes = Codes::build(kind, dim, &data);
                 for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
                     let query = &data[..dim];
-                    let prepared = QueryCode::new(&codes.codebook, metric, query);
                     for node in 0..50u32 {
                         let decoded = decode(&codes.codebook, codes.code(node), dim);
                         let dot: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from(a * b)).sum();
@@ -422,9 +449,25 @@ mod tests {
                             Metric::InnerProduct => -dot,
                         };
                         for k in available() {
+                            let prepared = QueryCode::new(&codes.codebook, metric, query, &k);
                             let got = f64::from(prepared.distance(&k, codes.code(node), codes.norms[node as usize]));
+                            // Integer kernels round each weight to i8: off by at most half a
+                            // weight step per code unit (twice that under L2's -2 q·x).
+                            let rounding = if prepared.weights_i8.is_empty() {
+                                0.0
+                            } else {
+                                let units: f64 = decoded
+                                    .iter()
+                                    .zip(&codes.codebook.lower)
+                                    .zip(&codes.codebook.step)
+                                    .map(|((x, lo), step)| f64::from((x - lo) / step))
+                                    .sum();
+                                let factor = if metric == Metric::L2 { 2.0 } else { 1.0 };
+                                0.5 * f64::from(prepared.scale) * units * factor
+                            };
+                            let tolerance = 1e-3 * (1.0 + dim as f64) + rounding;
                             assert!(
-                                (got - exact).abs() < 1e-3 * (1.0 + dim as f64),
+                                (got - exact).abs() <= tolerance,
                                 "{kind} {metric} {} dim {dim}: {got} vs {exact}",
                                 k.name
                             );
@@ -441,12 +484,28 @@ mod tests {
     }
 
     #[test]
+    fn integer_kernels_match_their_references_exactly() {
+        for k in available() {
+            let (Some(dot_u8), Some(dot_u4)) = (k.dot_u8_i8, k.dot_u4_i8) else { continue };
+            for dim in [1usize, 63, 64, 65, 128, 384, 1000] {
+                let padded = dim.next_multiple_of(64);
+                let weights: Vec<i8> = (0..padded).map(|i| ((i * 7919) % 255) as u8 as i8).collect();
+                let codes: Vec<u8> = (0..padded).map(|i| ((i * 104729) % 256) as u8).collect();
+                let (w, c) = (&weights[..dim], &codes[..dim]);
+                assert_eq!(dot_u8(w, c), kernels::dot_u8_i8_reference(w, c), "{} dim {dim}", k.name);
+                let packed = &codes[..padded / 2];
+                assert_eq!(dot_u4(&weights, packed), kernels::dot_u4_i8_reference(&weights, packed), "dim {dim}");
+            }
+        }
+    }
+
+    #[test]
     fn binary_codes_count_differing_signs() {
         for dim in [1, 63, 64, 65, 384] {
             let data = rows(20, dim);
             let codes = Codes::build(Quantization::Binary, dim, &data);
             let query = &data[dim..2 * dim];
-            let prepared = QueryCode::new(&codes.codebook, Metric::Cosine, query);
+            let prepared = QueryCode::new(&codes.codebook, Metric::Cosine, query, &available()[0]);
             for node in 0..20u32 {
                 let row = &data[node as usize * dim..][..dim];
                 let mean = &codes.codebook.lower;
