@@ -342,6 +342,18 @@ typedef struct omen_stats {
    * concurrent inserts shared them (group commit).
    */
   uint64_t log_syncs;
+  /**
+   * Bytes of quantized code a vector carries (0 without quantization).
+   */
+  uint64_t code_bytes_per_vector;
+  /**
+   * `bytes_on_disk / vectors`, rounded.
+   */
+  uint64_t bytes_per_vector_on_disk;
+  /**
+   * `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
+   */
+  uint64_t bytes_per_vector_resident;
 } omen_stats;
 
 /**

@@ -204,6 +204,10 @@ impl Index {
             stats.bytes_mapped += mapped as u64;
             stats.bytes_mapped_resident += resident as u64;
         }
+        let per_vector = |bytes: u64| (bytes as f64 / stats.vectors.max(1) as f64).round() as u64;
+        stats.code_bytes_per_vector = self.options.quantization.code_len(self.options.dim) as u64;
+        stats.bytes_per_vector_on_disk = per_vector(stats.bytes_on_disk);
+        stats.bytes_per_vector_resident = per_vector(stats.bytes_heap + stats.bytes_mapped_resident);
         stats
     }
 }

@@ -148,6 +148,8 @@ type Stats struct {
 	Segments, Vectors                                        uint64
 	BytesOnDisk, BytesHeap, BytesMapped, BytesMappedResident uint64
 	LogSyncs                                                 uint64 // fsyncs of the write-ahead log since Open
+	CodeBytesPerVector                                       uint64 // quantized code a vector carries
+	BytesPerVectorOnDisk, BytesPerVectorResident             uint64
 }
 
 // DefaultOptions returns the library's defaults for the given dimension and metric.
@@ -303,6 +305,8 @@ func (ix *Index) Stats() (Stats, error) {
 		Segments: uint64(raw.segments), Vectors: uint64(raw.vectors), BytesOnDisk: uint64(raw.bytes_on_disk),
 		BytesHeap: uint64(raw.bytes_heap), BytesMapped: uint64(raw.bytes_mapped),
 		BytesMappedResident: uint64(raw.bytes_mapped_resident), LogSyncs: uint64(raw.log_syncs),
+		CodeBytesPerVector: uint64(raw.code_bytes_per_vector), BytesPerVectorOnDisk: uint64(raw.bytes_per_vector_on_disk),
+		BytesPerVectorResident: uint64(raw.bytes_per_vector_resident),
 	}, nil
 }
 

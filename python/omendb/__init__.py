@@ -170,7 +170,8 @@ class _SearchParams(ctypes.Structure):
 
 class _Stats(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t)] + [(name, ctypes.c_uint64) for name in (
-        "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident", "log_syncs")]
+        "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident", "log_syncs",
+        "code_bytes_per_vector", "bytes_per_vector_on_disk", "bytes_per_vector_resident")]
 
 
 def _load():
@@ -363,7 +364,7 @@ class Index:
 
     def stats(self):
         """A dict: segments, vectors, bytes_on_disk, bytes_heap, bytes_mapped, bytes_mapped_resident,
-        log_syncs."""
+        log_syncs, code_bytes_per_vector, bytes_per_vector_on_disk, bytes_per_vector_resident."""
         stats = _Stats(size=ctypes.sizeof(_Stats))
         with self._handle as index:
             _call(_lib.omen_index_stats, index, ctypes.byref(stats))

@@ -194,6 +194,12 @@ pub struct omen_stats {
     /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
     /// concurrent inserts shared them (group commit).
     pub log_syncs: u64,
+    /// Bytes of quantized code a vector carries (0 without quantization).
+    pub code_bytes_per_vector: u64,
+    /// `bytes_on_disk / vectors`, rounded.
+    pub bytes_per_vector_on_disk: u64,
+    /// `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
+    pub bytes_per_vector_resident: u64,
 }
 
 /// Fills `*out_stats` with the index's segments, vectors and bytes on disk and in memory.
@@ -238,6 +244,9 @@ pub extern "C" fn omen_index_stats(
             bytes_mapped: stats.bytes_mapped,
             bytes_mapped_resident: stats.bytes_mapped_resident,
             log_syncs: stats.log_syncs,
+            code_bytes_per_vector: stats.code_bytes_per_vector,
+            bytes_per_vector_on_disk: stats.bytes_per_vector_on_disk,
+            bytes_per_vector_resident: stats.bytes_per_vector_resident,
         };
         // SAFETY: non-NULL, aligned, `size` = sizeof(omen_stats) writable bytes (caller's contract).
         unsafe { write_out(out_stats, stats) };

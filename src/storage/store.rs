@@ -138,6 +138,12 @@ pub struct Stats {
     /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
     /// concurrent inserts shared them (group commit).
     pub log_syncs: u64,
+    /// Bytes of quantized code a vector carries (0 without quantization).
+    pub code_bytes_per_vector: u64,
+    /// `bytes_on_disk / vectors`, rounded.
+    pub bytes_per_vector_on_disk: u64,
+    /// `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
+    pub bytes_per_vector_resident: u64,
 }
 
 impl Store {

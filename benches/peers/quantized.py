@@ -1,0 +1,207 @@
+"""Quantized search side by side: omendb's codes (none, binary, 4bit, 8bit) beside usearch's i8
+and b1 modes and faiss IndexHNSWSQ (8 and 4 bit) and IndexBinaryHNSW, on one dataset, in one run.
+
+    python benches/peers/quantized.py ../shared/data/npm51k --metric cos --omendb python/ \
+        | tee build/quantized.txt
+    python ../shared/bench/compare.py < build/quantized.txt   # queries/s at recall 0.95
+
+Output rows use ann_peers.py's format (build s, vec/s, memory MB, then recall/qps per ef, one
+search thread), so compare.py reads them. Peers that return neighbours ranked by their codes
+alone (faiss SQ and binary, usearch i8 and b1) are measured as they answer, without re-scoring.
+
+Then, per omendb code, the resident memory of a search: the index is written to a database,
+opened (mapped) in a fresh process, searched at every ef, and its heap plus the mapped pages
+it touched are divided by the vectors ("resident B/vec"), next to the f32 vectors' 4*dim.
+"""
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "bench"))
+from ann_peers import exact_neighbours, read_vecs, recall, rss_mb  # noqa: E402
+
+
+class OmendbCode:
+    def __init__(self, module, code):
+        self.module, self.code, self.name = module, code, f"omendb-{code}"
+
+    def build(self, base, metric, m, efc, threads):
+        self.index = self.module.Index(dim=base.shape[1], metric={"l2": "l2", "cos": "cosine"}[metric], m=m,
+                                       ef_construction=efc, threads=threads, quantization=self.code)
+        self.index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
+
+    def search(self, q, k, ef):
+        return self.index.search_batch(q, k, ef, threads=1)[0]
+
+
+class UsearchCode:
+    def __init__(self, dtype):
+        self.dtype, self.name = dtype, f"usearch-{dtype}"
+
+    def build(self, base, metric, m, efc, threads):
+        from usearch.index import Index
+        if self.dtype == "b1":
+            self.mean = base.mean(axis=0)
+            base = np.packbits(base > self.mean, axis=1)
+            kind = "hamming"
+        else:
+            kind = {"l2": "l2sq", "cos": "cos"}[metric]
+        self.index = Index(ndim=base.shape[1] * (8 if self.dtype == "b1" else 1), metric=kind, dtype=self.dtype,
+                           connectivity=m, expansion_add=efc)
+        self.index.add(np.arange(len(base)), base, threads=threads)
+
+    def search(self, q, k, ef):
+        self.index.expansion_search = ef
+        if self.dtype == "b1":
+            q = np.packbits(q > self.mean, axis=1)
+        return self.index.search(q, k, threads=1).keys
+
+
+class FaissSQ:
+    def __init__(self, bits):
+        self.bits, self.name = bits, f"faiss-sq{bits}"
+
+    def build(self, base, metric, m, efc, threads):
+        import faiss
+        faiss.omp_set_num_threads(threads)
+        qtype = faiss.ScalarQuantizer.QT_8bit if self.bits == 8 else faiss.ScalarQuantizer.QT_4bit
+        space = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        self.index = faiss.IndexHNSWSQ(base.shape[1], qtype, m, space)
+        self.index.hnsw.efConstruction = efc
+        self.index.train(base)
+        self.index.add(base)
+        faiss.omp_set_num_threads(1)
+
+    def search(self, q, k, ef):
+        self.index.hnsw.efSearch = ef
+        return self.index.search(q, k)[1]
+
+
+class FaissBinary:
+    name = "faiss-bin"
+
+    def build(self, base, metric, m, efc, threads):
+        import faiss
+        faiss.omp_set_num_threads(threads)
+        self.mean = base.mean(axis=0)
+        self.index = faiss.IndexBinaryHNSW(base.shape[1], m)
+        self.index.hnsw.efConstruction = efc
+        self.index.add(np.packbits(base > self.mean, axis=1))
+        faiss.omp_set_num_threads(1)
+
+    def search(self, q, k, ef):
+        self.index.hnsw.efSearch = ef
+        return self.index.search(np.packbits(q > self.mean, axis=1), k)[1]
+
+
+RESIDENT = """
+import json, sys, numpy as np
+sys.path.insert(0, {package!r})
+import omendb
+queries = np.load({queries!r})
+index = omendb.Index.open({path!r}, verify=False)
+for ef in {efs!r}:
+    index.search_batch(queries, {k}, ef, threads=1)
+print(json.dumps(index.stats()))
+"""
+
+
+def resident_per_vector(module, package, code, base, queries, metric, m, efc, threads, efs, k):
+    """Heap plus touched mapped bytes per vector of a database searched in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "db")
+        with module.Index.open(path, dim=base.shape[1], metric={"l2": "l2", "cos": "cosine"}[metric], m=m,
+                               ef_construction=efc, threads=threads, quantization=code,
+                               segment_capacity=len(base), durability="never") as index:
+            index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
+        np.save(os.path.join(tmp, "queries.npy"), queries)
+        script = RESIDENT.format(package=package, queries=os.path.join(tmp, "queries.npy"), path=path, efs=efs, k=k)
+        import json
+        stats = json.loads(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                                          text=True).stdout)
+        disk = stats["bytes_on_disk"] / len(base)
+        return (stats["bytes_heap"] + stats["bytes_mapped_resident"]) / len(base), disk
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data", help="prefix of DATA_base.fvecs (or _base.f16) / DATA_query.fvecs / DATA_groundtruth.ivecs")
+    ap.add_argument("--metric", default="cos", choices=["l2", "cos"])
+    ap.add_argument("--n", type=int, default=0)
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--efc", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--efs", default="10,20,40,80,160,320")
+    ap.add_argument("--omendb", metavar="DIR", required=True, help="directory holding the omendb Python package")
+    ap.add_argument("--systems", default="omendb-none,omendb-4bit,omendb-8bit,omendb-binary,usearch-i8,usearch-b1,"
+                                         "faiss-sq8,faiss-sq4,faiss-bin")
+    ap.add_argument("--no-resident", action="store_true", help="skip the resident-memory runs")
+    a = ap.parse_args()
+
+    sys.path.insert(0, a.omendb)
+    import omendb
+
+    queries = read_vecs(a.data + "_query.fvecs", np.float32)
+    if os.path.exists(a.data + "_base.fvecs"):
+        base = read_vecs(a.data + "_base.fvecs", np.float32)
+    else:
+        base = np.fromfile(a.data + "_base.f16", "<f2").astype(np.float32).reshape(-1, queries.shape[1])
+    if a.n:
+        base = np.ascontiguousarray(base[: a.n])
+    if a.metric == "cos":
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    gt_path = a.data + "_groundtruth.ivecs"
+    truth = read_vecs(gt_path, np.int32) if os.path.exists(gt_path) and not a.n else \
+        exact_neighbours(base, queries, a.metric, a.k)
+
+    makers = {f"omendb-{c}": (lambda c=c: OmendbCode(omendb, c)) for c in ("none", "binary", "4bit", "8bit")}
+    makers.update({"usearch-i8": lambda: UsearchCode("i8"), "usearch-b1": lambda: UsearchCode("b1"),
+                   "faiss-sq8": lambda: FaissSQ(8), "faiss-sq4": lambda: FaissSQ(4), "faiss-bin": FaissBinary})
+    efs = list(map(int, a.efs.split(",")))
+    print(f"# {os.path.basename(a.data)} n={len(base)} dim={base.shape[1]} metric={a.metric} queries={len(queries)} "
+          f"M={a.m} efc={a.efc} build_threads={a.threads} search_threads=1 k={a.k}")
+    print(f"{'system':14} {'build_s':>8} {'vec/s':>8} {'memMB':>7}  " + "  ".join(f"{'ef' + str(e) + ' rec/qps':>14}" for e in efs))
+    for name in a.systems.split(","):
+        system = makers[name]()
+        gc.collect()
+        before = rss_mb()
+        t = time.perf_counter()
+        system.build(base, a.metric, a.m, a.efc, a.threads)
+        build_s = time.perf_counter() - t
+        mem = rss_mb() - before
+        cells = []
+        for ef in efs:
+            system.search(queries[:50], a.k, ef)
+            best = None
+            for _ in range(2):
+                t = time.perf_counter()
+                found = np.asarray(system.search(queries, a.k, ef)).astype(np.int64)
+                qps = len(queries) / (time.perf_counter() - t)
+                best = qps if best is None else max(best, qps)
+            cells.append(f"{recall(found, truth, a.k):.3f}/{best:.0f}")
+        print(f"{name:14} {build_s:8.1f} {len(base) / build_s:8.0f} {mem:7.0f}  " + "  ".join(f"{c:>14}" for c in cells),
+              flush=True)
+        del system
+        gc.collect()
+    if a.no_resident:
+        return
+    print(f"# resident memory of a mapped database after searching at every ef; f32 vectors alone: "
+          f"{4 * base.shape[1]} B/vec")
+    for code in ("none", "binary", "4bit", "8bit"):
+        if f"omendb-{code}" not in a.systems.split(","):
+            continue
+        resident, disk = resident_per_vector(omendb, os.path.abspath(a.omendb), code, base, queries, a.metric, a.m,
+                                             a.efc, a.threads, efs, a.k)
+        print(f"# omendb-{code:7} resident {resident:7.0f} B/vec   on disk {disk:7.0f} B/vec", flush=True)
+
+
+if __name__ == "__main__":
+    main()
