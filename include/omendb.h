@@ -369,9 +369,9 @@ typedef struct omen_search_params {
    */
   size_t ef;
   /**
-   * With quantized codes, candidates re-scored exactly per result (the beam widens to at
-   * least `k * oversample`): 0 = `options.oversample` (whose 0 is the code's default).
-   * Ignored without codes.
+   * With quantized codes, candidates re-scored exactly per result: the beam widens to at
+   * least `k * oversample` and the best `max(k * oversample, ef / 2)` are re-scored. 0 =
+   * `options.oversample` (whose 0 is the code's default). Ignored without codes.
    */
   size_t oversample;
   /**

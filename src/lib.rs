@@ -196,10 +196,10 @@ fn fill(hits: &[Hit], ids: &mut [u64], distances: &mut [f32]) -> usize {
 pub struct SearchParams {
     /// Beam width: 0 uses `Options::ef_search`; a value below `k` is raised to `k`.
     pub ef: usize,
-    /// With quantized codes: candidates re-scored exactly per result (`k * oversample` in all;
-    /// the beam is widened to at least that). 0 uses `Options::oversample`, whose 0 means the
-    /// code's default (binary 20, 4-bit 2, 8-bit 2). Ignored without codes, where every
-    /// candidate of the beam is re-scored.
+    /// With quantized codes: candidates re-scored exactly per result. The beam is widened to
+    /// at least `k * oversample` and the best `max(k * oversample, ef / 2)` are re-scored. 0 uses
+    /// `Options::oversample`, whose 0 means the code's default (binary 20, 4-bit 2, 8-bit 2).
+    /// Ignored without codes, where every candidate of the beam is re-scored.
     pub oversample: usize,
 }
 

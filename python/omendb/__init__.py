@@ -305,8 +305,8 @@ class Index:
     def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
                  threads=0, seed=None, quantization="none", oversample=0):
         """quantization: "none", "binary" (1 bit a dimension; not for "ip"), "4bit" or "8bit": the
-        codes the graph walk reads; the best `k * oversample` candidates are re-scored with the
-        exact vectors (oversample 0: the code's default, binary 20, 4bit 2, 8bit 2)."""
+        codes the graph walk reads; the best max(k * oversample, ef / 2) candidates are re-scored
+        with the exact vectors (oversample 0: the code's default, binary 20, 4bit 2, 8bit 2)."""
         options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,
                            quantization, oversample)
         handle = ctypes.c_void_p()

@@ -373,9 +373,9 @@ pub struct omen_search_params {
     pub size: usize,
     /// Beam width: 0 = `options.ef_search`; below k is raised to k.
     pub ef: usize,
-    /// With quantized codes, candidates re-scored exactly per result (the beam widens to at
-    /// least `k * oversample`): 0 = `options.oversample` (whose 0 is the code's default).
-    /// Ignored without codes.
+    /// With quantized codes, candidates re-scored exactly per result: the beam widens to at
+    /// least `k * oversample` and the best `max(k * oversample, ef / 2)` are re-scored. 0 =
+    /// `options.oversample` (whose 0 is the code's default). Ignored without codes.
     pub oversample: usize,
     /// `omen_index_search_batch_with` only: as `threads` of `omen_index_search_batch`.
     pub threads: usize,

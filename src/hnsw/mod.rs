@@ -536,8 +536,8 @@ impl Graph {
     ///
     /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and all
     /// of the beam is re-scored exactly. With codes it ranks by them, with a beam of
-    /// `max(ef, k * oversample)`, and re-scores the best `k * oversample` (`oversample` 0: the
-    /// code's default).
+    /// `max(ef, k * oversample)`, and re-scores the best `max(k * oversample, ef / 2)`
+    /// (`oversample` 0: the code's default).
     pub(crate) fn search<'s>(
         &self,
         query: &[f32],
@@ -564,7 +564,9 @@ impl Graph {
                 let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query, &kernels);
                 let walk = CodeWalk { codes, query: &prepared, kernels };
                 self.walk_layer0(&walk, ef.max(candidates), entry, s);
-                candidates.min(s.found.len())
+                // Half the beam at least, so a wider beam still raises recall where the codes
+                // rank poorly (as re-scoring the whole beam does without codes).
+                candidates.max(ef / 2).min(s.found.len())
             }
         };
         // Rank the walk's best exactly. Their low halves (with codes, all of them) were never
