@@ -28,6 +28,8 @@ fn random_calls_never_panic_and_keep_the_index_consistent() {
         options.ef_search = (rng.next_u64() % 50) as usize;
         options.segment_capacity = (rng.next_u64() % 300) as usize;
         options.threads = (rng.next_u64() % 3) as usize;
+        options.quantization = (rng.next_u64() % 5) as u32; // 4 is not a code
+        options.oversample = (rng.next_u64() % 4) as usize;
         let mut index = null_mut();
         let status = omen_index_create(&options, &mut index, null_mut());
         assert_ne!(status, omen_status::Panic, "round {round}: create panicked");
@@ -62,19 +64,43 @@ fn random_calls_never_panic_and_keep_the_index_consistent() {
             let query: Vec<f32> = (0..queries * dim).map(|_| rng.gaussian()).collect();
             let (mut out_ids, mut out_distances, mut counts) =
                 (vec![0u64; queries * k], vec![0f32; queries * k], vec![0usize; queries]);
-            let status = omen_index_search_batch(
-                index,
-                query.as_ptr(),
-                queries,
-                dim,
-                k,
-                ef,
-                (rng.next_u64() % 3) as usize,
-                out_ids.as_mut_ptr(),
-                out_distances.as_mut_ptr(),
-                counts.as_mut_ptr(),
-                null_mut(),
-            );
+            let threads = (rng.next_u64() % 3) as usize;
+            let (ids_out, distances_out, counts_out) =
+                (out_ids.as_mut_ptr(), out_distances.as_mut_ptr(), counts.as_mut_ptr());
+            let status = if rng.next_u64().is_multiple_of(2) {
+                omen_index_search_batch(
+                    index,
+                    query.as_ptr(),
+                    queries,
+                    dim,
+                    k,
+                    ef,
+                    threads,
+                    ids_out,
+                    distances_out,
+                    counts_out,
+                    null_mut(),
+                )
+            } else {
+                let params = omen_search_params {
+                    size: size_of::<omen_search_params>(),
+                    ef,
+                    oversample: (rng.next_u64() % 5) as usize,
+                    threads,
+                };
+                omen_index_search_batch_with(
+                    index,
+                    query.as_ptr(),
+                    queries,
+                    dim,
+                    k,
+                    &params,
+                    ids_out,
+                    distances_out,
+                    counts_out,
+                    null_mut(),
+                )
+            };
             assert_ne!(status, omen_status::Panic, "round {round}: search panicked");
             if status == omen_status::Ok {
                 for q in 0..queries {
