@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{brute_force, recall, Rng};
-use omendb::{Error, Index, Metric, Options};
+use omendb::{Error, Index, Metric, Options, Quantization};
 
 const DIM: usize = 16;
 
@@ -40,11 +40,17 @@ impl Drop for TempDir {
     }
 }
 
+/// The test databases' options; a child creating one takes its quantization from OMENDB_CODES.
 fn options() -> Options {
     let mut options = Options::new(DIM, Metric::L2);
     options.m = 8;
     options.ef_construction = 48;
     options.segment_capacity = 1500;
+    options.quantization = match std::env::var("OMENDB_CODES").as_deref() {
+        Ok("4bit") => Quantization::Bits4,
+        Ok("8bit") => Quantization::Bits8,
+        _ => Quantization::None,
+    };
     options
 }
 
@@ -264,7 +270,18 @@ fn reopen_replays_a_log_tail_to_identical_results() {
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
     let rounds: u64 = std::env::var("OMENDB_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let mut rng = Rng::new(0xC4A5);
+    crash_rounds(rounds, 0xC4A5, "none");
+}
+
+/// The same with 4-bit codes, which seals and snapshots write and replays rebuild.
+#[test]
+fn sigkill_with_quantized_codes_loses_no_acknowledged_batch() {
+    let rounds: u64 = std::env::var("OMENDB_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    crash_rounds(rounds.div_ceil(5), 0xC0DE, "4bit");
+}
+
+fn crash_rounds(rounds: u64, seed: u64, codes: &str) {
+    let mut rng = Rng::new(seed);
     let mut dir = TempDir::new("crash");
     let mut next = 0u64;
     let mut partial_states = 0;
@@ -273,7 +290,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
             dir = TempDir::new("crash");
             next = 0;
         }
-        let mut process = child("insert-forever", dir.path(), &[("OMENDB_FIRST", next.to_string())]);
+        let env = [("OMENDB_FIRST", next.to_string()), ("OMENDB_CODES", codes.to_string())];
+        let mut process = child("insert-forever", dir.path(), &env);
         let stdout = process.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut lines = lines_with("", stdout);
@@ -305,11 +323,14 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
         }
         assert!(!index.contains(batch(acknowledged + 1).0[0]), "round {round}: a batch never sent is present");
         assert_eq!(index.len(), expected, "round {round}");
+        assert_eq!(index.options().quantization.to_string(), codes, "round {round}: stored quantization");
         let r = recall_of(&index, acknowledged + 1);
         assert!(r >= 0.95, "round {round}: recall {r}");
         next = acknowledged + u64::from(present > 0);
     }
-    println!("{rounds} rounds; {partial_states} kills landed after a batch was logged but before it was acknowledged");
+    println!(
+        "{codes}: {rounds} rounds; {partial_states} kills landed after a batch was logged but before it was acknowledged"
+    );
 }
 
 #[test]
