@@ -306,3 +306,34 @@ fn random_mutations_never_crash_an_open() {
     }
     assert!(total > 0);
 }
+
+/// Files written by format version 1 (before quantized codes) still open: the template's
+/// segments carry no code sections, so only their version number differs, and a version-1
+/// manifest lacks the quantization field.
+#[test]
+fn format_1_files_still_open() {
+    let (_, _, total) = *template();
+    let fix_crc = |bytes: &mut Vec<u8>, end: usize| {
+        let crc = crc32c::crc32c(&bytes[..end]);
+        bytes[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    };
+    // Manifest v2: magic, version, four u32, three u64, next_ordinal, then quantization at 56.
+    let dir = damaged_copy("MANIFEST", |b| {
+        assert_eq!(u32::from_le_bytes(b[56..60].try_into().unwrap()), 0, "the template has no codes");
+        b.drain(56..60);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let end = b.len() - 4;
+        fix_crc(b, end);
+    });
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("segment-") || name.starts_with("growing-") {
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+            let header_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+            fix_crc(&mut bytes, header_len - 4);
+            std::fs::write(entry.path(), bytes).unwrap();
+        }
+    }
+    assert_eq!(check_open(&dir, true, &[], total, "format 1"), Ok(total));
+}
