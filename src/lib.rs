@@ -386,9 +386,8 @@ impl Index {
         }
         self.index_ids(writer);
         self.ids.read().unwrap_or_else(PoisonError::into_inner).check_new(ids)?;
-        let prepared = self.prepare(vectors)?;
-        let raw = vectors;
-        let vectors = prepared;
+        // `raw` is what the log keeps (replay prepares it again); `vectors` what the graph stores.
+        let (raw, vectors) = (vectors, self.prepare(vectors)?);
 
         let current = self.snapshot();
         let into_growing = current.growing.room().min(ids.len());

@@ -79,17 +79,17 @@ impl Index {
     /// the database as it was when they opened.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Index> {
         let dir = path.as_ref();
+        if !options.read_only {
+            return Self::open_once(dir, &options);
+        }
+        let generation = || Manifest::read(dir).ok().flatten().map(|m| m.generation);
         let mut attempts = 0;
         loop {
-            let generation = Manifest::read(dir).ok().flatten().map(|m| m.generation);
+            let before = generation();
             match Self::open_once(dir, &options) {
-                // A writer's checkpoint replaced files while this read-only opening read them:
-                // try again with the new manifest.
-                Err(Error::Io { .. } | Error::Corrupt { .. })
-                    if options.read_only
-                        && attempts < 10
-                        && Manifest::read(dir).ok().flatten().map(|m| m.generation) != generation =>
-                {
+                // A writer's checkpoint replaced files while this opening read them: try again
+                // with the new manifest.
+                Err(Error::Io { .. } | Error::Corrupt { .. }) if attempts < 10 && generation() != before => {
                     attempts += 1
                 }
                 result => return result,

@@ -16,6 +16,8 @@ mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::sum256;
 
 /// How two vectors are compared. Smaller distances are closer for every metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

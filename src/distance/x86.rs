@@ -95,7 +95,7 @@ unsafe fn load16_coarse(p: *const u16) -> __m512 {
 /// Horizontal sum of eight lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn sum256(v: __m256) -> f32 {
+pub(crate) fn sum256(v: __m256) -> f32 {
     let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
     let single = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));

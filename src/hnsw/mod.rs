@@ -261,10 +261,10 @@ impl Graph {
     }
 
     /// The header fields that describe this graph.
-    pub(crate) fn header(&self, ordinal: u32, metric: u32) -> SegmentHeader {
+    pub(crate) fn header(&self, ordinal: u32) -> SegmentHeader {
         SegmentHeader {
             dim: self.dim as u32,
-            metric,
+            metric: self.distance.metric().code(),
             m: self.params.m as u32,
             ef_construction: self.params.ef_construction as u32,
             count: self.len() as u64,
@@ -352,10 +352,6 @@ impl Graph {
             code_len,
             codebook,
         }))
-    }
-
-    pub(crate) fn metric(&self) -> crate::Metric {
-        self.distance.metric()
     }
 
     /// Heap bytes held (arrays read from a mapping count nothing).

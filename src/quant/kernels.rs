@@ -93,6 +93,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::QuantKernels;
+    use crate::distance::sum256;
 
     /// # Safety
     /// The CPU supports AVX-512F; `c` holds at least `w.len()` bytes is not required (clipped).
@@ -138,15 +139,6 @@ mod x86 {
             }
         }
         _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
-    }
-
-    /// Horizontal sum of eight lanes.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn sum256(v: __m256) -> f32 {
-        let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-        _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
     }
 
     /// # Safety

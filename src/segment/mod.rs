@@ -258,7 +258,7 @@ fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64]) -> crate
     if !codebook.is_empty() {
         sections.push((Section::Codebook, bytemuck::cast_slice(&codebook)));
     }
-    segment_file::write(path, &graph.header(ordinal, graph.metric().code()), &sections)
+    segment_file::write(path, &graph.header(ordinal), &sections)
 }
 
 /// The graph and ids in `file`, checked against the index layout.
