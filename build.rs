@@ -1,9 +1,10 @@
-// Writes include/omendb.h from the `#[no_mangle]` exports in src/ffi/ with cbindgen.
-// tests/header.rs includes this file to regenerate the header and compare it with the committed one.
+// Generates the C header from the `#[no_mangle]` exports in src/ffi/ with cbindgen, into
+// $OUT_DIR/omendb.h: a build never writes to the source tree. tests/header.rs fails when the
+// committed include/omendb.h differs from it (`make header` updates the committed copy).
 
 use std::path::Path;
 
-#[allow(dead_code, clippy::expect_used)] // called by cargo; tests/header.rs includes this file for `generate` only
+#[allow(clippy::expect_used)] // a build script reports failure by panicking
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
@@ -16,8 +17,8 @@ fn main() {
     }
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let version = std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
-    // Writes only when the content changed, so an unchanged header keeps its timestamp.
-    generate(Path::new(&root), &version).write_to_file(Path::new(&root).join("include/omendb.h"));
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    generate(Path::new(&root), &version).write_to_file(Path::new(&out).join("omendb.h"));
 }
 
 /// The header for the crate at `root`, whose Cargo.toml version is `version`.

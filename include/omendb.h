@@ -6,8 +6,10 @@
  *   `omen_error **err` last. On failure *err receives an error you free with omen_error_free;
  *   on success *err is set to NULL. Pass NULL for err when you only need the status.
  * - Outputs are written only on success. Lengths are explicit size_t; (NULL, 0) is an empty array.
- * - Thread safety: one omen_index may be used from many threads at once (searches run
- *   concurrently with each other and with inserts); only omen_index_free needs exclusive access.
+ * - Thread safety follows const: a call that takes `const omen_index *` may run concurrently with
+ *   any other such call on the same index (searches with each other and with inserts, flushes,
+ *   stats). A call that takes `omen_index *` needs the index to itself: no other call may run
+ *   during it or use the index afterwards. Those are omen_index_close and omen_index_free.
  * - Check that header and library match: omen_abi_version() == OMEN_ABI_VERSION.
  */
 
@@ -559,8 +561,8 @@ OMEN_MUST_USE omen_status omen_index_stats(const struct omen_index *index, struc
  * Borrows `ids` and `vectors` during the call only; the index keeps copies.
  *
  * # Thread safety
- * May run concurrently with searches and other inserts on the same index; inserts are applied
- * one at a time.
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`;
+ * inserts are applied one at a time.
  *
  * # Errors
  * On any error the index is unchanged. `OMEN_STATUS_NULL_ARGUMENT` for a NULL `index`, or NULL
@@ -569,7 +571,7 @@ OMEN_MUST_USE omen_status omen_index_stats(const struct omen_index *index, struc
  * vector under cosine; `OMEN_STATUS_DUPLICATE_ID` for an id already present or repeated in the
  * batch; `OMEN_STATUS_INVALID_ARGUMENT` for misaligned pointers or sizes that overflow.
  */
-OMEN_MUST_USE omen_status omen_index_insert_batch(struct omen_index *index, const uint64_t *ids, const float *vectors, size_t count, size_t dim, struct omen_error **err);
+OMEN_MUST_USE omen_status omen_index_insert_batch(const struct omen_index *index, const uint64_t *ids, const float *vectors, size_t count, size_t dim, struct omen_error **err);
 
 /**
  * Finds the `k` nearest neighbours of one query, closest first.
@@ -584,7 +586,7 @@ OMEN_MUST_USE omen_status omen_index_insert_batch(struct omen_index *index, cons
  * Borrows every pointer during the call only; writes the outputs only on success.
  *
  * # Thread safety
- * May run concurrently with any call on the same index except `omen_index_free`; sees every
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`; sees every
  * batch whose insert returned before the search started.
  *
  * # Errors
@@ -652,7 +654,7 @@ OMEN_MUST_USE omen_status omen_index_search_batch(const struct omen_index *index
  * Borrows `index` during the call.
  *
  * # Thread safety
- * May run concurrently with any call on the same index except `omen_index_free`.
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
  */
 size_t omen_index_len(const struct omen_index *index);
 
@@ -663,7 +665,7 @@ size_t omen_index_len(const struct omen_index *index);
  * Borrows `index` during the call.
  *
  * # Thread safety
- * May run concurrently with any call on the same index except `omen_index_free`.
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
  */
 size_t omen_index_dim(const struct omen_index *index);
 
@@ -674,7 +676,7 @@ size_t omen_index_dim(const struct omen_index *index);
  * Borrows `index` during the call.
  *
  * # Thread safety
- * May run concurrently with any call on the same index except `omen_index_free`.
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
  */
 size_t omen_index_segment_count(const struct omen_index *index);
 

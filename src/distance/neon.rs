@@ -2,7 +2,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{widen, Kernels};
+use super::{same_length, widen, Kernels};
 
 pub(super) const KERNELS: Kernels = Kernels { name: "neon", dot, l2sq, dot_coarse, l2sq_coarse };
 
@@ -33,7 +33,8 @@ fn same(x: f32) -> f32 {
 macro_rules! neon_kernel {
     ($name:ident, $b:ty, $load_b:expr, $widen:expr, $step:expr, $tail:expr) => {
         fn $name(a: &[f32], b: &[$b]) -> f32 {
-            let n = a.len().min(b.len());
+            same_length(a.len(), b.len());
+            let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             // SAFETY: NEON is mandatory on aarch64; every load reads 4 elements at an offset
             // `o` with `o + 4 <= n`, inside both slices.

@@ -1,13 +1,12 @@
 //! Portable kernels: the reference every SIMD variant is tested against, and the fallback.
 //! Eight independent accumulators let the compiler keep several FMA chains in flight.
 
-use super::widen;
+use super::{same_length, widen};
 
-/// Sums `term(a[i], value(b[i]))` over the common prefix of `a` and `b`.
+/// Sums `term(a[i], value(b[i]))` over `a` and `b`, of equal lengths.
 #[inline(always)]
 fn fold<B: Copy>(a: &[f32], b: &[B], value: impl Fn(B) -> f32, term: impl Fn(f32, f32) -> f32) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
+    same_length(a.len(), b.len());
     let mut acc = [0.0f32; 8];
     let mut chunks_a = a.chunks_exact(8);
     let mut chunks_b = b.chunks_exact(8);

@@ -1,13 +1,13 @@
 //! AVX2+FMA and AVX-512F kernels for x86_64.
 //!
-//! Each public kernel is a safe `fn` that clips both slices to their common length and then calls a
+//! Each public kernel is a safe `fn` that checks both slices have the same length and then calls a
 //! `#[target_feature]` body. Those wrappers are private to this module and handed out only by
 //! [`detected`], after the CPU has reported the feature: that is the invariant every `SAFETY` note
 //! below relies on.
 
 use std::arch::x86_64::*;
 
-use super::{widen, Kernels};
+use super::{same_length, widen, Kernels};
 
 /// The kernels this CPU supports, in increasing order of preference.
 pub(super) fn detected() -> Vec<Kernels> {
@@ -40,22 +40,22 @@ pub(super) fn prefetch<T>(data: &[T]) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().cast()) }
 }
 
-/// Runs an AVX2 body on the common prefix of `a` and `b`.
+/// Runs an AVX2 body on `a` and `b`, which must have the same length.
 #[inline(always)]
 fn avx2<B>(a: &[f32], b: &[B], body: unsafe fn(&[f32], &[B]) -> f32) -> f32 {
-    let n = a.len().min(b.len());
+    same_length(a.len(), b.len());
     // SAFETY: only reachable through the table `detected` builds after seeing avx2 and fma;
-    // both slices are clipped to the same length.
-    unsafe { body(&a[..n], &b[..n]) }
+    // both slices have the same length (checked above).
+    unsafe { body(a, b) }
 }
 
-/// Runs an AVX-512 body on the common prefix of `a` and `b`.
+/// Runs an AVX-512 body on `a` and `b`, which must have the same length.
 #[inline(always)]
 fn avx512<B>(a: &[f32], b: &[B], body: unsafe fn(&[f32], &[B]) -> f32) -> f32 {
-    let n = a.len().min(b.len());
+    same_length(a.len(), b.len());
     // SAFETY: only reachable through the table `detected` builds after seeing avx512f; both
-    // slices are clipped to the same length.
-    unsafe { body(&a[..n], &b[..n]) }
+    // slices have the same length (checked above).
+    unsafe { body(a, b) }
 }
 
 /// Eight f32 lanes from eight f32 values.

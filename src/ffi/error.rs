@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Result of every fallible call. Values are fixed forever and never reused; new codes take new
 /// numbers. Ranges: 0 success; 1-99 the caller's input; 100-199 files and stored data;

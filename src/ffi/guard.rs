@@ -107,6 +107,54 @@ pub(crate) unsafe fn write_out<T>(ptr: *mut T, value: T) {
     unsafe { ptr.write(value) }
 }
 
+/// The `size` a caller set as the first field of its struct at `ptr`, after checking `ptr`.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a readable `T` whose first field is a `size_t`.
+pub(crate) unsafe fn size_field<T>(ptr: *const T, name: &str) -> Result<usize, Failure> {
+    require(ptr, name)?;
+    // SAFETY: non-NULL and aligned for `T` (checked), whose first field is a size_t (contract).
+    Ok(unsafe { ptr.cast::<usize>().read() })
+}
+
+/// Fails unless `size` is this library's `sizeof(T)` or one of the `older` layouts it still
+/// accepts: any other size means the caller's header does not match the library.
+pub(crate) fn check_size<T>(size: usize, older: &[usize]) -> Result<(), Failure> {
+    if size == size_of::<T>() || older.contains(&size) {
+        return Ok(());
+    }
+    let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("struct");
+    Err(Failure::invalid(format!(
+        "{name} size is {size} but this library's is {}: the header does not match the library",
+        size_of::<T>()
+    )))
+}
+
+/// Reads a caller's struct whose first field is its `size` (checked by [`check_size`]). An
+/// older, shorter layout is read as far as it goes; the newer fields keep `defaults`' values,
+/// and the copy's `size` is this library's.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a readable struct of the size its first field states; `T`
+/// must be `#[repr(C)]`, start with a `usize`, and accept any bytes in its fields (integers).
+pub(crate) unsafe fn read_sized<T: Copy>(
+    ptr: *const T,
+    name: &str,
+    older: &[usize],
+    defaults: T,
+) -> Result<T, Failure> {
+    // SAFETY: passed on (caller's contract).
+    let size = unsafe { size_field(ptr, name) }?;
+    check_size::<T>(size, older)?;
+    let mut copy = defaults;
+    // SAFETY: `size` is at most `sizeof(T)` and readable at `ptr` (caller's contract); every field
+    // accepts any bytes, and a shorter copy leaves the later fields at their defaults.
+    unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut copy).cast::<u8>(), size) };
+    // SAFETY: the first field of `T` is a usize (contract).
+    unsafe { (&raw mut copy).cast::<usize>().write(size_of::<T>()) };
+    Ok(copy)
+}
+
 /// Fails with `OMEN_STATUS_NULL_ARGUMENT` when `ptr` is NULL.
 pub(crate) fn require<T>(ptr: *const T, name: &str) -> Result<(), Failure> {
     if ptr.is_null() {

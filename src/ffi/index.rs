@@ -1,13 +1,16 @@
 //! `omen_index`: create or open, insert, search, flush, inspect, close.
 
 use super::error::{omen_error, omen_status, Failure};
-use super::guard::{disjoint, guard, infallible, require, slice, slice_mut, span, write_out};
+use super::guard::{
+    check_size, disjoint, guard, infallible, read_sized, require, size_field, slice, slice_mut, span, write_out,
+};
 use std::ffi::{c_char, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::options::omen_options;
-use crate::{Index, SearchParams};
+use crate::index::Index;
+use crate::options::SearchParams;
 
 /// An index handle. Opaque: make it with `omen_index_create` or `omen_index_open`, release it
 /// with `omen_index_close` or `omen_index_free`.
@@ -225,15 +228,9 @@ pub extern "C" fn omen_index_stats(
     guard(err, || {
         // SAFETY: the caller passes a live handle (documented).
         let index = unsafe { self::index(index) }?;
-        require(out_stats, "out_stats")?;
-        // SAFETY: non-NULL and aligned (checked); the caller set `size` (its first field).
-        let size = unsafe { out_stats.cast::<usize>().read() };
-        if size != size_of::<omen_stats>() {
-            return Err(Failure::invalid(format!(
-                "omen_stats size is {size} but this library's is {}: the header does not match the library",
-                size_of::<omen_stats>()
-            )));
-        }
+        // SAFETY: `omen_stats` starts with its size, which the caller set (documented).
+        let size = unsafe { size_field(out_stats, "out_stats") }?;
+        check_size::<omen_stats>(size, &[])?;
         let stats = index.stats();
         let stats = omen_stats {
             size,
@@ -264,8 +261,8 @@ pub extern "C" fn omen_index_stats(
 /// Borrows `ids` and `vectors` during the call only; the index keeps copies.
 ///
 /// # Thread safety
-/// May run concurrently with searches and other inserts on the same index; inserts are applied
-/// one at a time.
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`;
+/// inserts are applied one at a time.
 ///
 /// # Errors
 /// On any error the index is unchanged. `OMEN_STATUS_NULL_ARGUMENT` for a NULL `index`, or NULL
@@ -276,7 +273,7 @@ pub extern "C" fn omen_index_stats(
 #[no_mangle]
 #[must_use]
 pub extern "C" fn omen_index_insert_batch(
-    index: *mut omen_index,
+    index: *const omen_index,
     ids: *const u64,
     vectors: *const f32,
     count: usize,
@@ -308,7 +305,7 @@ pub extern "C" fn omen_index_insert_batch(
 /// Borrows every pointer during the call only; writes the outputs only on success.
 ///
 /// # Thread safety
-/// May run concurrently with any call on the same index except `omen_index_free`; sees every
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`; sees every
 /// batch whose insert returned before the search started.
 ///
 /// # Errors
@@ -329,40 +326,8 @@ pub extern "C" fn omen_index_search(
     out_count: *mut usize,
     err: *mut *mut omen_error,
 ) -> omen_status {
-    // SAFETY: the caller's contract, passed on unchanged.
-    guard(err, || unsafe { search_one(index, query, dim, k, ef.into(), out_ids, out_distances, out_count) })
-}
-
-/// The body of `omen_index_search` and `omen_index_search_with`.
-///
-/// # Safety
-/// As `omen_index_search`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn search_one(
-    index: *const omen_index,
-    query: *const f32,
-    dim: usize,
-    k: usize,
-    params: SearchParams,
-    out_ids: *mut u64,
-    out_distances: *mut f32,
-    out_count: *mut usize,
-) -> Result<(), Failure> {
-    // SAFETY: the caller passes a live handle (documented).
-    let index = unsafe { self::index(index) }?;
-    check_dim(index, dim)?;
-    require(query, "query")?;
-    require(out_count, "out_count")?;
-    // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
-    // each (caller's contract); overlaps are rejected below before any write.
-    let (query, ids, distances) = unsafe {
-        (slice(query, dim, "query")?, slice_mut(out_ids, k, "out_ids")?, slice_mut(out_distances, k, "out_distances")?)
-    };
-    disjoint(&[span("query", query), span("out_ids", ids), span("out_distances", distances)])?;
-    let count = index.search_into(query, k, params, ids, distances)?;
-    // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
-    unsafe { write_out(out_count, count) };
-    Ok(())
+    let params = omen_search_params { ef, ..omen_search_params::defaults() };
+    omen_index_search_with(index, query, dim, k, &params, out_ids, out_distances, out_count, err)
 }
 
 /// Per-call search settings for `omen_index_search_with` / `omen_index_search_batch_with`.
@@ -381,22 +346,20 @@ pub struct omen_search_params {
     pub threads: usize,
 }
 
-/// Reads the caller's search params, checking their size.
-///
-/// # Safety
-/// `params` is non-NULL (checked by the caller), aligned, and readable for its stated size.
-unsafe fn read_params(params: *const omen_search_params) -> Result<omen_search_params, Failure> {
-    require(params, "params")?;
-    // SAFETY: non-NULL and aligned (checked); the first field is a size_t (caller's contract).
-    let size = unsafe { params.cast::<usize>().read() };
-    if size != size_of::<omen_search_params>() {
-        return Err(Failure::invalid(format!(
-            "omen_search_params size is {size} but this library's is {}: the header does not match the library",
-            size_of::<omen_search_params>()
-        )));
+impl omen_search_params {
+    fn defaults() -> Self {
+        omen_search_params { size: size_of::<omen_search_params>(), ef: 0, oversample: 0, threads: 0 }
     }
-    // SAFETY: the size matches this library's struct; all fields are integers.
-    Ok(unsafe { params.read() })
+
+    /// Reads the caller's params, checking their size.
+    ///
+    /// # Safety
+    /// A non-NULL `params` is readable for the size its first field states.
+    unsafe fn read(params: *const omen_search_params) -> Result<(SearchParams, usize), Failure> {
+        // SAFETY: repr(C), starts with its size, integers only; the rest is the caller's contract.
+        let params = unsafe { read_sized(params, "params", &[], Self::defaults()) }?;
+        Ok((SearchParams { ef: params.ef, oversample: params.oversample }, params.threads))
+    }
 }
 
 /// `omen_index_search` with per-call settings (`ef`, and `oversample` for quantized indexes).
@@ -426,20 +389,26 @@ pub extern "C" fn omen_index_search_with(
 ) -> omen_status {
     guard(err, || {
         // SAFETY: `params` is checked for NULL, alignment and size inside (caller's contract).
-        let params = unsafe { read_params(params) }?;
-        // SAFETY: as `omen_index_search` (same contract).
-        unsafe {
-            search_one(
-                index,
-                query,
-                dim,
-                k,
-                SearchParams { ef: params.ef, oversample: params.oversample },
-                out_ids,
-                out_distances,
-                out_count,
+        let (params, _) = unsafe { omen_search_params::read(params) }?;
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        check_dim(index, dim)?;
+        require(query, "query")?;
+        require(out_count, "out_count")?;
+        // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
+        // each (caller's contract); overlaps are rejected below before any write.
+        let (query, ids, distances) = unsafe {
+            (
+                slice(query, dim, "query")?,
+                slice_mut(out_ids, k, "out_ids")?,
+                slice_mut(out_distances, k, "out_distances")?,
             )
-        }
+        };
+        disjoint(&[span("query", query), span("out_ids", ids), span("out_distances", distances)])?;
+        let count = index.search_into(query, k, params, ids, distances)?;
+        // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
+        unsafe { write_out(out_count, count) };
+        Ok(())
     })
 }
 
@@ -471,12 +440,33 @@ pub extern "C" fn omen_index_search_batch_with(
 ) -> omen_status {
     guard(err, || {
         // SAFETY: `params` is checked for NULL, alignment and size inside (caller's contract).
-        let params = unsafe { read_params(params) }?;
-        let search = SearchParams { ef: params.ef, oversample: params.oversample };
-        // SAFETY: as `omen_index_search_batch` (same contract).
-        unsafe {
-            search_many(index, queries, n_queries, dim, k, search, params.threads, out_ids, out_distances, out_counts)
+        let (params, threads) = unsafe { omen_search_params::read(params) }?;
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        check_dim(index, dim)?;
+        if k == 0 {
+            return Err(Failure::invalid("k must be at least 1"));
         }
+        let floats = product(n_queries, dim, "n_queries * dim")?;
+        let slots = product(n_queries, k, "n_queries * k")?;
+        // SAFETY: sizes as documented (caller's contract); overlaps are rejected below before
+        // any write.
+        let (queries, ids, distances, counts) = unsafe {
+            (
+                slice(queries, floats, "queries")?,
+                slice_mut(out_ids, slots, "out_ids")?,
+                slice_mut(out_distances, slots, "out_distances")?,
+                slice_mut(out_counts, n_queries, "out_counts")?,
+            )
+        };
+        disjoint(&[
+            span("queries", queries),
+            span("out_ids", ids),
+            span("out_distances", distances),
+            span("out_counts", counts),
+        ])?;
+        index.search_batch_into(queries, k, params, threads, ids, distances, counts)?;
+        Ok(())
     })
 }
 
@@ -513,55 +503,8 @@ pub extern "C" fn omen_index_search_batch(
     out_counts: *mut usize,
     err: *mut *mut omen_error,
 ) -> omen_status {
-    // SAFETY: the caller's contract, passed on unchanged.
-    guard(err, || unsafe {
-        search_many(index, queries, n_queries, dim, k, ef.into(), threads, out_ids, out_distances, out_counts)
-    })
-}
-
-/// The body of `omen_index_search_batch` and `omen_index_search_batch_with`.
-///
-/// # Safety
-/// As `omen_index_search_batch`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn search_many(
-    index: *const omen_index,
-    queries: *const f32,
-    n_queries: usize,
-    dim: usize,
-    k: usize,
-    params: SearchParams,
-    threads: usize,
-    out_ids: *mut u64,
-    out_distances: *mut f32,
-    out_counts: *mut usize,
-) -> Result<(), Failure> {
-    // SAFETY: the caller passes a live handle (documented).
-    let index = unsafe { self::index(index) }?;
-    check_dim(index, dim)?;
-    if k == 0 {
-        return Err(Failure::invalid("k must be at least 1"));
-    }
-    let floats = product(n_queries, dim, "n_queries * dim")?;
-    let slots = product(n_queries, k, "n_queries * k")?;
-    // SAFETY: sizes as documented (caller's contract); overlaps are rejected below before
-    // any write.
-    let (queries, ids, distances, counts) = unsafe {
-        (
-            slice(queries, floats, "queries")?,
-            slice_mut(out_ids, slots, "out_ids")?,
-            slice_mut(out_distances, slots, "out_distances")?,
-            slice_mut(out_counts, n_queries, "out_counts")?,
-        )
-    };
-    disjoint(&[
-        span("queries", queries),
-        span("out_ids", ids),
-        span("out_distances", distances),
-        span("out_counts", counts),
-    ])?;
-    index.search_batch_into(queries, k, params, threads, ids, distances, counts)?;
-    Ok(())
+    let params = omen_search_params { ef, threads, ..omen_search_params::defaults() };
+    omen_index_search_batch_with(index, queries, n_queries, dim, k, &params, out_ids, out_distances, out_counts, err)
 }
 
 /// Number of vectors in the index; 0 for a NULL `index`.
@@ -570,7 +513,7 @@ unsafe fn search_many(
 /// Borrows `index` during the call.
 ///
 /// # Thread safety
-/// May run concurrently with any call on the same index except `omen_index_free`.
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
 #[no_mangle]
 pub extern "C" fn omen_index_len(index: *const omen_index) -> usize {
     // SAFETY: the caller passes NULL or a live handle (documented).
@@ -583,7 +526,7 @@ pub extern "C" fn omen_index_len(index: *const omen_index) -> usize {
 /// Borrows `index` during the call.
 ///
 /// # Thread safety
-/// May run concurrently with any call on the same index except `omen_index_free`.
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
 #[no_mangle]
 pub extern "C" fn omen_index_dim(index: *const omen_index) -> usize {
     // SAFETY: the caller passes NULL or a live handle (documented).
@@ -596,7 +539,7 @@ pub extern "C" fn omen_index_dim(index: *const omen_index) -> usize {
 /// Borrows `index` during the call.
 ///
 /// # Thread safety
-/// May run concurrently with any call on the same index except `omen_index_free`.
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
 #[no_mangle]
 pub extern "C" fn omen_index_segment_count(index: *const omen_index) -> usize {
     // SAFETY: the caller passes NULL or a live handle (documented).

@@ -1,8 +1,10 @@
 //! The options struct callers fill before creating an index.
 
 use super::error::{omen_error, omen_status, Failure};
-use super::guard::{guard, require};
-use crate::{Durability, Metric, Options, Quantization};
+use super::guard::{check_size, guard, read_sized, require};
+use crate::distance::Metric;
+use crate::options::{Durability, Options};
+use crate::quant::Quantization;
 
 /// Distance metrics, as stored in `omen_options.metric`.
 #[repr(u32)]
@@ -124,26 +126,16 @@ impl omen_options {
     /// `options` is non-NULL, aligned, and points to a readable `omen_options` of the size its
     /// first field states.
     pub(crate) unsafe fn read(options: *const omen_options) -> Result<Options, Failure> {
-        // SAFETY: the first field is a size_t in every layout (caller's contract).
-        let size = unsafe { options.cast::<usize>().read() };
-        check_size(size)?;
-        let mut copy = Self::defaults();
-        // SAFETY: `size` is one of this library's layouts, at most `sizeof(omen_options)` and
-        // readable at `options` (caller's contract); every field is an integer, so any bytes are
-        // valid, and a shorter copy leaves the newer fields at their defaults.
-        unsafe { std::ptr::copy_nonoverlapping(options.cast::<u8>(), (&raw mut copy).cast::<u8>(), size) };
-        copy.size = size_of::<omen_options>();
-        copy.to_options()
+        // SAFETY: `omen_options` is repr(C), starts with its size and holds only integers; the
+        // rest is the caller's contract.
+        unsafe { read_sized(options, "options", &[SIZE_0_1], Self::defaults()) }?.to_options()
     }
 
     /// The engine's options, or the reason these are unusable.
     fn to_options(self) -> Result<Options, Failure> {
-        let metric = match self.metric {
-            0 => Metric::L2,
-            1 => Metric::Cosine,
-            2 => Metric::InnerProduct,
-            other => return Err(Failure::invalid(format!("unknown metric {other} (expected an omen_metric value)"))),
-        };
+        let metric = Metric::from_code(self.metric).ok_or_else(|| {
+            Failure::invalid(format!("unknown metric {} (expected an omen_metric value)", self.metric))
+        })?;
         let durability = match (self.durability, self.sync_interval_ms) {
             (0, _) => Durability::EveryBatch,
             (1, 0) => return Err(Failure::invalid("sync_interval_ms must be at least 1")),
@@ -177,17 +169,6 @@ impl omen_options {
     }
 }
 
-fn check_size(size: usize) -> Result<(), Failure> {
-    if size == size_of::<omen_options>() || size == SIZE_0_1 {
-        Ok(())
-    } else {
-        Err(Failure::invalid(format!(
-            "omen_options size is {size} but this library's is {}: the header does not match the library",
-            size_of::<omen_options>()
-        )))
-    }
-}
-
 /// Fills `*options` with the defaults (dim 0, which must be set before creating an index).
 ///
 /// Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
@@ -212,7 +193,7 @@ pub extern "C" fn omen_options_default(
 ) -> omen_status {
     guard(err, || {
         require(options, "options")?;
-        check_size(size)?;
+        check_size::<omen_options>(size, &[SIZE_0_1])?;
         let defaults = omen_options { size, ..omen_options::defaults() };
         // SAFETY: `options` is non-NULL and aligned (checked) and points to `size` writable bytes,
         // one of this library's layouts (caller's contract); a 0.1.0 caller gets its prefix.

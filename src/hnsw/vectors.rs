@@ -6,8 +6,8 @@
 //! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
 
 use crate::distance::{prefetch_all, widen};
+use crate::memory::{huge_copy, reserve_huge, Array};
 use crate::quant::{Codes, Quantization};
-use crate::storage::{huge_copy, reserve_huge, Array};
 
 pub(crate) struct SplitVectors {
     dim: usize,

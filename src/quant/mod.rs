@@ -13,7 +13,7 @@ mod kernels;
 use rayon::prelude::*;
 
 use crate::distance::Metric;
-use crate::storage::Array;
+use crate::memory::Array;
 pub(crate) use kernels::best_kernels;
 pub use kernels::{available, IntegerKernel, QuantKernels};
 

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{corrupt, io_error, write_atomically};
-use crate::{Error, Result};
+use super::bytes::LeReader;
+use super::write_atomically;
+use crate::error::{corrupt, io_error, Error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENMAN\0";
 /// Version 2 added `quantization`; version 1 manifests still open (as `None`).
@@ -51,27 +52,6 @@ pub(crate) fn wal_name(generation: u64) -> String {
     format!("wal-{generation:020}.log")
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let word = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
-        self.at += N;
-        Some(word)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
-    }
-}
-
 impl Manifest {
     pub(crate) fn path(dir: &Path) -> PathBuf {
         dir.join(FILE_NAME)
@@ -101,7 +81,7 @@ impl Manifest {
     /// Parses manifest bytes, or says what is wrong with them.
     fn decode(bytes: &[u8]) -> std::result::Result<Manifest, String> {
         let body = bytes.len().checked_sub(4).ok_or("too short")?;
-        let mut r = Reader { bytes: &bytes[..body], at: 0 };
+        let mut r = LeReader::at(&bytes[..body], 0);
         if r.take::<8>().as_ref() != Some(MAGIC) {
             return Err("not an omendb manifest (bad magic bytes)".into());
         }
@@ -125,7 +105,7 @@ impl Manifest {
         let next_ordinal = r.u32().ok_or_else(short)?;
         let quantization = if version >= 2 { r.u32().ok_or_else(short)? } else { 0 };
         let count = r.u32().ok_or_else(short)? as usize;
-        if count > MAX_SEGMENTS || body != r.at + (count + 1) * 12 {
+        if count > MAX_SEGMENTS || body != r.position() + (count + 1) * 12 {
             return Err(format!("{count} segments do not match the file length"));
         }
         let mut entry = || Some(SegmentEntry { ordinal: r.u32()?, count: r.u64()? });

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::array::{page_size, Array, Mapping, Plain};
-use super::{corrupt, io_error, write_atomically};
-use crate::{Error, Result};
+use super::bytes::LeReader;
+use super::write_atomically;
+use crate::error::{corrupt, io_error, Error, Result};
+use crate::memory::{release_pages, Array, Mapping, Plain};
 
 const MAGIC: &[u8; 8] = b"OMENSEG\0";
 /// Bumped when a reader of the previous version would misread a file; see docs/format.md.
@@ -139,18 +140,6 @@ pub(crate) struct SegmentFile {
     table: Vec<TableEntry>,
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
 impl SegmentFile {
     /// Maps and validates the file at `path`: magic, version, header checksum, every section's
     /// bounds and the checksums of the small sections; with `verify`, also those of the vectors
@@ -168,7 +157,9 @@ impl SegmentFile {
         if &bytes[..8] != MAGIC {
             return Err(fail("not an omendb segment file (bad magic bytes)".into()));
         }
-        let version = u32_at(bytes, 8);
+        let mut fields = LeReader::at(bytes, 8);
+        let mut word = || fields.u32().unwrap_or(0);
+        let (version, header_len) = (word(), word() as usize);
         if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::Version {
                 path: path.display().to_string(),
@@ -177,35 +168,28 @@ impl SegmentFile {
                 ),
             });
         }
-        let header_len = u32_at(bytes, 12) as usize;
-        let sections = u32_at(bytes, 60) as usize;
+        let sections = LeReader::at(bytes, 60).u32().unwrap_or(0) as usize;
         if sections > MAX_SECTIONS || header_len != FIXED_HEADER + sections * TABLE_ENTRY + 4 || header_len > len {
             return Err(fail(format!("header length {header_len} with {sections} sections does not fit")));
         }
-        let stored_crc = u32_at(bytes, header_len - 4);
+        let stored_crc = LeReader::at(bytes, header_len - 4).u32().unwrap_or(0);
         if crc32c::crc32c(&bytes[..header_len - 4]) != stored_crc {
             return Err(fail("header checksum mismatch".into()));
         }
-        let header = SegmentHeader {
-            dim: u32_at(bytes, 16),
-            metric: u32_at(bytes, 20),
-            m: u32_at(bytes, 24),
-            ef_construction: u32_at(bytes, 28),
-            count: u64_at(bytes, 32),
-            seed: u64_at(bytes, 40),
-            entry: u64_at(bytes, 48),
-            ordinal: u32_at(bytes, 56),
-        };
+        // Every field lies inside the header, whose length was checked above.
+        let mut fields = LeReader::at(bytes, 16);
+        let mut word = || fields.u32().unwrap_or(0);
+        let (dim, metric, m, ef_construction) = (word(), word(), word(), word());
+        let mut long = || fields.u64().unwrap_or(0);
+        let (count, seed, entry) = (long(), long(), long());
+        let header =
+            SegmentHeader { dim, metric, m, ef_construction, count, seed, entry, ordinal: fields.u32().unwrap_or(0) };
         let mut table = Vec::with_capacity(sections);
         for i in 0..sections {
-            let at = FIXED_HEADER + i * TABLE_ENTRY;
-            let entry = TableEntry {
-                kind: u32_at(bytes, at),
-                flags: u32_at(bytes, at + 4),
-                offset: u64_at(bytes, at + 8),
-                length: u64_at(bytes, at + 16),
-                crc: u32_at(bytes, at + 24),
-            };
+            let mut fields = LeReader::at(bytes, FIXED_HEADER + i * TABLE_ENTRY);
+            let (kind, flags) = (fields.u32().unwrap_or(0), fields.u32().unwrap_or(0));
+            let (offset, length) = (fields.u64().unwrap_or(0), fields.u64().unwrap_or(0));
+            let entry = TableEntry { kind, flags, offset, length, crc: fields.u32().unwrap_or(0) };
             let in_bounds = entry.offset.checked_add(entry.length).is_some_and(|end| end <= len as u64);
             if !in_bounds || entry.offset < header_len as u64 || !entry.offset.is_multiple_of(8) {
                 return Err(fail(format!(
@@ -235,7 +219,6 @@ impl SegmentFile {
     /// against their checksums, in parallel.
     fn verify(&self, which: impl Fn(Option<Section>) -> bool + Sync) -> Result<()> {
         let bytes = self.map.bytes();
-        let page = page_size();
         self.table.par_iter().filter(|entry| which(Section::from_u32(entry.kind))).try_for_each(|entry| {
             let section = &bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
             let mut crc = 0;
@@ -243,7 +226,7 @@ impl SegmentFile {
                 crc = crc32c::crc32c_append(crc, chunk);
                 // The check reads every page once; give them back, so opening leaves the file
                 // out of resident memory until searches need it.
-                release(chunk, page);
+                release_pages(chunk);
             }
             if crc == entry.crc {
                 Ok(())
@@ -289,17 +272,5 @@ impl SegmentFile {
 
     pub(crate) fn mapping(&self) -> &Arc<Mapping> {
         &self.map
-    }
-}
-
-/// Drops the whole pages inside `chunk` from this process's resident set (the page cache keeps
-/// them; a later read maps them again).
-fn release(chunk: &[u8], page: usize) {
-    let start = (chunk.as_ptr() as usize).next_multiple_of(page);
-    let end = (chunk.as_ptr() as usize + chunk.len()) / page * page;
-    if end > start {
-        // SAFETY: the range lies inside a private file mapping that nothing has written to, so
-        // MADV_DONTNEED only drops clean pages that the next access maps again from the file.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }

@@ -1,37 +1,19 @@
 //! A database directory: its lock, manifest and write-ahead log, durability (group commit) and
 //! checkpoints that turn the log into segment files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use super::manifest::{growing_name, segment_name, wal_name, Manifest, SegmentEntry};
+use super::lock::{take_lock, LOCK_FILE};
+use super::manifest::{growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE};
+use super::sync_dir;
 use super::wal::Wal;
-use super::{io_error, sync_dir};
-use crate::segment::SegmentSet;
-use crate::{Error, Result};
-
-/// When an acknowledged insert reaches the disk. A process crash (kill -9) loses nothing in any
-/// mode, because the log is written before `insert_batch` returns; the modes differ only on an
-/// operating-system crash or power loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync before `insert_batch` returns; concurrent inserts share one fsync. Nothing
-    /// acknowledged is ever lost. The default.
-    #[default]
-    EveryBatch,
-    /// fsync in the background at this interval: a power loss can lose the inserts of the last
-    /// interval.
-    Interval(Duration),
-    /// fsync only at checkpoints (seal, flush, close): a power loss can lose every insert since.
-    Never,
-}
-
-pub(crate) const LOCK_FILE: &str = "LOCK";
+use crate::error::{io_error, Error, Result};
+use crate::options::Durability;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section below leaves its data consistent before anything can panic.
@@ -98,52 +80,21 @@ pub(crate) struct Store {
     syncer_thread: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
-/// The lock file, taken exclusively; fails with `Locked` while another process holds it.
-fn take_lock(dir: &Path) -> Result<File> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| io_error(&path, "create lock file", &e))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::Locked { path: path.display().to_string() }
-        } else {
-            io_error(&path, "lock", &e)
-        });
-    }
-    Ok(file)
+/// The segments a database consists of after a checkpoint.
+pub(crate) struct Checkpoint {
+    /// Every sealed segment, in order; those the manifest does not list yet are written.
+    pub sealed: Vec<SegmentEntry>,
+    /// The growing segment; a snapshot of it is written when it holds vectors.
+    pub growing: SegmentEntry,
+    pub next_ordinal: u32,
 }
 
-/// Disk and memory use of an index.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Segments holding data (sealed ones, plus the growing one when it is not empty).
-    pub segments: usize,
-    pub vectors: usize,
-    /// Size of the files in the database directory (0 in memory).
-    pub bytes_on_disk: u64,
-    /// Heap memory the index holds: vectors, graphs and id maps not read from a mapping.
-    pub bytes_heap: u64,
-    /// Bytes of segment files mapped into memory.
-    pub bytes_mapped: u64,
-    /// Of those, the bytes in this process's resident set (the pages searches have touched).
-    pub bytes_mapped_resident: u64,
-    /// fsyncs of the write-ahead log since the database was opened: fewer than the inserts when
-    /// concurrent inserts shared them (group commit).
-    pub log_syncs: u64,
-    /// Bytes of quantized code a vector carries (0 without quantization).
-    pub code_bytes_per_vector: u64,
-    /// `bytes_on_disk / vectors`, rounded.
-    pub bytes_per_vector_on_disk: u64,
-    /// `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
-    pub bytes_per_vector_resident: u64,
+/// A segment file a checkpoint asks its caller to write.
+pub(crate) enum NewFile {
+    /// The sealed segment at this position of `Checkpoint::sealed`.
+    Sealed(usize),
+    /// The snapshot of the growing segment.
+    Growing,
 }
 
 impl Store {
@@ -272,31 +223,36 @@ impl Store {
         lock(&self.wal).as_ref().is_some_and(|wal| !wal.is_empty())
     }
 
-    /// Writes every sealed segment not yet on disk and a snapshot of the growing one, starts an
-    /// empty log and switches the manifest to them. The caller holds the writer lock, so `set`
-    /// is exactly what the log has recorded. Until the new manifest is in place, the old one with
+    /// Makes `next` the database: has `write` put every sealed segment the manifest does not
+    /// list yet and a snapshot of the growing one at the paths it is given, starts an empty log
+    /// and switches the manifest to them. The caller keeps inserts out meanwhile, so `next` is
+    /// exactly what the log has recorded. Until the new manifest is in place, the old one with
     /// its log still describes everything acknowledged, so a failure at any step loses nothing.
-    pub(crate) fn checkpoint(&self, set: &SegmentSet, next_ordinal: u32) -> Result<()> {
+    pub(crate) fn checkpoint(
+        &self,
+        next: Checkpoint,
+        mut write: impl FnMut(NewFile, &Path) -> Result<()>,
+    ) -> Result<()> {
         self.check_writable()?;
         let old = lock(&self.manifest).clone();
-        let unsaved = set.sealed.iter().any(|s| !old.sealed.iter().any(|e| e.ordinal == s.ordinal()));
-        let growing_saved =
-            old.growing.ordinal == set.growing.ordinal() && old.growing.count == set.growing.len() as u64;
-        if !unsaved && growing_saved && !self.has_log_records() {
+        let listed = |ordinal: u32| old.sealed.iter().any(|e| e.ordinal == ordinal);
+        let unsaved = next.sealed.iter().any(|e| !listed(e.ordinal));
+        if !unsaved && old.growing == next.growing && !self.has_log_records() {
             return Ok(());
         }
         let generation = old.generation + 1;
-        let mut sealed = old.sealed.clone();
-        for segment in &set.sealed {
-            if !sealed.iter().any(|e| e.ordinal == segment.ordinal()) {
-                segment.write(&self.segment_path(segment.ordinal()))?;
-                sealed.push(SegmentEntry { ordinal: segment.ordinal(), count: segment.len() as u64 });
-            }
+        for (position, entry) in next.sealed.iter().enumerate().filter(|(_, e)| !listed(e.ordinal)) {
+            write(NewFile::Sealed(position), &self.segment_path(entry.ordinal))?;
         }
-        let growing = SegmentEntry { ordinal: set.growing.ordinal(), count: set.growing.len() as u64 };
-        let next = Manifest { generation, next_ordinal, sealed, growing, ..old.clone() };
-        if growing.count > 0 {
-            set.growing.write(&self.growing_path(&next))?;
+        let next = Manifest {
+            generation,
+            next_ordinal: next.next_ordinal,
+            sealed: next.sealed,
+            growing: next.growing,
+            ..old.clone()
+        };
+        if next.growing.count > 0 {
+            write(NewFile::Growing, &self.growing_path(&next))?;
         }
         let wal_path = self.dir.join(wal_name(generation));
         let wal = Wal::create(&wal_path, old.dim as usize, generation)?;
@@ -321,7 +277,7 @@ impl Store {
     fn clean_up(&self) -> Result<()> {
         let manifest = lock(&self.manifest).clone();
         let mut keep = vec![
-            super::manifest::FILE_NAME.to_string(),
+            MANIFEST_FILE.to_string(),
             LOCK_FILE.to_string(),
             wal_name(manifest.generation),
             growing_name(manifest.growing.ordinal, manifest.generation),
@@ -330,7 +286,7 @@ impl Store {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, "list", &e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = ["segment-", "growing-", "wal-", "MANIFEST"].iter().any(|p| name.starts_with(p));
+            let ours = ["segment-", "growing-", "wal-", MANIFEST_FILE].iter().any(|p| name.starts_with(p));
             if ours && !keep.contains(&name) {
                 let _ = std::fs::remove_file(entry.path());
             }

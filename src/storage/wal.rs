@@ -6,8 +6,8 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{corrupt, io_error};
-use crate::{Error, Result};
+use super::bytes::LeReader;
+use crate::error::{corrupt, io_error, Error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENWAL\0";
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -84,8 +84,8 @@ impl Wal {
         if &head[..8] != MAGIC {
             return Err(corrupt(path, "not an omendb write-ahead log (bad magic bytes)".into()));
         }
-        let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-        let stored_dim = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
+        let mut fields = LeReader::at(&head, 8);
+        let (version, stored_dim) = (fields.u32().unwrap_or(0), fields.u32().unwrap_or(0) as usize);
         if head != header(dim, generation) {
             return Err(if version != FORMAT_VERSION {
                 Error::Version {
@@ -182,9 +182,10 @@ fn read_record(
     }
     let mut head = [0u8; RECORD_HEAD];
     reader.read_exact(&mut head)?;
-    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    let (len, crc) = (u64::from(word(0)) | u64::from(word(4)) << 32, word(8));
-    if crc32c::crc32c(&head[..12]) != word(12) {
+    let mut fields = LeReader::at(&head, 0);
+    let (len, crc, head_crc) = (fields.u64(), fields.u32(), fields.u32());
+    let (Some(len), Some(crc), Some(head_crc)) = (len, crc, head_crc) else { return Ok(Record::Damaged) };
+    if crc32c::crc32c(&head[..12]) != head_crc {
         return Ok(if zeros_from(at)? { Record::Torn } else { Record::Damaged });
     }
     if len > size - at - RECORD_HEAD as u64 {
@@ -218,9 +219,9 @@ fn zeros_to_end(file: &File, mut offset: u64, size: u64) -> std::io::Result<bool
 
 /// The ids and vectors of an insert record, or `None` when it is malformed.
 fn decode(payload: &[u8], dim: usize) -> Option<(Vec<u64>, Vec<f32>)> {
-    let word = |at: usize| payload.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-    let kind = word(0)? as u32;
-    let count = usize::try_from(word(8)?).ok()?;
+    let mut head = LeReader::at(payload, 0);
+    let (kind, _reserved) = (head.u32()?, head.u32()?);
+    let count = usize::try_from(head.u64()?).ok()?;
     let expected = count.checked_mul(8 + 4 * dim)?.checked_add(PAYLOAD_HEAD)?;
     if kind != KIND_INSERT || payload.len() != expected {
         return None;

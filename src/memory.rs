@@ -1,7 +1,9 @@
-//! Arrays that live either on the heap or in a read-only file mapping, behind one slice type, so
-//! the graph code reads a sealed segment straight from its file without knowing it.
+//! Memory: arrays that live either on the heap or in a file mapping behind one slice type (so
+//! the graph code reads a sealed segment straight from its file without knowing it), huge-page
+//! advice, and page release. Every libc call that is not file I/O is here.
 
 use std::fs::File;
+use std::mem::MaybeUninit;
 use std::ops::Deref;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -110,7 +112,7 @@ impl Drop for Mapping {
     }
 }
 
-pub(crate) fn page_size() -> usize {
+fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(size).unwrap_or(4096).max(1)
@@ -201,4 +203,56 @@ impl<T: Plain> Deref for Array<T> {
             },
         }
     }
+}
+
+/// Drops the whole pages inside `chunk`, a part of a [`Mapping`] nothing has written to, from
+/// this process's resident set (the page cache keeps them; a later read maps them again).
+pub(crate) fn release_pages(chunk: &[u8]) {
+    let page = page_size();
+    let start = (chunk.as_ptr() as usize).next_multiple_of(page);
+    let end = (chunk.as_ptr() as usize + chunk.len()) / page * page;
+    if end > start {
+        // SAFETY: the range lies inside a private file mapping that nothing has written to, so
+        // MADV_DONTNEED only drops clean pages that the next access maps again from the file.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+/// Asks the kernel to back the part of `spare` that covers whole 2 MiB pages with transparent
+/// huge pages. Graph search reads vectors and links at random: with 4 KiB pages nearly every
+/// read misses the TLB, with 2 MiB pages a whole segment fits in it. Call it on memory not yet
+/// written (a `Vec`'s spare capacity), so the first touch already faults in huge pages.
+/// Best effort: a kernel that refuses (or another OS) leaves ordinary pages.
+fn advise_huge_pages<T>(spare: &mut [MaybeUninit<T>]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = spare.as_ptr() as usize;
+        let end = start + size_of_val(spare);
+        let aligned_start = start.next_multiple_of(HUGE);
+        let aligned_end = end / HUGE * HUGE;
+        if aligned_end > aligned_start {
+            // SAFETY: the range lies inside memory this slice owns; MADV_HUGEPAGE changes only how
+            // the kernel backs it, never its contents, and a failure is harmless (ignored).
+            unsafe {
+                libc::madvise(aligned_start as *mut libc::c_void, aligned_end - aligned_start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = spare;
+}
+
+/// Reserves room for `additional` more elements and advises huge pages for it.
+pub(crate) fn reserve_huge<T>(vec: &mut Vec<T>, additional: usize) {
+    vec.reserve(additional);
+    advise_huge_pages(vec.spare_capacity_mut());
+}
+
+/// A copy of `items` in memory advised for huge pages.
+pub(crate) fn huge_copy<T: Clone>(items: &[T]) -> Vec<T> {
+    let mut copy = Vec::new();
+    reserve_huge(&mut copy, items.len());
+    copy.extend_from_slice(items);
+    copy
 }

@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::segment::{Placement, SegmentSet};
 
 /// Where a vector lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +65,28 @@ impl IdMap {
         Ok(())
     }
 
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        IdMap { locations: FastMap::with_capacity_and_hasher(capacity, Default::default()) }
+    /// The map of every vector in `set`.
+    pub(crate) fn of(set: &SegmentSet) -> Self {
+        let mut locations = FastMap::with_capacity_and_hasher(set.len(), Default::default());
+        for segment in &set.sealed {
+            for (node, &id) in segment.ids().iter().enumerate() {
+                locations.insert(id, Location { segment: segment.ordinal(), node: node as u32 });
+            }
+        }
+        set.growing.for_each_id(|node, id| {
+            locations.insert(id, Location { segment: set.growing.ordinal(), node });
+        });
+        IdMap { locations }
     }
 
-    pub(crate) fn insert(&mut self, id: u64, location: Location) {
-        self.locations.insert(id, location);
+    /// Records where a batch's `ids` went.
+    pub(crate) fn record(&mut self, ids: &[u64], placements: &[Placement]) {
+        for placement in placements {
+            for (i, &id) in ids[placement.rows.clone()].iter().enumerate() {
+                let node = placement.first_node + i as u32;
+                self.locations.insert(id, Location { segment: placement.ordinal, node });
+            }
+        }
     }
 
     /// Heap bytes of the map (its table; the hash map's control bytes add about 1/16).

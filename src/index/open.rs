@@ -1,14 +1,20 @@
-//! An index kept in a database directory: open, flush, close and stats.
+//! An index kept in a database directory: open (read the segments, replay the log), checkpoint,
+//! flush and close.
 
 use std::path::Path;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
 
+use super::ids::IdMap;
+use super::{Engine, Index, Writer};
+use crate::distance::Metric;
+use crate::error::{corrupt, Error, Result};
+use crate::hnsw::read_segment;
+use crate::options::Options;
+use crate::quant::Quantization;
 use crate::segment::{Growing, Sealed, SegmentSet};
-use crate::storage::segment_file::SegmentFile;
-use crate::storage::{corrupt, Manifest, SegmentEntry, Stats, Store};
-use crate::{Error, Index, Metric, Options, Quantization, Result};
+use crate::storage::{Checkpoint, Manifest, NewFile, SegmentEntry, Store};
 
 /// The manifest of a new database made from `options`.
 fn fresh_manifest(options: &Options) -> Result<Manifest> {
@@ -32,8 +38,9 @@ fn fresh_manifest(options: &Options) -> Result<Manifest> {
 /// capacity, seed: fixed when the database was created). A `dim` of 0 takes the stored one;
 /// any other dim and the metric must match it.
 fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<Options> {
-    let metric = Metric::from_code(manifest.metric)
-        .ok_or_else(|| corrupt(&dir.join("MANIFEST"), format!("unknown metric {}", manifest.metric)))?;
+    let damaged = |detail: String| corrupt(&Manifest::path(dir), detail);
+    let metric =
+        Metric::from_code(manifest.metric).ok_or_else(|| damaged(format!("unknown metric {}", manifest.metric)))?;
     let dim = manifest.dim as usize;
     if options.dim != 0 && options.dim != dim {
         return Err(Error::DimensionMismatch(format!(
@@ -57,10 +64,10 @@ fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<
         segment_capacity: usize::try_from(manifest.segment_capacity).unwrap_or(usize::MAX),
         seed: manifest.seed,
         quantization: Quantization::from_code(manifest.quantization)
-            .ok_or_else(|| corrupt(&dir.join("MANIFEST"), format!("unknown quantization {}", manifest.quantization)))?,
+            .ok_or_else(|| damaged(format!("unknown quantization {}", manifest.quantization)))?,
         ..options.clone()
     };
-    stored.validate().map_err(|e| corrupt(&dir.join("MANIFEST"), e.to_string()))?;
+    stored.validate().map_err(|e| damaged(e.to_string()))?;
     Ok(stored)
 }
 
@@ -100,57 +107,49 @@ impl Index {
     fn open_once(dir: &Path, options: &Options) -> Result<Index> {
         // dim 0 means "the stored one"; everything else must be valid before touching the disk.
         Options { dim: options.dim.max(1), ..options.clone() }.validate()?;
-        let (store, manifest) =
+        let (mut store, manifest) =
             Store::open(dir, options.create, options.read_only, options.durability, || fresh_manifest(options))?;
-        let mut index = Index::new(stored_options(dir, options, &manifest)?)?;
-        let layout = index.layout;
-        let verify = options.verify;
-
-        let open = |path: &Path, expected: u64, verify: bool| -> Result<SegmentFile> {
-            let file = SegmentFile::open(path, verify)?;
-            if file.header.count != expected {
-                return Err(file.corrupt(format!("holds {} vectors, the manifest says {expected}", file.header.count)));
-            }
-            Ok(file)
-        };
-        let sealed = index.pool.install(|| {
+        let engine = Engine::new(stored_options(dir, options, &manifest)?)?;
+        let (layout, verify) = (engine.layout, options.verify);
+        let read = |path: &Path, count: u64| read_segment(path, verify, count, layout.dim, layout.distance);
+        let sealed = engine.pool.install(|| {
             manifest
                 .sealed
                 .par_iter()
-                .map(|entry| {
-                    let file = open(&store.segment_path(entry.ordinal), entry.count, verify)?;
-                    Sealed::from_file(&layout, &file).map(Arc::new)
-                })
+                .map(|entry| Ok(Arc::new(Sealed::from_stored(read(&store.segment_path(entry.ordinal), entry.count)?))))
                 .collect::<Result<Vec<_>>>()
         })?;
         let growing = if manifest.growing.count > 0 {
-            let file = open(&store.growing_path(&manifest), manifest.growing.count, verify)?;
-            Growing::from_file(&layout, &file)?
+            Growing::from_stored(&layout, read(&store.growing_path(&manifest), manifest.growing.count)?)
         } else {
             Growing::new(&layout, manifest.growing.ordinal)
         };
 
-        *index.ids_ready.get_mut() = false;
-        *index.segments.get_mut().unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(SegmentSet { sealed, growing: Arc::new(growing) });
-        index.writer.get_mut().unwrap_or_else(PoisonError::into_inner).next_ordinal = manifest.next_ordinal;
-
-        let mut store = store;
-        let mut replayed = false;
-        store.replay(|ids, vectors| {
-            replayed = true;
-            let mut writer = index.writer();
-            index.insert_locked(&mut writer, ids, vectors, None).map(drop).map_err(|e| Error::Corrupt {
+        // Replay the log onto the segments before the index exists, so it is made whole once.
+        let mut set = SegmentSet { sealed, growing: Arc::new(growing) };
+        let mut next_ordinal = manifest.next_ordinal;
+        let mut ids: Option<RwLock<IdMap>> = None;
+        store.replay(|batch_ids, vectors| {
+            let map = ids.get_or_insert_with(|| RwLock::new(IdMap::of(&set)));
+            let applied = engine.apply_batch(map, &set, next_ordinal, batch_ids, vectors, |_, _| Ok(()));
+            let applied = applied.map_err(|e| Error::Corrupt {
                 path: dir.display().to_string(),
                 detail: format!("the write-ahead log holds a batch that cannot be applied: {e}"),
-            })
-        })?;
-        index.store = Some(store);
-        if replayed {
-            index.snapshot().growing.connect();
-            if !options.read_only {
-                index.flush()?;
+            })?;
+            if let Some((applied, ())) = applied {
+                set = applied.set;
+                next_ordinal = applied.next_ordinal;
             }
+            Ok(())
+        })?;
+        let replayed = ids.is_some();
+        if replayed {
+            set.growing.connect();
+        }
+        let ids = ids.map(|map| map.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let index = Index::assemble(engine, set, next_ordinal, ids, Some(store));
+        if replayed && !options.read_only {
+            index.flush()?;
         }
         Ok(index)
     }
@@ -164,7 +163,23 @@ impl Index {
             return Err(Error::ReadOnly { path: store.dir().display().to_string() });
         }
         let writer = self.writer();
-        store.checkpoint(&self.snapshot(), writer.next_ordinal)
+        self.checkpoint(store, &writer)
+    }
+
+    /// Makes the current segments the database's (see `Store::checkpoint`). Holding `writer`
+    /// keeps inserts out, so the segments are exactly what the log recorded.
+    pub(super) fn checkpoint(&self, store: &Store, writer: &Writer) -> Result<()> {
+        let set = self.snapshot();
+        let entry = |ordinal: u32, count: usize| SegmentEntry { ordinal, count: count as u64 };
+        let next = Checkpoint {
+            sealed: set.sealed.iter().map(|s| entry(s.ordinal(), s.len())).collect(),
+            growing: entry(set.growing.ordinal(), set.growing.len()),
+            next_ordinal: writer.next_ordinal,
+        };
+        store.checkpoint(next, |file, path| match file {
+            NewFile::Sealed(position) => set.sealed[position].write(path),
+            NewFile::Growing => set.growing.write(path),
+        })
     }
 
     /// Closes the index, checkpointing a database first (see [`Index::flush`]) and reporting
@@ -184,31 +199,6 @@ impl Index {
         };
         self.store = None;
         result
-    }
-
-    /// Segments, vectors, and the bytes the index holds on disk and in memory.
-    pub fn stats(&self) -> Stats {
-        let set = self.snapshot();
-        let mut stats = Stats {
-            segments: set.count(),
-            vectors: set.len(),
-            bytes_on_disk: self.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
-            log_syncs: self.store.as_ref().map_or(0, |s| s.log_syncs()),
-            bytes_heap: (set.growing.heap_bytes()
-                + self.ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes()) as u64,
-            ..Stats::default()
-        };
-        let growing = std::iter::once((set.growing.mapped_bytes(), 0));
-        for ((mapped, resident), heap) in set.sealed.iter().map(|s| (s.mapped_bytes(), s.heap_bytes())).chain(growing) {
-            stats.bytes_heap += heap as u64;
-            stats.bytes_mapped += mapped as u64;
-            stats.bytes_mapped_resident += resident as u64;
-        }
-        let per_vector = |bytes: u64| (bytes as f64 / stats.vectors.max(1) as f64).round() as u64;
-        stats.code_bytes_per_vector = self.options.quantization.code_len(self.options.dim) as u64;
-        stats.bytes_per_vector_on_disk = per_vector(stats.bytes_on_disk);
-        stats.bytes_per_vector_resident = per_vector(stats.bytes_heap + stats.bytes_mapped_resident);
-        stats
     }
 }
 

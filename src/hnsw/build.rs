@@ -1,0 +1,286 @@
+//! Building one graph: appending nodes, linking them in parallel (search with `ef_construction`,
+//! the neighbour-selection heuristic, pruned back-links), and the reachability pass.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering::*;
+
+use rayon::prelude::*;
+
+use super::scratch::{with_scratch, Scored, Scratch};
+use super::search::CoarseWalk;
+use super::{lock, pack, unpack, zeroed, Graph, LOCKED, NO_ENTRY};
+use crate::memory::reserve_huge;
+use crate::quant::{Codes, Quantization};
+
+impl Graph {
+    /// Adds `vectors` (row-major) as unlinked nodes; `insert` links them.
+    pub(crate) fn append(&mut self, vectors: &[f32]) {
+        let count = vectors.len() / self.dim;
+        let stride0 = 1 + self.params.capacity(0);
+        let stride = 1 + self.params.m;
+        self.vectors.push(vectors);
+        match (&mut self.codes, self.params.quantization) {
+            (_, Quantization::None) => {}
+            // The first batch teaches the codebook; sealing learns it again from every vector.
+            (None, kind) => self.codes = Some(Codes::build(kind, self.dim, vectors)),
+            (Some(codes), _) => codes.push(vectors),
+        }
+        let (levels, layer0) = (self.levels.vec_mut(), self.layer0.vec_mut());
+        let (upper, upper_start) = (self.upper.vec_mut(), self.upper_start.vec_mut());
+        levels.reserve(count);
+        reserve_huge(layer0, count * stride0);
+        upper_start.reserve(count);
+        for _ in 0..count {
+            let level = self.params.level_of(levels.len() as u64);
+            levels.push(level as u8);
+            layer0.extend(zeroed(stride0));
+            // Fits: Options caps a segment at 2^28 nodes, and m >= 2 averages under 3 upper
+            // slots a node.
+            upper_start.push(upper.len() as u32);
+            upper.extend(zeroed(level * stride));
+        }
+    }
+
+    /// The heuristic: walk `candidates` closest first and keep one only if it is closer to the
+    /// base node than to every neighbour already kept, up to `max` neighbours.
+    /// `buffer` holds each candidate's (coarse) vector while it is compared.
+    fn select(&self, candidates: &[Scored], max: usize, out: &mut Vec<Scored>, buffer: &mut Vec<f32>) {
+        out.clear();
+        for &candidate in candidates {
+            if out.len() >= max {
+                break;
+            }
+            self.vectors.coarse_into(candidate.node, buffer);
+            if out.iter().all(|kept| self.distance.coarse(buffer, self.vectors.high(kept.node)) >= candidate.distance) {
+                out.push(candidate);
+            }
+        }
+    }
+
+    /// Links the appended nodes `nodes` into the graph, in parallel on the current rayon pool.
+    pub(crate) fn insert_range(&self, nodes: Range<u32>) {
+        nodes.into_par_iter().for_each(|node| with_scratch(|s| self.insert(node, s)));
+    }
+
+    /// Links one appended node: descend to its level, then per layer search with
+    /// `ef_construction`, select its neighbours and add (pruned) back-links.
+    fn insert(&self, node: u32, s: &mut Scratch) {
+        let level = self.levels[node as usize] as usize;
+        let mut entry = self.entry.load(Acquire);
+        // A node that will become the new top holds the entry lock for its whole insertion, so
+        // two such nodes cannot both raise the top; this happens about log_m(n) times per graph.
+        let _raising_top = if entry == NO_ENTRY || level > unpack(entry).1 {
+            let guard = lock(&self.entry_lock);
+            entry = self.entry.load(Acquire);
+            if entry == NO_ENTRY {
+                self.entry.store(pack(node, level), Release);
+                return;
+            }
+            Some(guard).filter(|_| level > unpack(entry).1)
+        } else {
+            None
+        };
+        let top = unpack(entry).1;
+        let mut query = std::mem::take(&mut s.query);
+        self.vectors.exact_into(node, &mut query);
+        let walk = CoarseWalk { graph: self, query: &query };
+        let start = self.descend(&walk, level, entry, s);
+        s.seeds.clear();
+        s.seeds.push(start);
+        for l in (0..=level.min(top)).rev() {
+            self.search_layer(&walk, self.params.ef_construction, l, s);
+            // The node itself can be reached through a back-link added by a concurrent insert.
+            s.found.retain(|c| c.node != node);
+            self.select(&s.found, self.params.m, &mut s.selected, &mut s.vector);
+            {
+                let _own = self.lock_node(node);
+                self.write_list(node, l, &s.selected);
+            }
+            s.back_links.extend(s.selected.iter().map(|&n| (l, n)));
+            std::mem::swap(&mut s.seeds, &mut s.found);
+        }
+        // Back-links make the node reachable. Adding them only now, lowest layer first, means a
+        // search can never descend into this node on a layer where its own list is still empty.
+        s.back_links.sort_by_key(|&(l, _)| l);
+        for i in 0..s.back_links.len() {
+            let (l, neighbor) = s.back_links[i];
+            self.link_back(neighbor, node, l, s);
+        }
+        s.back_links.clear();
+        s.query = query;
+        if level > top {
+            self.entry.store(pack(node, level), Release);
+        }
+    }
+
+    /// Makes every node reachable from the entry point on layer 0, and returns how many needed a
+    /// new link. Pruning can drop a node's last incoming link (hnswlib has the same gap), and a
+    /// node no list points to is never found. Each such node gets a link from the closest
+    /// reachable node that a search finds (one with room if possible, else in place of that
+    /// node's farthest link, which the next round re-checks). Costs one pass over the links, plus
+    /// a search per repaired node. The caller serialises this with insertion.
+    pub(crate) fn connect(&self) -> usize {
+        let entry = self.entry.load(Acquire);
+        if entry == NO_ENTRY {
+            return 0;
+        }
+        let mut repaired = 0;
+        for _round in 0..4 {
+            let mut reached = vec![false; self.len()];
+            let mut neighbors = Vec::new();
+            self.mark_reachable(unpack(entry).0, &mut reached, &mut neighbors);
+            if reached.iter().all(|&r| r) {
+                break;
+            }
+            with_scratch(|s| {
+                for node in 0..self.len() as u32 {
+                    if reached[node as usize] {
+                        continue;
+                    }
+                    let mut query = std::mem::take(&mut s.query);
+                    self.vectors.exact_into(node, &mut query);
+                    self.walk_layer0(&CoarseWalk { graph: self, query: &query }, self.params.ef_construction, entry, s);
+                    s.query = query;
+                    let reachable = || s.found.iter().filter(|f| reached[f.node as usize] && f.node != node);
+                    let with_room = reachable().find(|f| Self::count(self.list(f.node, 0)) < self.params.capacity(0));
+                    if let Some(&from) = with_room.or_else(|| reachable().next()) {
+                        self.link_replacing_farthest(from.node, node, s);
+                        self.mark_reachable(node, &mut reached, &mut neighbors);
+                        repaired += 1;
+                    }
+                }
+            });
+        }
+        repaired
+    }
+
+    /// Marks everything reachable from `start` on layer 0.
+    fn mark_reachable(&self, start: u32, reached: &mut [bool], neighbors: &mut Vec<u32>) {
+        if reached[start as usize] {
+            return;
+        }
+        reached[start as usize] = true;
+        let mut stack = vec![start];
+        while let Some(node) = stack.pop() {
+            self.copy_neighbors(node, 0, neighbors);
+            for &next in neighbors.iter() {
+                if !reached[next as usize] {
+                    reached[next as usize] = true;
+                    stack.push(next);
+                }
+            }
+        }
+    }
+
+    /// Adds `to` to `from`'s layer-0 list, in place of its farthest link when the list is full.
+    fn link_replacing_farthest(&self, from: u32, to: u32, s: &mut Scratch) {
+        let _guard = self.lock_node(from);
+        let list = self.list(from, 0);
+        let count = Self::count(list);
+        if count < self.params.capacity(0) {
+            list[1 + count].store(to, Relaxed);
+            let locked = list[0].load(Relaxed) & LOCKED;
+            list[0].store((count as u32 + 1) | locked, Release);
+            return;
+        }
+        self.vectors.coarse_into(from, &mut s.base);
+        let farthest = (1..=count)
+            .max_by(|&a, &b| {
+                // An out-of-range link (a damaged, unverified file) is the first to go.
+                let distance = |slot: usize| {
+                    let n = list[slot].load(Relaxed);
+                    if (n as usize) < self.len() {
+                        self.distance.coarse(&s.base, self.vectors.high(n))
+                    } else {
+                        f32::INFINITY
+                    }
+                };
+                distance(a).total_cmp(&distance(b))
+            })
+            .unwrap_or(count);
+        list[farthest].store(to, Release);
+    }
+
+    /// Adds `new` to `neighbor`'s list on `level`; a full list is re-pruned with the heuristic.
+    fn link_back(&self, neighbor: Scored, new: u32, level: usize, s: &mut Scratch) {
+        let capacity = self.params.capacity(level);
+        let _guard = self.lock_node(neighbor.node);
+        let list = self.list(neighbor.node, level);
+        let count = Self::count(list);
+        if count < capacity {
+            list[1 + count].store(new, Relaxed);
+            let locked = list[0].load(Relaxed) & LOCKED;
+            list[0].store((count as u32 + 1) | locked, Release);
+            return;
+        }
+        self.vectors.coarse_into(neighbor.node, &mut s.base);
+        s.prune.clear();
+        s.prune.push(Scored { distance: neighbor.distance, node: new });
+        // A link out of range can only come from a damaged file opened without verification:
+        // drop it here rather than read out of bounds.
+        for n in list[1..=count].iter().map(|slot| slot.load(Relaxed)).filter(|&n| (n as usize) < self.len()) {
+            s.prune.push(Scored { distance: self.distance.coarse(&s.base, self.vectors.high(n)), node: n });
+        }
+        s.prune.sort_unstable();
+        self.select(&s.prune, capacity, &mut s.pruned, &mut s.vector);
+        self.write_list(neighbor.node, level, &s.pruned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::{Distance, Metric};
+    use crate::hnsw::Params;
+    use crate::options::SearchParams;
+
+    fn graph(n: usize, dim: usize) -> Graph {
+        let mut state = 7u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let data: Vec<f32> = (0..n * dim).map(|_| next()).collect();
+        let params = Params { m: 8, ef_construction: 64, seed: 1, quantization: Quantization::None };
+        let mut graph = Graph::new(dim, params, Distance::new(Metric::L2));
+        graph.append(&data);
+        graph.insert_range(0..n as u32);
+        graph
+    }
+
+    fn reachable(graph: &Graph) -> usize {
+        let mut reached = vec![false; graph.len()];
+        graph.mark_reachable(unpack(graph.entry.load(Acquire)).0, &mut reached, &mut Vec::new());
+        reached.iter().filter(|&&r| r).count()
+    }
+
+    #[test]
+    fn connect_relinks_nodes_that_lost_every_incoming_link() {
+        let graph = graph(2_000, 8);
+        assert_eq!(graph.connect(), 0, "a fresh graph is connected");
+        let entry = unpack(graph.entry.load(Acquire)).0;
+        // Cut every layer-0 link into nodes 10..20 (as pruning can), keeping the lists valid.
+        let orphans: Vec<u32> = (10..20).filter(|&n| n != entry).collect();
+        for node in 0..graph.len() as u32 {
+            let list = graph.list(node, 0);
+            let kept: Vec<Scored> = (1..=Graph::count(list))
+                .map(|slot| list[slot].load(Relaxed))
+                .filter(|link| !orphans.contains(link))
+                .map(|node| Scored { distance: 0.0, node })
+                .collect();
+            graph.write_list(node, 0, &kept);
+        }
+        assert_eq!(reachable(&graph), graph.len() - orphans.len());
+        let repaired = graph.connect();
+        assert!(repaired >= 1 && repaired <= orphans.len(), "repaired {repaired}");
+        assert_eq!(reachable(&graph), graph.len());
+        let mut query = Vec::new();
+        for &orphan in &orphans {
+            graph.vectors.exact_into(orphan, &mut query);
+            let found = with_scratch(|s| graph.search(&query, 1, SearchParams { ef: 32, oversample: 0 }, s).to_vec());
+            assert_eq!(found[0].node, orphan, "orphan {orphan} is findable again");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! A graph with its segment's ids as the sections of a segment file: the one place that knows
+//! which arrays a segment file holds and how they are checked when read back.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Acquire};
+use std::sync::{Arc, Mutex};
+
+use super::vectors::SplitVectors;
+use super::{unpack, Graph, Params, MAX_LEVEL, NO_ENTRY};
+use crate::distance::Distance;
+use crate::error::{Error, Result};
+use crate::memory::{Array, Mapping};
+use crate::options::Options;
+use crate::quant::{Codebook, Codes, Quantization};
+use crate::storage::segment_file::{self, Section, SegmentFile, SegmentHeader};
+
+/// A segment read from its file: arrays viewed in place in `mapping`.
+pub(crate) struct StoredSegment {
+    pub ordinal: u32,
+    pub graph: Graph,
+    pub ids: Array<u64>,
+    pub mapping: Arc<Mapping>,
+}
+
+/// Writes segment `ordinal` (its graph and the ids of its nodes) to `path`. Call it only while
+/// no insert runs on `graph`, so no lock bit is set.
+pub(crate) fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64]) -> Result<()> {
+    let (high, low) = graph.vectors.halves();
+    let mut sections = vec![
+        (Section::Ids, bytemuck::cast_slice(ids)),
+        (Section::Levels, graph.levels.bytes()),
+        (Section::High, high.bytes()),
+        (Section::Low, low.bytes()),
+        (Section::Layer0, graph.layer0.bytes()),
+        (Section::UpperStart, graph.upper_start.bytes()),
+        (Section::Upper, graph.upper.bytes()),
+    ];
+    let codebook = graph.codes.as_ref().map_or(Vec::new(), |codes| {
+        sections.push((Section::Codes, codes.bytes.bytes()));
+        sections.push((Section::CodeNorms, codes.norms.bytes()));
+        codes.codebook.to_words()
+    });
+    if !codebook.is_empty() {
+        sections.push((Section::Codebook, bytemuck::cast_slice(&codebook)));
+    }
+    let header = SegmentHeader {
+        dim: graph.dim as u32,
+        metric: graph.distance.metric().code(),
+        m: graph.params.m as u32,
+        ef_construction: graph.params.ef_construction as u32,
+        count: graph.len() as u64,
+        seed: graph.params.seed,
+        entry: graph.entry.load(Acquire),
+        ordinal,
+    };
+    segment_file::write(path, &header, &sections)
+}
+
+/// Reads the segment file at `path`, which must hold `count` vectors of dimension `dim` under
+/// `distance`'s metric (what the manifest says of it). `verify` checks every section checksum.
+pub(crate) fn read_segment(
+    path: &Path,
+    verify: bool,
+    count: u64,
+    dim: usize,
+    distance: Distance,
+) -> Result<StoredSegment> {
+    let file = SegmentFile::open(path, verify)?;
+    let h = &file.header;
+    if h.count != count {
+        return Err(file.corrupt(format!("holds {} vectors, the manifest says {count}", h.count)));
+    }
+    if h.dim as usize != dim {
+        return Err(Error::DimensionMismatch(format!(
+            "{}: segment of {}-dimensional vectors, the database has {dim}",
+            file.path().display(),
+            h.dim,
+        )));
+    }
+    if h.metric != distance.metric().code() {
+        return Err(file.corrupt(format!("segment metric {} differs from the database's", h.metric)));
+    }
+    let graph = Graph::from_file(&file, distance)?;
+    let ids = file.array(Section::Ids, graph.len())?;
+    Ok(StoredSegment { ordinal: h.ordinal, graph, ids, mapping: file.mapping().clone() })
+}
+
+impl Graph {
+    /// The graph stored in `file`, viewed in place. Checks everything a search relies on to stay
+    /// in bounds (levels, where upper lists start, the entry point); links are bounds-checked
+    /// as they are read (`copy_neighbors`).
+    fn from_file(file: &SegmentFile, distance: Distance) -> Result<Graph> {
+        let h = &file.header;
+        let fail = |detail: &str| file.corrupt(detail.to_string());
+        let len = usize::try_from(h.count).ok().filter(|&n| n <= Options::MAX_SEGMENT_CAPACITY);
+        let len = len.ok_or_else(|| fail("node count out of range"))?;
+        let (dim, m) = (h.dim as usize, h.m as usize);
+        if !(1..=Options::MAX_DIM).contains(&dim) || !(2..=Options::MAX_M).contains(&m) {
+            return Err(fail("dimension or m out of range"));
+        }
+        let codes = Self::codes_from_file(file, dim, len)?;
+        let quantization = codes.as_ref().map_or(Quantization::None, |c| c.codebook.kind);
+        let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed, quantization };
+        let levels: Array<u8> = file.array(Section::Levels, len)?;
+        if levels.iter().any(|&l| l as usize > MAX_LEVEL) {
+            return Err(fail("a node level is out of range"));
+        }
+        let upper_start: Array<u32> = file.array(Section::UpperStart, len)?;
+        let upper_len =
+            upper_start.last().map_or(0, |&s| s as usize) + levels.last().map_or(0, |&l| l as usize) * (m + 1);
+        let upper: Array<AtomicU32> = file.array(Section::Upper, upper_len)?;
+        let mut expected_start = 0usize;
+        for (&start, &level) in upper_start.iter().zip(levels.iter()) {
+            if start as usize != expected_start {
+                return Err(fail("upper-layer lists are out of order"));
+            }
+            expected_start += level as usize * (m + 1);
+        }
+        let layer0 = file.array(Section::Layer0, len * (2 * m + 1))?;
+        let vectors = SplitVectors::from_halves(
+            dim,
+            len,
+            file.array(Section::High, len * dim)?,
+            file.array(Section::Low, len * dim)?,
+        )
+        .ok_or_else(|| fail("vector sections have the wrong size"))?;
+        let entry = h.entry;
+        let valid_entry = match (entry == NO_ENTRY, len) {
+            (true, 0) => true,
+            (false, 1..) => {
+                let (node, level) = unpack(entry);
+                levels.get(node as usize).is_some_and(|&l| l as usize == level)
+            }
+            _ => false,
+        };
+        if !valid_entry {
+            return Err(fail("entry point is not a node of the graph"));
+        }
+        Ok(Graph {
+            dim,
+            params,
+            distance,
+            vectors,
+            levels,
+            layer0,
+            upper,
+            upper_start,
+            entry: AtomicU64::new(entry),
+            entry_lock: Mutex::new(()),
+            codes,
+        })
+    }
+
+    /// The codes in `file`, if it has a codebook section.
+    fn codes_from_file(file: &SegmentFile, dim: usize, len: usize) -> Result<Option<Codes>> {
+        let Some(words) = file.optional_array::<u32>(Section::Codebook)? else { return Ok(None) };
+        let codebook =
+            Codebook::from_words(&words, dim).ok_or_else(|| file.corrupt("the codebook is malformed".into()))?;
+        let code_len = codebook.kind.code_len(dim);
+        let norms = if codebook.kind == Quantization::Binary { 0 } else { len };
+        Ok(Some(Codes {
+            bytes: file.array(Section::Codes, len * code_len)?,
+            norms: file.array(Section::CodeNorms, norms)?,
+            code_len,
+            codebook,
+        }))
+    }
+}

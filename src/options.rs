@@ -1,0 +1,156 @@
+//! What a caller chooses: index options with their limits, durability, and per-query search
+//! parameters.
+
+use std::time::Duration;
+
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+use crate::quant::Quantization;
+
+/// When an acknowledged insert reaches the disk. A process crash (kill -9) loses nothing in any
+/// mode, because the log is written before `insert_batch` returns; the modes differ only on an
+/// operating-system crash or power loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before `insert_batch` returns; concurrent inserts share one fsync. Nothing
+    /// acknowledged is ever lost. The default.
+    #[default]
+    EveryBatch,
+    /// fsync in the background at this interval: a power loss can lose the inserts of the last
+    /// interval.
+    Interval(Duration),
+    /// fsync only at checkpoints (seal, flush, close): a power loss can lose every insert since.
+    Never,
+}
+
+/// Index configuration. [`Options::new`] fills every field but `dim` and `metric` with defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Dimension of every vector (1..=65,536).
+    pub dim: usize,
+    pub metric: Metric,
+    /// Links per node on upper layers (layer 0 keeps 2·m); 2..=128, default 16.
+    pub m: usize,
+    /// Beam width while building; default 100.
+    pub ef_construction: usize,
+    /// Beam width of a search that passes `ef = 0`; default 64.
+    pub ef_search: usize,
+    /// Vectors per segment before it is sealed; default 1,048,576.
+    pub segment_capacity: usize,
+    /// Threads that build graphs and serve batch searches; 0 = one per core.
+    pub threads: usize,
+    /// Seeds the level draw, so builds are reproducible.
+    pub seed: u64,
+    /// `Index::open`: create the database when the directory holds none. Default true.
+    pub create: bool,
+    /// `Index::open`: open without the write lock; inserts fail with [`Error::ReadOnly`].
+    pub read_only: bool,
+    /// `Index::open`: when inserts reach the disk. Default: fsync every batch.
+    pub durability: Durability,
+    /// Codes the graph walk reads instead of the vectors (1, 4 or 8 bits a dimension); the
+    /// best candidates are re-scored with the exact vectors. Default `None`. Binary codes
+    /// cannot serve the inner product.
+    pub quantization: Quantization,
+    /// Default for [`SearchParams::oversample`]; 0 = the code's own default.
+    pub oversample: usize,
+    /// `Index::open`: check every section checksum of every segment file while opening (reads
+    /// each file once). Off, a sealed segment is only mapped (opening takes milliseconds) and
+    /// damage inside its vectors or links gives wrong answers instead of an error, though never
+    /// an out-of-bounds access. Default true.
+    pub verify: bool,
+}
+
+/// cbindgen:ignore
+impl Options {
+    pub const DEFAULT_M: usize = 16;
+    pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
+    pub const DEFAULT_EF_SEARCH: usize = 64;
+    pub const DEFAULT_SEGMENT_CAPACITY: usize = 1 << 20;
+    pub const MAX_DIM: usize = 1 << 16;
+    pub const MAX_M: usize = 128;
+    /// Node numbers and link offsets inside a segment are 32-bit.
+    pub const MAX_SEGMENT_CAPACITY: usize = 1 << 28;
+    /// Most threads an index or a batch search may ask for.
+    pub const MAX_THREADS: usize = 4096;
+}
+
+impl Options {
+    /// Options with the defaults for everything but `dim` and `metric`.
+    pub fn new(dim: usize, metric: Metric) -> Self {
+        Options {
+            dim,
+            metric,
+            m: Self::DEFAULT_M,
+            ef_construction: Self::DEFAULT_EF_CONSTRUCTION,
+            ef_search: Self::DEFAULT_EF_SEARCH,
+            segment_capacity: Self::DEFAULT_SEGMENT_CAPACITY,
+            threads: 0,
+            seed: 0x6f6d_656e_6462,
+            create: true,
+            read_only: false,
+            durability: Durability::EveryBatch,
+            verify: true,
+            quantization: Quantization::None,
+            oversample: 0,
+        }
+    }
+
+    /// Fails on the first field out of its documented range.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(Error::InvalidArgument(what)) };
+        check(
+            (1..=Self::MAX_DIM).contains(&self.dim),
+            format!("dim must be in 1..={}, got {}", Self::MAX_DIM, self.dim),
+        )?;
+        check((2..=Self::MAX_M).contains(&self.m), format!("m must be in 2..={}, got {}", Self::MAX_M, self.m))?;
+        check(self.ef_construction >= 1, "ef_construction must be at least 1".into())?;
+        check(self.ef_search >= 1, "ef_search must be at least 1".into())?;
+        check(
+            (1..=Self::MAX_SEGMENT_CAPACITY).contains(&self.segment_capacity),
+            format!("segment_capacity must be in 1..={}, got {}", Self::MAX_SEGMENT_CAPACITY, self.segment_capacity),
+        )?;
+        check(
+            self.quantization.serves(self.metric),
+            format!("{} quantization cannot serve the {} metric", self.quantization, self.metric),
+        )?;
+        check_threads(self.threads)
+    }
+
+    /// `params` with every 0 replaced by this index's default and `ef` raised to at least `k`;
+    /// fails for `k = 0`.
+    pub(crate) fn resolve(&self, k: usize, params: SearchParams) -> Result<SearchParams> {
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        let ef = if params.ef == 0 { self.ef_search } else { params.ef };
+        let oversample = if params.oversample == 0 { self.oversample } else { params.oversample };
+        Ok(SearchParams { ef: ef.max(k), oversample })
+    }
+}
+
+/// Fails when `threads` exceeds [`Options::MAX_THREADS`].
+pub(crate) fn check_threads(threads: usize) -> Result<()> {
+    if threads <= Options::MAX_THREADS {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("threads must be at most {}, got {threads}", Options::MAX_THREADS)))
+    }
+}
+
+/// Per-query search settings; a plain number converts to `ef` with the default oversample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Beam width: 0 uses `Options::ef_search`; a value below `k` is raised to `k`.
+    pub ef: usize,
+    /// With quantized codes: candidates re-scored exactly per result. The beam is widened to
+    /// at least `k * oversample` and the best `max(k * oversample, ef / 2)` are re-scored. 0 uses
+    /// `Options::oversample`, whose 0 means the code's default (binary 20, 4-bit 2, 8-bit 2).
+    /// Ignored without codes, where every candidate of the beam is re-scored.
+    pub oversample: usize,
+}
+
+impl From<usize> for SearchParams {
+    fn from(ef: usize) -> Self {
+        SearchParams { ef, oversample: 0 }
+    }
+}

@@ -1,0 +1,148 @@
+//! The growing segment: takes inserts, linked in parallel, with the reachability pass run as it
+//! grows; sealed into an immutable copy when full.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::sealed::Sealed;
+use super::SearchResult;
+use super::{mapped_bytes, search_graph, Layout};
+use crate::error::Result;
+use crate::hnsw::{write_segment, Graph, StoredSegment};
+use crate::memory::{Array, Mapping};
+use crate::options::SearchParams;
+
+struct GrowingState {
+    graph: Graph,
+    ids: Array<u64>,
+    /// The snapshot file the arrays are read from, until the first insert copies them.
+    mapping: Option<Arc<Mapping>>,
+}
+
+/// The segment that takes inserts. Appending takes the write lock briefly; linking and searching
+/// share the read lock, with per-node locks inside the graph.
+pub(crate) struct Growing {
+    ordinal: u32,
+    capacity: usize,
+    state: RwLock<GrowingState>,
+    /// Vectors linked since the last reachability pass.
+    unchecked: AtomicUsize,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // Writers only append whole batches before any reader can see them; a panic during an
+    // append leaves the old, consistent prefix, so a poisoned lock is still safe to read.
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Growing {
+    pub(crate) fn new(layout: &Layout, ordinal: u32) -> Self {
+        Growing {
+            ordinal,
+            unchecked: AtomicUsize::new(0),
+            capacity: layout.capacity,
+            state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Array::default(), mapping: None }),
+        }
+    }
+
+    /// The growing segment whose snapshot was read back as `stored`, searched from the mapping
+    /// until the first insert copies it onto the heap (`add` appends through `Array::vec_mut`,
+    /// which copies every array before anything is written).
+    pub(crate) fn from_stored(layout: &Layout, stored: StoredSegment) -> Growing {
+        let StoredSegment { ordinal, graph, ids, mapping } = stored;
+        Growing {
+            ordinal,
+            capacity: layout.capacity,
+            unchecked: AtomicUsize::new(0),
+            state: RwLock::new(GrowingState { graph, ids, mapping: Some(mapping) }),
+        }
+    }
+
+    pub(crate) fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        read(&self.state).ids.len()
+    }
+
+    pub(crate) fn room(&self) -> usize {
+        self.capacity - self.len()
+    }
+
+    /// Appends and links a batch, in parallel on the current rayon pool. The caller serialises
+    /// calls and keeps the batch within `room()`.
+    pub(crate) fn add(&self, ids: &[u64], vectors: &[f32]) {
+        if ids.is_empty() {
+            return;
+        }
+        let first = {
+            let mut state = write(&self.state);
+            let first = state.graph.len();
+            state.graph.append(vectors);
+            state.ids.vec_mut().extend_from_slice(ids);
+            state.mapping = None;
+            first
+        };
+        let state = read(&self.state);
+        state.graph.insert_range(first as u32..(first + ids.len()) as u32);
+        // Once 1/64 of the segment was linked since the last reachability pass, the next pass
+        // is paid for (amortised O(1) a vector, whatever the batch sizes); sealing always runs one.
+        let unchecked = self.unchecked.fetch_add(ids.len(), Relaxed) + ids.len();
+        if unchecked * 64 >= state.graph.len() {
+            state.graph.connect();
+            self.unchecked.store(0, Relaxed);
+        }
+    }
+
+    /// Runs the reachability pass now (see `add`), e.g. after a replay.
+    pub(crate) fn connect(&self) {
+        read(&self.state).graph.connect();
+        self.unchecked.store(0, Relaxed);
+    }
+
+    /// A sealed copy, for when searches may still hold this segment.
+    pub(crate) fn seal(&self) -> Sealed {
+        let state = read(&self.state);
+        let graph = state.graph.compacted();
+        graph.connect();
+        Sealed::new(self.ordinal, graph, state.ids.to_vec())
+    }
+
+    /// Seals this segment in place when nothing else holds it: no copy of the graph.
+    pub(crate) fn into_sealed(self) -> Sealed {
+        let state = self.state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Sealed::new(self.ordinal, state.graph, state.ids)
+    }
+
+    /// Writes a snapshot of this segment to `path`; the caller keeps inserts out meanwhile.
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
+        let state = read(&self.state);
+        write_segment(path, self.ordinal, &state.graph, &state.ids)
+    }
+
+    /// Calls `f(node, id)` for every vector, in node order.
+    pub(crate) fn for_each_id(&self, mut f: impl FnMut(u32, u64)) {
+        read(&self.state).ids.iter().enumerate().for_each(|(node, &id)| f(node as u32, id));
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let state = read(&self.state);
+        state.graph.heap_bytes() + state.ids.heap_bytes()
+    }
+
+    /// (mapped bytes, of which resident) while the segment is read from its snapshot file.
+    pub(crate) fn mapped_bytes(&self) -> (usize, usize) {
+        mapped_bytes(read(&self.state).mapping.as_deref())
+    }
+
+    pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
+        let state = read(&self.state);
+        search_graph(&state.graph, &state.ids, query, k, params, out);
+    }
+}

@@ -1,0 +1,63 @@
+//! A sealed segment: immutable, compacted, on the heap or mapped from its file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::SearchResult;
+use super::{mapped_bytes, search_graph};
+use crate::error::Result;
+use crate::hnsw::{write_segment, Graph, StoredSegment};
+use crate::memory::{Array, Mapping};
+use crate::options::SearchParams;
+
+pub(crate) struct Sealed {
+    ordinal: u32,
+    graph: Graph,
+    ids: Array<u64>,
+    /// The file mapping the arrays live in, if they were read from one.
+    mapping: Option<Arc<Mapping>>,
+}
+
+impl Sealed {
+    pub(super) fn new(ordinal: u32, mut graph: Graph, ids: impl Into<Array<u64>>) -> Self {
+        let mut ids = ids.into();
+        graph.shrink_to_fit();
+        ids.shrink_to_fit();
+        Sealed { ordinal, graph, ids, mapping: None }
+    }
+
+    /// The sealed segment read back as `stored`, searched straight from its mapping.
+    pub(crate) fn from_stored(stored: StoredSegment) -> Sealed {
+        let StoredSegment { ordinal, graph, ids, mapping } = stored;
+        Sealed { ordinal, graph, ids, mapping: Some(mapping) }
+    }
+
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
+        write_segment(path, self.ordinal, &self.graph, &self.ids)
+    }
+
+    pub(crate) fn ordinal(&self) -> u32 {
+        self.ordinal
+    }
+
+    pub(crate) fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.graph.heap_bytes() + self.ids.heap_bytes()
+    }
+
+    /// (mapped bytes, of which resident) for a segment read from a file.
+    pub(crate) fn mapped_bytes(&self) -> (usize, usize) {
+        mapped_bytes(self.mapping.as_deref())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
+        search_graph(&self.graph, &self.ids, query, k, params, out);
+    }
+}
