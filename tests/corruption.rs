@@ -116,9 +116,19 @@ fn check_open(dir: &Path, verify: bool, allowed: &[&str], min_batches: u64, case
             let n = batches_present(&index);
             assert!(n >= min_batches, "{case}: opened with {n} batches, expected at least {min_batches}");
             for b in 0..3 {
-                let (_, vectors) = batch(b);
+                let (ids, vectors) = batch(b);
                 let hits = index.search(&vectors[..DIM], 5, 0).unwrap();
-                assert!(verify || hits.len() <= 5);
+                // Ids are always checksummed: every hit is a stored vector, whatever else is damaged.
+                assert!(hits.len() <= 5 && hits.iter().all(|h| index.contains(h.id)), "{case}: {hits:?}");
+                // Verified, what opened is intact: full answers in order, and a stored vector
+                // finds itself. (Unverified damaged vectors may give any distance.)
+                if verify {
+                    assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance), "{case}: {hits:?}");
+                    assert_eq!(hits.len(), 5.min(index.len()), "{case}");
+                    if b < n {
+                        assert!(hits[0].id == ids[0] || hits[0].distance <= 1e-6, "{case}: {hits:?}");
+                    }
+                }
             }
             // Inserting links new nodes into what was read (unverified links included).
             let (_, vectors) = batch(0);
@@ -287,6 +297,7 @@ fn random_mutations_never_crash_an_open() {
     let (_, _, total) = *template();
     let mut rng = Rng::new(0xF022);
     let prefixes = ["MANIFEST", "segment-", "growing-", "wal-"];
+    let (mut opened, mut refused) = (0, 0);
     for round in 0..300 {
         let prefix = prefixes[round % prefixes.len()];
         let dir = damaged_copy(prefix, |bytes| {
@@ -302,9 +313,16 @@ fn random_mutations_never_crash_an_open() {
             }
         });
         let verify = round % 2 == 0;
-        let _ = check_open(&dir, verify, &["corrupt", "version", "dimension"], 0, &format!("mutation round {round}"));
+        let allowed = ["corrupt", "version", "dimension"];
+        match check_open(&dir, verify, &allowed, 0, &format!("mutation round {round}")) {
+            Ok(_) => opened += 1,
+            Err(_) => refused += 1,
+        }
     }
-    assert!(total > 0);
+    // Both outcomes occur: most damage is caught, and some falls where nothing reads it (the
+    // zero padding between sections, a torn-looking log tail).
+    println!("random mutations of {total} batches: {opened} opened, {refused} refused");
+    assert!(refused > 150 && opened > 0, "{opened} opened, {refused} refused");
 }
 
 /// Files written by format version 1 (before quantized codes) still open: the template's

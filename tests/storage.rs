@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{brute_force, recall, Rng};
-use omendb::{Error, Index, Metric, Options, Quantization};
+use omendb::{Durability, Error, Index, Metric, Options, Quantization};
 
 const DIM: usize = 16;
 
@@ -293,16 +293,19 @@ fn crash_rounds(rounds: u64, seed: u64, codes: &str) {
         let env = [("OMENDB_FIRST", next.to_string()), ("OMENDB_CODES", codes.to_string())];
         let mut process = child("insert-forever", dir.path(), &env);
         let stdout = process.stdout.take().unwrap();
+        let (opened, ready) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut lines = lines_with("", stdout);
-            let ready = lines.next();
-            let acks: Vec<u64> = lines.filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok())).collect();
-            (ready, acks)
+            let _ = opened.send(lines.next());
+            lines.filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok())).collect::<Vec<u64>>()
         });
-        std::thread::sleep(std::time::Duration::from_millis(20 + rng.next_u64() % 250));
+        // The kill lands at a random moment after the child opened the database (however long
+        // opening took), while it inserts.
+        let ready = ready.recv_timeout(std::time::Duration::from_secs(120)).ok().flatten();
+        std::thread::sleep(std::time::Duration::from_millis(rng.next_u64() % 250));
         process.kill().unwrap();
         process.wait().unwrap();
-        let (ready, acks) = reader.join().unwrap();
+        let acks = reader.join().unwrap();
         assert_eq!(ready.as_deref(), Some("ready"), "round {round}: the child did not open the database");
         let acknowledged = acks.last().map_or(next, |&b| b + 1);
 
@@ -419,7 +422,20 @@ fn a_read_only_directory_fails_writes_with_io() {
 }
 
 #[test]
-fn concurrent_inserts_all_survive_with_at_most_one_fsync_each() {
+fn every_batch_is_fsynced_before_it_returns_unless_durability_says_otherwise() {
+    for (durability, serial_syncs) in [(Durability::EveryBatch, 25), (Durability::Never, 0)] {
+        let dir = TempDir::new("fsyncs");
+        let index = Index::open(dir.path(), Options { durability, ..options() }).unwrap();
+        for id in 0..25u64 {
+            index.insert(id, &[id as f32; DIM]).unwrap();
+        }
+        // One at a time, no insert can share another's fsync: each needs its own.
+        assert_eq!(index.stats().log_syncs, serial_syncs, "{durability:?}");
+    }
+}
+
+#[test]
+fn concurrent_inserts_all_survive_and_share_fsyncs() {
     let dir = TempDir::new("group");
     let index = Index::open(dir.path(), Options { segment_capacity: 100_000, ..options() }).unwrap();
     let (threads, per_thread) = (8u64, 40u64);
@@ -435,10 +451,9 @@ fn concurrent_inserts_all_survive_with_at_most_one_fsync_each() {
         }
     });
     // How many fsyncs are shared depends on timing (the unit test `one_fsync_covers_every_record
-    // _written_before_it` checks the mechanism); none may be missing or extra.
+    // _written_before_it` checks the mechanism, the test above that none is skipped).
     let syncs = index.stats().log_syncs;
     println!("{} inserts, {syncs} fsyncs", threads * per_thread);
-    assert!((1..=threads * per_thread).contains(&syncs), "{syncs} fsyncs");
     drop(index);
     let index = Index::open(dir.path(), options()).unwrap();
     assert_eq!(index.len() as u64, threads * per_thread);

@@ -1,7 +1,7 @@
-"""Writes a seeded clustered data set in the TEXMEX layout that ../shared/bench/ann_peers.py reads:
+"""Writes a seeded clustered data set in the TEXMEX layout that benches/peers/ann_peers.py reads:
 PREFIX_base.fvecs (N vectors) and PREFIX_query.fvecs (1,000 more from the same distribution).
 
-    python gen_clustered.py build/clustered1m 1000000 128
+    python benches/peers/gen_clustered.py build/clustered1m 1000000 128  (or: make bench-clustered)
 """
 import sys
 

@@ -3,7 +3,7 @@ and b1 modes and faiss IndexHNSWSQ (8 and 4 bit) and IndexBinaryHNSW, on one dat
 
     python benches/peers/quantized.py ../shared/data/npm51k --metric cos --omendb python/ \
         | tee build/quantized.txt
-    python ../shared/bench/compare.py < build/quantized.txt   # queries/s at recall 0.95
+    python benches/peers/compare.py < build/quantized.txt   # queries/s at recall 0.95
 
 Output rows use ann_peers.py's format (build s, vec/s, memory MB, then recall/qps per ef, one
 search thread), so compare.py reads them. Peers that return neighbours ranked by their codes
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "bench"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ann_peers import exact_neighbours, read_vecs, recall, rss_mb  # noqa: E402
 
 

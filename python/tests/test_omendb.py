@@ -1,4 +1,6 @@
 """The Python binding: real results against numpy brute force, and clear errors."""
+import time
+
 import numpy as np
 import pytest
 
@@ -153,9 +155,11 @@ def test_close_waits_for_calls_running_in_other_threads():
     worker = threading.Thread(target=insert)
     worker.start()
     started.wait()
+    time.sleep(0.1)  # let the insert enter the library (it runs for about 0.3 s)
     index.close()  # must not free the index under the running insert (which would crash)
+    # close() returned only after the running insert finished, so its outcome is already in.
+    assert outcome == ["inserted"]
     worker.join()
-    assert len(outcome) == 1
     with pytest.raises(omendb.ClosedError):
         len(index)
 

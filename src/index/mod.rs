@@ -12,7 +12,6 @@ use rayon::prelude::*;
 
 use crate::distance::{Distance, Metric};
 use crate::error::{Error, Result};
-use crate::hnsw::Params;
 use crate::options::{check_threads, Options, SearchParams};
 use crate::segment::{Growing, Layout, SearchResult, SegmentSet};
 use crate::storage::Store;
@@ -60,19 +59,8 @@ impl Engine {
             .thread_name(|i| format!("omendb-{i}"))
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
-        let distance = Distance::new(options.metric);
-        let params = hnsw_params(&options);
-        let layout = Layout { dim: options.dim, capacity: options.segment_capacity, params, distance };
-        Ok(Engine { options, layout, distance, pool })
-    }
-}
-
-fn hnsw_params(options: &Options) -> Params {
-    Params {
-        m: options.m,
-        ef_construction: options.ef_construction,
-        seed: options.seed,
-        quantization: options.quantization,
+        let layout = Layout::of(&options);
+        Ok(Engine { distance: layout.distance, options, layout, pool })
     }
 }
 

@@ -10,7 +10,6 @@ use super::ids::IdMap;
 use super::{Engine, Index, Writer};
 use crate::distance::Metric;
 use crate::error::{corrupt, Error, Result};
-use crate::hnsw::read_segment;
 use crate::options::Options;
 use crate::quant::Quantization;
 use crate::segment::{Growing, Sealed, SegmentSet};
@@ -110,19 +109,18 @@ impl Index {
         let (mut store, manifest) =
             Store::open(dir, options.create, options.read_only, options.durability, || fresh_manifest(options))?;
         let engine = Engine::new(stored_options(dir, options, &manifest)?)?;
-        let (layout, verify) = (engine.layout, options.verify);
-        let read = |path: &Path, count: u64| read_segment(path, verify, count, layout.dim, layout.distance);
+        let (layout, verify) = (&engine.layout, options.verify);
         let sealed = engine.pool.install(|| {
             manifest
                 .sealed
                 .par_iter()
-                .map(|entry| Ok(Arc::new(Sealed::from_stored(read(&store.segment_path(entry.ordinal), entry.count)?))))
+                .map(|e| Sealed::open(layout, &store.segment_path(e.ordinal), verify, e.count).map(Arc::new))
                 .collect::<Result<Vec<_>>>()
         })?;
         let growing = if manifest.growing.count > 0 {
-            Growing::from_stored(&layout, read(&store.growing_path(&manifest), manifest.growing.count)?)
+            Growing::open(layout, &store.growing_path(&manifest), verify, manifest.growing.count)?
         } else {
-            Growing::new(&layout, manifest.growing.ordinal)
+            Growing::new(layout, manifest.growing.ordinal)
         };
 
         // Replay the log onto the segments before the index exists, so it is made whole once.

@@ -50,17 +50,17 @@ impl Growing {
         }
     }
 
-    /// The growing segment whose snapshot was read back as `stored`, searched from the mapping
-    /// until the first insert copies it onto the heap (`add` appends through `Array::vec_mut`,
-    /// which copies every array before anything is written).
-    pub(crate) fn from_stored(layout: &Layout, stored: StoredSegment) -> Growing {
-        let StoredSegment { ordinal, graph, ids, mapping } = stored;
-        Growing {
+    /// The growing segment whose snapshot is the file at `path` (as `Sealed::open`), searched
+    /// from the mapping until the first insert copies it onto the heap (`add` appends through
+    /// `Array::vec_mut`, which copies every array before anything is written).
+    pub(crate) fn open(layout: &Layout, path: &Path, verify: bool, count: u64) -> Result<Growing> {
+        let StoredSegment { ordinal, graph, ids, mapping } = layout.read(path, verify, count)?;
+        Ok(Growing {
             ordinal,
             capacity: layout.capacity,
             unchecked: AtomicUsize::new(0),
             state: RwLock::new(GrowingState { graph, ids, mapping: Some(mapping) }),
-        }
+        })
     }
 
     pub(crate) fn ordinal(&self) -> u32 {

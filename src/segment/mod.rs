@@ -6,6 +6,7 @@ mod growing;
 mod sealed;
 
 use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -15,9 +16,9 @@ pub(crate) use sealed::Sealed;
 
 use crate::distance::Distance;
 use crate::error::{Error, Result};
-use crate::hnsw::{with_scratch, Graph, Params};
+use crate::hnsw::{read_segment, with_scratch, Graph, Params, StoredSegment};
 use crate::memory::Mapping;
-use crate::options::SearchParams;
+use crate::options::{Options, SearchParams};
 
 /// One neighbour of a query.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,6 +38,22 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// The layout `options` ask for.
+    pub(crate) fn of(options: &Options) -> Layout {
+        let params = Params {
+            m: options.m,
+            ef_construction: options.ef_construction,
+            seed: options.seed,
+            quantization: options.quantization,
+        };
+        Layout { dim: options.dim, capacity: options.segment_capacity, params, distance: Distance::new(options.metric) }
+    }
+
+    /// Reads the segment file at `path`, which the manifest says holds `count` vectors.
+    fn read(&self, path: &Path, verify: bool, count: u64) -> Result<StoredSegment> {
+        read_segment(path, verify, count, self.dim, self.distance)
+    }
+
     /// Each segment draws its levels from its own stream, so segments built in parallel stay
     /// reproducible.
     fn graph(&self, ordinal: u32) -> Graph {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::SearchResult;
-use super::{mapped_bytes, search_graph};
+use super::{mapped_bytes, search_graph, Layout};
 use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, StoredSegment};
 use crate::memory::{Array, Mapping};
@@ -26,10 +26,11 @@ impl Sealed {
         Sealed { ordinal, graph, ids, mapping: None }
     }
 
-    /// The sealed segment read back as `stored`, searched straight from its mapping.
-    pub(crate) fn from_stored(stored: StoredSegment) -> Sealed {
-        let StoredSegment { ordinal, graph, ids, mapping } = stored;
-        Sealed { ordinal, graph, ids, mapping: Some(mapping) }
+    /// The sealed segment in the file at `path` (holding `count` vectors, as the manifest
+    /// says), searched straight from its mapping. `verify` checks every section checksum.
+    pub(crate) fn open(layout: &Layout, path: &Path, verify: bool, count: u64) -> Result<Sealed> {
+        let StoredSegment { ordinal, graph, ids, mapping } = layout.read(path, verify, count)?;
+        Ok(Sealed { ordinal, graph, ids, mapping: Some(mapping) })
     }
 
     pub(crate) fn write(&self, path: &Path) -> Result<()> {

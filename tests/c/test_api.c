@@ -146,9 +146,32 @@ int main(void) {
     EXPECT(omen_index_search(index, base, DIM, K, 0, out_ids, (float *)out_ids, &count, &err), OMEN_STATUS_INVALID_ARGUMENT, "overlap");
     CHECK(count == 12345, "out_count written on failure");
 
-    /* ef below k is raised to k; k above len returns len hits padded with OMEN_NO_ID. */
+    /* ef below k is raised to k. */
     status = omen_index_search(index, base, DIM, K, 1, out_ids, out_distances, &count, &err);
     CHECK(status == OMEN_STATUS_OK && count == K, "ef < k");
+
+    /* k above len returns len hits, and the slots after them hold OMEN_NO_ID and INFINITY. */
+    omen_index *small = NULL;
+    status = omen_index_create(&options, &small, &err);
+    CHECK(status == OMEN_STATUS_OK, "create small: %s", omen_error_message(err));
+    if (status == OMEN_STATUS_OK) {
+        status = omen_index_insert_batch(small, ids, base, 3, DIM, &err);
+        CHECK(status == OMEN_STATUS_OK, "insert 3: %s", omen_error_message(err));
+        for (size_t slot = 0; slot < K; slot++) {
+            out_ids[slot] = 777;
+            out_distances[slot] = -1.0f;
+        }
+        status = omen_index_search(small, base, DIM, K, 0, out_ids, out_distances, &count, &err);
+        CHECK(status == OMEN_STATUS_OK && count == 3, "k > len: %zu hits", count);
+        CHECK(out_ids[0] == ids[0] && out_distances[0] == 0.0f, "k > len: nearest is the query itself");
+        for (size_t slot = 3; slot < K; slot++) {
+            CHECK(out_ids[slot] == OMEN_NO_ID, "slot %zu holds id %llu, not OMEN_NO_ID", slot,
+                  (unsigned long long)out_ids[slot]);
+            CHECK(isinf(out_distances[slot]) && out_distances[slot] > 0, "slot %zu distance %f", slot,
+                  (double)out_distances[slot]);
+        }
+        omen_index_free(small);
+    }
 
 cleanup:
     omen_index_free(index);
