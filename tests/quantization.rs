@@ -109,3 +109,26 @@ fn quantized_databases_reopen_identical_and_detect_damaged_codes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn codes_do_not_depend_on_how_inserts_were_batched() {
+    let (dim, n) = (64, 10_000);
+    let data = clustered(n + 200, dim, 40, 41);
+    let (base, queries) = data.split_at(n * dim);
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let truth = brute_force(Metric::L2, dim, base, &ids, queries, 10);
+    for code in [Quantization::Bits4, Quantization::Bits8] {
+        let options = Options { quantization: code, ..Options::new(dim, Metric::L2) };
+        let whole = Index::new(options.clone()).unwrap();
+        whole.insert_batch(&ids, base).unwrap();
+        // One vector first: a codebook learnt from it alone maps everything else to its edges.
+        let trickled = Index::new(options).unwrap();
+        trickled.insert_batch(&ids[..1], &base[..dim]).unwrap();
+        trickled.insert_batch(&ids[1..], &base[dim..]).unwrap();
+        let params = SearchParams { ef: 64, oversample: 0 };
+        let (r_whole, r_trickled) =
+            (recall_at(&whole, queries, dim, &truth, params), recall_at(&trickled, queries, dim, &truth, params));
+        println!("{code}: recall@10 at ef 64 {r_whole:.3} in one batch, {r_trickled:.3} after a batch of one");
+        assert!(r_trickled >= r_whole - 0.02, "{code}: {r_trickled} after a batch of one, {r_whole} in one batch");
+    }
+}

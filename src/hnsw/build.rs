@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::search::CoarseWalk;
-use super::{lock, pack, unpack, zeroed, Graph, LOCKED, NO_ENTRY};
+use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
 use crate::memory::reserve_huge;
 use crate::quant::{Codes, Quantization};
 
@@ -19,10 +19,13 @@ impl Graph {
         let stride0 = 1 + self.params.capacity(0);
         let stride = 1 + self.params.m;
         self.vectors.push(vectors);
+        let total = self.vectors.len();
         match (&mut self.codes, self.params.quantization) {
             (_, Quantization::None) => {}
-            // The first batch teaches the codebook; sealing learns it again from every vector.
             (None, kind) => self.codes = Some(Codes::build(kind, self.dim, vectors)),
+            // Learnt again from every vector whenever the segment has doubled (and at sealing),
+            // so codes do not depend on how the caller batched its inserts.
+            (Some(codes), kind) if codes.needs_training(total) => *codes = self.vectors.recode(kind),
             (Some(codes), _) => codes.push(vectors),
         }
         let (levels, layer0) = (self.levels.vec_mut(), self.layer0.vec_mut());
@@ -41,17 +44,40 @@ impl Graph {
         }
     }
 
-    /// The heuristic: walk `candidates` closest first and keep one only if it is closer to the
-    /// base node than to every neighbour already kept, up to `max` neighbours.
-    /// `buffer` holds each candidate's (coarse) vector while it is compared.
-    fn select(&self, candidates: &[Scored], max: usize, out: &mut Vec<Scored>, buffer: &mut Vec<f32>) {
+    /// The heuristic: walk `candidates` (scored from `base`, closest first) and keep one only if
+    /// it is closer to the base than to every neighbour already kept, up to `max` neighbours.
+    ///
+    /// Copies (equal high halves: the walk cannot tell them apart) are kept once at most, and
+    /// never beside a copy of the base: every copy is exactly as close to the base as the next,
+    /// so the plain rule keeps them all, and a group of copies then fills every list near it with
+    /// itself and cuts off whatever links in behind it (hnswlib has this flaw). Rings of copies
+    /// (`RING`) reach the copies instead. A copy scores as the node it copies, so equal scores
+    /// (and `copy_distance`, the base's score for its own high halves) gate the comparison of
+    /// the halves.
+    fn select(
+        &self,
+        base: u32,
+        copy_distance: f32,
+        candidates: &[Scored],
+        max: usize,
+        out: &mut Vec<Scored>,
+        buffer: &mut Vec<f32>,
+    ) {
         out.clear();
+        let high = |node: u32| self.vectors.high(node);
         for &candidate in candidates {
             if out.len() >= max {
                 break;
             }
+            let copy_of = |other: u32| high(candidate.node) == high(other);
+            if candidate.distance == copy_distance && copy_of(base) {
+                continue;
+            }
+            if out.iter().any(|kept| kept.distance == candidate.distance && copy_of(kept.node)) {
+                continue;
+            }
             self.vectors.coarse_into(candidate.node, buffer);
-            if out.iter().all(|kept| self.distance.coarse(buffer, self.vectors.high(kept.node)) >= candidate.distance) {
+            if out.iter().all(|kept| self.distance.coarse(buffer, high(kept.node)) >= candidate.distance) {
                 out.push(candidate);
             }
         }
@@ -87,13 +113,22 @@ impl Graph {
         let start = self.descend(&walk, level, entry, s);
         s.seeds.clear();
         s.seeds.push(start);
+        let copy_distance = self.distance.coarse(&query, self.vectors.high(node));
+        let mut in_ring = false;
         for l in (0..=level.min(top)).rev() {
             self.search_layer(&walk, self.params.ef_construction, l, s);
             // The node itself can be reached through a back-link added by a concurrent insert.
             s.found.retain(|c| c.node != node);
-            self.select(&s.found, self.params.m, &mut s.selected, &mut s.vector);
+            self.select(node, copy_distance, &s.found, self.params.m, &mut s.selected, &mut s.vector);
+            // On layer 0 a node that copies one already linked joins that one's ring.
+            let copy = (l == 0).then(|| self.copy_among(node, copy_distance, &s.found)).flatten();
             {
                 let _own = self.lock_node(node);
+                if let Some(copy) = copy {
+                    let _other = self.lock_node(copy);
+                    self.splice_rings(node, copy, s);
+                    in_ring = true;
+                }
                 self.write_list(node, l, &s.selected);
             }
             s.back_links.extend(s.selected.iter().map(|&n| (l, n)));
@@ -101,6 +136,11 @@ impl Graph {
         }
         // Back-links make the node reachable. Adding them only now, lowest layer first, means a
         // search can never descend into this node on a layer where its own list is still empty.
+        // A copy that joined a ring is reached through it: back-links would only crowd its
+        // neighbours' lists with copies of one vector.
+        if in_ring {
+            s.back_links.clear();
+        }
         s.back_links.sort_by_key(|&(l, _)| l);
         for i in 0..s.back_links.len() {
             let (l, neighbor) = s.back_links[i];
@@ -115,10 +155,15 @@ impl Graph {
 
     /// Makes every node reachable from the entry point on layer 0, and returns how many needed a
     /// new link. Pruning can drop a node's last incoming link (hnswlib has the same gap), and a
-    /// node no list points to is never found. Each such node gets a link from the closest
-    /// reachable node that a search finds (one with room if possible, else in place of that
-    /// node's farthest link, which the next round re-checks). Costs one pass over the links, plus
-    /// a search per repaired node. The caller serialises this with insertion.
+    /// node no list points to is never found. Each such node joins the ring of a reachable copy
+    /// that a search finds, or else gets a link from the closest reachable node found (one with
+    /// room if possible, else in place of that node's farthest link, which the next round
+    /// re-checks). Costs one pass over the links, plus a search per repaired node. The caller
+    /// serialises this with insertion.
+    ///
+    /// Reachability from the entry point is what a search needs: every layer-0 search starts
+    /// from the entry point as well as from where the descent ended (`walk_layer0`), so an
+    /// exhaustive one visits all that the entry point reaches.
     pub(crate) fn connect(&self) -> usize {
         let entry = self.entry.load(Acquire);
         if entry == NO_ENTRY {
@@ -142,12 +187,20 @@ impl Graph {
                     self.walk_layer0(&CoarseWalk { graph: self, query: &query }, self.params.ef_construction, entry, s);
                     s.query = query;
                     let reachable = || s.found.iter().filter(|f| reached[f.node as usize] && f.node != node);
+                    let copy_distance = self.distance.coarse(&s.query, self.vectors.high(node));
+                    let copy = self.copy_among(node, copy_distance, &reachable().copied().collect::<Vec<_>>());
                     let with_room = reachable().find(|f| Self::count(self.list(f.node, 0)) < self.params.capacity(0));
-                    if let Some(&from) = with_room.or_else(|| reachable().next()) {
+                    if let Some(copy) = copy {
+                        // Joining a reachable copy's ring reaches this node's whole ring.
+                        let (_own, _other) = (self.lock_node(node), self.lock_node(copy));
+                        self.splice_rings(node, copy, s);
+                    } else if let Some(&from) = with_room.or_else(|| reachable().next()) {
                         self.link_replacing_farthest(from.node, node, s);
-                        self.mark_reachable(node, &mut reached, &mut neighbors);
-                        repaired += 1;
+                    } else {
+                        continue;
                     }
+                    self.mark_reachable(node, &mut reached, &mut neighbors);
+                    repaired += 1;
                 }
             });
         }
@@ -172,57 +225,106 @@ impl Graph {
         }
     }
 
-    /// Adds `to` to `from`'s layer-0 list, in place of its farthest link when the list is full.
+    /// The first of `found` (scored from `node`) that is a copy of `node`: same high halves.
+    fn copy_among(&self, node: u32, copy_distance: f32, found: &[Scored]) -> Option<u32> {
+        let high = self.vectors.high(node);
+        found.iter().find(|f| f.distance == copy_distance && self.vectors.high(f.node) == high).map(|f| f.node)
+    }
+
+    /// Joins the rings of copies `a` and `b` (a node without a ring is a ring of one): swapping
+    /// their ring links makes one circle of two disjoint ones. The caller holds both nodes' locks.
+    fn splice_rings(&self, a: u32, b: u32, s: &mut Scratch) {
+        let (after_a, after_b) = (self.ring_next(a).unwrap_or(a), self.ring_next(b).unwrap_or(b));
+        self.set_ring_link(a, after_b, s);
+        self.set_ring_link(b, after_a, s);
+    }
+
+    /// Points `node`'s ring link at `next`, first making room for one in its layer-0 list (the
+    /// farthest link goes when it is full). The caller holds the node's lock.
+    fn set_ring_link(&self, node: u32, next: u32, s: &mut Scratch) {
+        let list = self.list(node, 0);
+        let flags = list[0].load(Relaxed) & FLAGS;
+        if flags & RING != 0 {
+            list[1].store(next, Release);
+            return;
+        }
+        let count = Self::count(list);
+        let links: Vec<u32> = list[1..=count].iter().map(|slot| slot.load(Relaxed)).collect();
+        let dropped = (count == self.params.capacity(0)).then(|| self.farthest_link(node, 1, s));
+        // Shift the links up one slot behind the ring link; a reader meanwhile sees some link
+        // twice or misses one, never an invalid node.
+        let mut slot = 2;
+        for (i, &link) in links.iter().enumerate() {
+            if Some(i + 1) != dropped {
+                list[slot].store(link, Relaxed);
+                slot += 1;
+            }
+        }
+        list[1].store(next, Relaxed);
+        list[0].store((slot - 1) as u32 | flags | RING, Release);
+        self.has_rings.store(true, Release);
+    }
+
+    /// The slot (from `first` on) of the farthest of `node`'s layer-0 links; an out-of-range link
+    /// (a damaged, unverified file) counts as the farthest.
+    fn farthest_link(&self, node: u32, first: usize, s: &mut Scratch) -> usize {
+        let list = self.list(node, 0);
+        let count = Self::count(list);
+        self.vectors.exact_into(node, &mut s.base);
+        let distance = |slot: usize| {
+            let n = list[slot].load(Relaxed);
+            if (n as usize) < self.len() {
+                self.distance.coarse(&s.base, self.vectors.high(n))
+            } else {
+                f32::INFINITY
+            }
+        };
+        (first..=count).max_by(|&a, &b| distance(a).total_cmp(&distance(b))).unwrap_or(count)
+    }
+
+    /// Appends `to` to a list with room, keeping its flag bits. The caller holds the node's lock.
+    fn append_link(list: &[std::sync::atomic::AtomicU32], to: u32) {
+        let count = Self::count(list);
+        list[1 + count].store(to, Relaxed);
+        let flags = list[0].load(Relaxed) & FLAGS;
+        list[0].store((count as u32 + 1) | flags, Release);
+    }
+
+    /// Adds `to` to `from`'s layer-0 list, in place of its farthest prunable link when the list
+    /// is full.
     fn link_replacing_farthest(&self, from: u32, to: u32, s: &mut Scratch) {
         let _guard = self.lock_node(from);
         let list = self.list(from, 0);
-        let count = Self::count(list);
-        if count < self.params.capacity(0) {
-            list[1 + count].store(to, Relaxed);
-            let locked = list[0].load(Relaxed) & LOCKED;
-            list[0].store((count as u32 + 1) | locked, Release);
-            return;
+        if Self::count(list) < self.params.capacity(0) {
+            return Self::append_link(list, to);
         }
-        self.vectors.coarse_into(from, &mut s.base);
-        let farthest = (1..=count)
-            .max_by(|&a, &b| {
-                // An out-of-range link (a damaged, unverified file) is the first to go.
-                let distance = |slot: usize| {
-                    let n = list[slot].load(Relaxed);
-                    if (n as usize) < self.len() {
-                        self.distance.coarse(&s.base, self.vectors.high(n))
-                    } else {
-                        f32::INFINITY
-                    }
-                };
-                distance(a).total_cmp(&distance(b))
-            })
-            .unwrap_or(count);
+        let farthest = self.farthest_link(from, Self::first_link(list), s);
         list[farthest].store(to, Release);
     }
 
-    /// Adds `new` to `neighbor`'s list on `level`; a full list is re-pruned with the heuristic.
+    /// Adds `new` to `neighbor`'s list on `level`; a full list is re-pruned with the heuristic
+    /// (its ring link stays).
     fn link_back(&self, neighbor: Scored, new: u32, level: usize, s: &mut Scratch) {
-        let capacity = self.params.capacity(level);
         let _guard = self.lock_node(neighbor.node);
         let list = self.list(neighbor.node, level);
         let count = Self::count(list);
-        if count < capacity {
-            list[1 + count].store(new, Relaxed);
-            let locked = list[0].load(Relaxed) & LOCKED;
-            list[0].store((count as u32 + 1) | locked, Release);
-            return;
+        if count < self.params.capacity(level) {
+            return Self::append_link(list, new);
         }
         self.vectors.coarse_into(neighbor.node, &mut s.base);
+        let distance = |n: u32| self.distance.coarse(&s.base, self.vectors.high(n));
         s.prune.clear();
-        s.prune.push(Scored { distance: neighbor.distance, node: new });
+        s.prune.push(Scored { distance: distance(new), node: new });
         // A link out of range can only come from a damaged file opened without verification:
         // drop it here rather than read out of bounds.
-        for n in list[1..=count].iter().map(|slot| slot.load(Relaxed)).filter(|&n| (n as usize) < self.len()) {
-            s.prune.push(Scored { distance: self.distance.coarse(&s.base, self.vectors.high(n)), node: n });
+        let links = list[Self::first_link(list)..=count].iter().map(|slot| slot.load(Relaxed));
+        for n in links.filter(|&n| (n as usize) < self.len()) {
+            s.prune.push(Scored { distance: distance(n), node: n });
         }
         s.prune.sort_unstable();
-        self.select(&s.prune, capacity, &mut s.pruned, &mut s.vector);
+        let room = self.room(neighbor.node, level);
+        let copy_distance = distance(neighbor.node);
+        self.select(neighbor.node, copy_distance, &s.prune, room, &mut s.pruned, &mut s.vector);
         self.write_list(neighbor.node, level, &s.pruned);
     }
 }
@@ -265,7 +367,7 @@ mod tests {
         let orphans: Vec<u32> = (10..20).filter(|&n| n != entry).collect();
         for node in 0..graph.len() as u32 {
             let list = graph.list(node, 0);
-            let kept: Vec<Scored> = (1..=Graph::count(list))
+            let kept: Vec<Scored> = (Graph::first_link(list)..=Graph::count(list))
                 .map(|slot| list[slot].load(Relaxed))
                 .filter(|link| !orphans.contains(link))
                 .map(|node| Scored { distance: 0.0, node })

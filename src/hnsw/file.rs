@@ -2,7 +2,7 @@
 //! which arrays a segment file holds and how they are checked when read back.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Acquire};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire};
 use std::sync::{Arc, Mutex};
 
 use super::vectors::SplitVectors;
@@ -13,6 +13,9 @@ use crate::memory::{Array, Mapping};
 use crate::options::Options;
 use crate::quant::{Codebook, Codes, Quantization};
 use crate::storage::segment_file::{self, Section, SegmentFile, SegmentHeader};
+
+/// Bit of the flags section: some node has a ring link (layer-0 count words with `RING`).
+const FLAG_RINGS: u64 = 1;
 
 /// A segment read from its file: arrays viewed in place in `mapping`.
 pub(crate) struct StoredSegment {
@@ -43,6 +46,8 @@ pub(crate) fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64
     if !codebook.is_empty() {
         sections.push((Section::Codebook, bytemuck::cast_slice(&codebook)));
     }
+    let flags = [if graph.has_rings.load(Acquire) { FLAG_RINGS } else { 0 }];
+    sections.push((Section::Flags, bytemuck::cast_slice(&flags)));
     let header = SegmentHeader {
         dim: graph.dim as u32,
         metric: graph.distance.metric().code(),
@@ -99,6 +104,9 @@ impl Graph {
             return Err(fail("dimension or m out of range"));
         }
         let codes = Self::codes_from_file(file, dim, len)?;
+        // Files before version 3 have no flags section, and no rings.
+        let flags = file.optional_array::<u64>(Section::Flags)?;
+        let has_rings = flags.is_some_and(|words| words.first().is_some_and(|&w| w & FLAG_RINGS != 0));
         let quantization = codes.as_ref().map_or(Quantization::None, |c| c.codebook.kind);
         let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed, quantization };
         let levels: Array<u8> = file.array(Section::Levels, len)?;
@@ -148,6 +156,7 @@ impl Graph {
             entry: AtomicU64::new(entry),
             entry_lock: Mutex::new(()),
             codes,
+            has_rings: AtomicBool::new(has_rings),
         })
     }
 
@@ -163,6 +172,9 @@ impl Graph {
             norms: file.array(Section::CodeNorms, norms)?,
             code_len,
             codebook,
+            // Stored codebooks were learnt from the segment as it was written (sealed: all of
+            // it; a growing snapshot: at least half of it).
+            trained_on: len,
         }))
     }
 }

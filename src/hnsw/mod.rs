@@ -18,7 +18,7 @@ mod scratch;
 mod search;
 mod vectors;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::distance::Distance;
@@ -37,6 +37,15 @@ const NO_ENTRY: u64 = u64::MAX;
 
 /// Bit 31 of a node's layer-0 count word: set while a builder rewrites any of the node's lists.
 const LOCKED: u32 = 1 << 31;
+
+/// Bit 30 of a node's layer-0 count word: slot 1 of its layer-0 list is its ring link, to the next
+/// node of the circle of copies it belongs to (nodes whose high halves are equal, so the walk
+/// cannot tell them apart). Neighbour selection keeps one copy at most in any list, so the ring is
+/// what reaches the others; pruning never touches it.
+const RING: u32 = 1 << 30;
+
+/// The flag bits of a count word.
+const FLAGS: u32 = LOCKED | RING;
 
 /// Holds a node's lock bit; clears it when dropped (also on unwind).
 struct NodeGuard<'a> {
@@ -102,7 +111,7 @@ pub(crate) struct Graph {
     distance: Distance,
     vectors: SplitVectors,
     levels: Array<u8>,
-    /// Per node `[count | LOCKED, 2m links]`.
+    /// Per node `[count | LOCKED | RING, 2m links]` (with `RING`, the first link is the ring's).
     layer0: Array<AtomicU32>,
     /// For each node with level > 0, `[count, m links]` for levels 1..=level, back to back.
     upper: Array<AtomicU32>,
@@ -113,6 +122,9 @@ pub(crate) struct Graph {
     entry_lock: Mutex<()>,
     /// Quantized codes of the vectors, when `params.quantization` asks for them.
     codes: Option<Codes>,
+    /// Set once any node has a ring link: searches of a graph without copies skip the ring
+    /// checks (each would read a list a search might not otherwise touch).
+    has_rings: AtomicBool,
 }
 
 fn zeroed(len: usize) -> impl Iterator<Item = AtomicU32> {
@@ -133,6 +145,7 @@ impl Graph {
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
             codes: None,
+            has_rings: AtomicBool::new(false),
         }
     }
 
@@ -160,6 +173,7 @@ impl Graph {
             entry: AtomicU64::new(self.entry.load(Acquire)),
             entry_lock: Mutex::new(()),
             codes: self.codes.as_ref().map(|codes| self.vectors.recode(codes.codebook.kind)),
+            has_rings: AtomicBool::new(self.has_rings.load(Acquire)),
         }
     }
 
@@ -212,10 +226,26 @@ impl Graph {
         }
     }
 
-    /// Number of links in a list, without the lock bit.
+    /// Number of links in a list (the ring link included), without the flag bits.
     #[inline]
     fn count(list: &[AtomicU32]) -> usize {
-        ((list[0].load(Acquire) & !LOCKED) as usize).min(list.len() - 1)
+        ((list[0].load(Acquire) & !FLAGS) as usize).min(list.len() - 1)
+    }
+
+    /// The slot of a list's first prunable link: 2 after a ring link, else 1.
+    #[inline]
+    fn first_link(list: &[AtomicU32]) -> usize {
+        if list[0].load(Acquire) & RING != 0 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The next node in `node`'s ring of copies, if it has one.
+    fn ring_next(&self, node: u32) -> Option<u32> {
+        let list = self.list(node, 0);
+        (Self::first_link(list) == 2).then(|| list[1].load(Relaxed))
     }
 
     /// Copies a node's links on `level` into `out`. Skips links that could not be in a valid
@@ -234,13 +264,21 @@ impl Graph {
         }
     }
 
+    /// Replaces a node's prunable links on `level` with `links` (at most `room` of them); a ring
+    /// link stays. The caller holds the node's lock.
     fn write_list(&self, node: u32, level: usize, links: &[Scored]) {
         let list = self.list(node, level);
-        for (slot, link) in list[1..].iter().zip(links) {
+        let first = Self::first_link(list);
+        for (slot, link) in list[first..].iter().zip(links) {
             slot.store(link.node, Relaxed);
         }
-        // The caller holds the node's lock: keep the bit while publishing the new count.
-        let locked = list[0].load(Relaxed) & LOCKED;
-        list[0].store(links.len() as u32 | locked, Release);
+        // Keep the lock and ring bits while publishing the new count.
+        let flags = list[0].load(Relaxed) & FLAGS;
+        list[0].store((first - 1 + links.len().min(list.len() - first)) as u32 | flags, Release);
+    }
+
+    /// How many prunable links a node's list on `level` can hold (one fewer beside a ring link).
+    fn room(&self, node: u32, level: usize) -> usize {
+        self.params.capacity(level) + 1 - Self::first_link(self.list(node, level))
     }
 }

@@ -57,6 +57,17 @@ impl Visited {
     }
 }
 
+/// What a layer-0 search keeps of the rings of copies it meets.
+#[derive(Default)]
+pub(crate) struct Rings {
+    /// Copies reached through rings: kept apart from the beam, so the copies of one vector take
+    /// one place in it rather than all of it.
+    pub copies: Vec<Scored>,
+    /// The first node met of each vector that has copies (copies score alike, so a distance
+    /// picks the one to compare high halves with).
+    pub met: Vec<Scored>,
+}
+
 /// Everything one search or one insertion needs (the paper's symbols in brackets).
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -65,8 +76,10 @@ pub(crate) struct Scratch {
     pub candidates: BinaryHeap<Reverse<Scored>>,
     /// The best `ef` found so far, farthest on top [W].
     pub results: BinaryHeap<Scored>,
-    /// `results` drained in ascending order after a layer search.
+    /// `results` drained in ascending order after a layer search (with the copies that tie them).
     pub found: Vec<Scored>,
+    /// Copies met through rings during a layer-0 search.
+    pub rings: Rings,
     /// Entry points for the next layer [ep].
     pub seeds: Vec<Scored>,
     /// Neighbours chosen by the heuristic.
@@ -83,7 +96,7 @@ pub(crate) struct Scratch {
     pub pruned: Vec<Scored>,
     /// The exact vector of the node being inserted.
     pub query: Vec<f32>,
-    /// The (coarse) vector of the node whose list is being re-pruned.
+    /// The coarse vector of the node whose list is being re-pruned.
     pub base: Vec<f32>,
     /// One vector at a time: exact when re-scoring results, coarse for a heuristic candidate.
     pub vector: Vec<f32>,

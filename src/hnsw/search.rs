@@ -3,7 +3,10 @@
 
 use std::sync::atomic::Ordering::Acquire;
 
-use super::scratch::{Scored, Scratch};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::scratch::{Rings, Scored, Scratch, Visited};
 use super::{unpack, Graph, NO_ENTRY};
 use crate::distance::prefetch_all;
 use crate::options::SearchParams;
@@ -72,26 +75,39 @@ impl Graph {
         }
     }
 
-    /// Beam search on one layer from `s.seeds`; leaves the best `ef` in `s.found`, closest first.
+    /// Beam search on one layer from `s.seeds`; leaves the best `ef` in `s.found`, closest first,
+    /// and on layer 0 the copies that tie them in `s.rings.copies`.
+    ///
+    /// On layer 0, when a node enters the beam, its ring of copies is walked and marked visited:
+    /// the copies are expanded in turn, but kept apart from the beam (`s.rings.copies`, up to `ef` of
+    /// them) and joined to the results only at the end. Copies of one vector then take one
+    /// place in the beam; a beam full of copies at one distance would end the search there,
+    /// since nothing else could beat the worst of them.
     pub(super) fn search_layer(&self, walk: &impl Walk, ef: usize, level: usize, s: &mut Scratch) {
         s.visited.begin(self.len());
         s.candidates.clear();
         s.results.clear();
+        s.rings.copies.clear();
+        s.rings.met.clear();
+        let rings = level == 0 && self.has_rings.load(Acquire);
         for &seed in &s.seeds {
             if s.visited.insert(seed.node) {
-                s.candidates.push(std::cmp::Reverse(seed));
+                s.candidates.push(Reverse(seed));
                 s.results.push(seed);
+                if rings {
+                    self.admit_ring(walk, seed, ef, &mut s.rings, &mut s.visited, &mut s.candidates);
+                }
             }
         }
         while s.results.len() > ef {
             s.results.pop();
         }
-        while let Some(std::cmp::Reverse(closest)) = s.candidates.pop() {
+        while let Some(Reverse(closest)) = s.candidates.pop() {
             let worst = s.results.peek().map_or(f32::INFINITY, |w| w.distance);
             if closest.distance > worst && s.results.len() >= ef {
                 break;
             }
-            if let Some(std::cmp::Reverse(next)) = s.candidates.peek() {
+            if let Some(Reverse(next)) = s.candidates.peek() {
                 prefetch_all(self.list(next.node, level));
             }
             self.copy_neighbors(closest.node, level, &mut s.neighbors);
@@ -117,7 +133,10 @@ impl Graph {
                 let full = s.results.len() >= ef;
                 if !full || distance < s.results.peek().map_or(f32::INFINITY, |w| w.distance) {
                     let scored = Scored { distance, node: n };
-                    s.candidates.push(std::cmp::Reverse(scored));
+                    if rings && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.candidates) {
+                        continue;
+                    }
+                    s.candidates.push(Reverse(scored));
                     s.results.push(scored);
                     if full {
                         s.results.pop();
@@ -125,9 +144,50 @@ impl Graph {
                 }
             }
         }
+        let full = s.results.len() >= ef;
+        let worst = s.results.peek().map_or(f32::INFINITY, |w| if full { w.distance } else { f32::INFINITY });
+        s.rings.copies.retain(|c| c.distance <= worst);
         s.found.clear();
         s.found.extend(s.results.drain());
         s.found.sort_unstable();
+    }
+
+    /// Decides where `scored`, about to enter the beam on layer 0, goes: false when it is a copy
+    /// of a ring member met before (equal high halves), which then joins `s.rings.copies` instead,
+    /// unexpanded. The first node met of each vector enters the beam. Either way the copies
+    /// after it in its ring are walked (until `ef` copies were collected in all), marked visited
+    /// and queued, to be expanded in turn; one vector's copies may lie in several rings (copies
+    /// inserted at once that did not see each other), and each ring is walked when first met.
+    fn admit_ring(
+        &self,
+        walk: &impl Walk,
+        scored: Scored,
+        ef: usize,
+        rings: &mut Rings,
+        visited: &mut Visited,
+        candidates: &mut BinaryHeap<Reverse<Scored>>,
+    ) -> bool {
+        let Some(mut next) = self.ring_next(scored.node) else { return true };
+        let high = self.vectors.high(scored.node);
+        let met = rings.met.iter().any(|met| met.distance == scored.distance && self.vectors.high(met.node) == high);
+        if met {
+            rings.copies.push(scored);
+        } else {
+            rings.met.push(scored);
+        }
+        while rings.copies.len() < ef {
+            if !visited.insert(next) {
+                break;
+            }
+            let copy = Scored { distance: walk.distance(next), node: next };
+            rings.copies.push(copy);
+            candidates.push(Reverse(copy));
+            match self.ring_next(next) {
+                Some(after) => next = after,
+                None => break,
+            }
+        }
+        !met
     }
 
     /// Greedy descent from the packed `entry` down to layer `level + 1`.
@@ -171,10 +231,16 @@ impl Graph {
                 candidates.max(ef / 2).min(s.found.len())
             }
         };
-        // Rank the walk's best exactly. Their low halves (with codes, all of them) were never
-        // read: keep the next few loading while each is re-scored, as in `search_layer`.
-        const LOOKAHEAD: usize = 4;
+        // Copies join the walk's best when they rank among them: they must not take the places
+        // of distinct candidates, or a thousand copies would push the answer out.
         s.found.truncate(rescored);
+        let last = s.found.last().map_or(f32::INFINITY, |f| f.distance);
+        s.rings.copies.retain(|c| c.distance <= last);
+        s.rings.copies.truncate(ef.max(k));
+        s.found.append(&mut s.rings.copies);
+        // Rank them exactly. Their low halves (with codes, all of them) were never read: keep
+        // the next few loading while each is re-scored, as in `search_layer`.
+        const LOOKAHEAD: usize = 4;
         let prefetch = |node| match self.codes {
             None => self.vectors.prefetch_low(node),
             Some(_) => self.vectors.prefetch_exact(node),
@@ -194,11 +260,18 @@ impl Graph {
         &s.found
     }
 
-    /// Descends from `entry` and beam-searches layer 0 with `ef`, ranking by `walk`.
+    /// Descends from `entry` and beam-searches layer 0 with `ef`, ranking by `walk`. The beam
+    /// starts from the entry point too: then a beam as wide as the graph visits everything the
+    /// entry point reaches, which is what the reachability pass (`connect`) guarantees, whatever
+    /// node the descent ended at. (It costs one distance; a far entry point is never expanded.)
     pub(super) fn walk_layer0(&self, walk: &impl Walk, ef: usize, entry: u64, s: &mut Scratch) {
         let start = self.descend(walk, 0, entry, s);
         s.seeds.clear();
         s.seeds.push(start);
+        let (entry_node, _) = unpack(entry);
+        if start.node != entry_node {
+            s.seeds.push(Scored { distance: walk.distance(entry_node), node: entry_node });
+        }
         self.search_layer(walk, ef, 0, s);
     }
 }

@@ -68,10 +68,14 @@ impl SplitVectors {
         out.extend(self.high(node).iter().map(|&h| widen(h)));
     }
 
+    /// Number of vectors.
+    pub(crate) fn len(&self) -> usize {
+        self.high.len() / self.dim.max(1)
+    }
+
     /// Codes of every vector, with a codebook learnt from all of them (in parallel).
     pub(crate) fn recode(&self, kind: Quantization) -> Codes {
-        let count = self.high.len() / self.dim.max(1);
-        Codes::build_with(kind, self.dim, count, |node, buffer| self.exact_into(node, buffer))
+        Codes::build_with(kind, self.dim, self.len(), |node, buffer| self.exact_into(node, buffer))
     }
 
     /// A copy in fresh memory advised for huge pages, with no spare capacity.
@@ -118,6 +122,6 @@ mod tests {
                 expected.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
             );
         }
-        assert_eq!(crate::distance::widen(vectors.high(0)[0]), 1.0);
+        assert_eq!(widen(vectors.high(0)[0]), 1.0);
     }
 }

@@ -182,6 +182,10 @@ impl Codebook {
 }
 
 /// Per-dimension statistics a codebook is learnt from; mergeable, so training runs in parallel.
+/// Each distinct row counts once: a vector stored a thousand times (an empty text's embedding)
+/// would otherwise pull every range towards itself and coarsen the codes of all the others.
+/// (Rows are told apart by a hash of their bits; copies that reach different threads of a
+/// parallel training count once per thread, which is harmless.)
 #[derive(Clone)]
 struct Trainer {
     lower: Vec<f32>,
@@ -189,6 +193,16 @@ struct Trainer {
     sum: Vec<f64>,
     squares: Vec<f64>,
     count: usize,
+    seen: std::collections::HashSet<u64>,
+}
+
+/// A 64-bit hash of a row's bits (FxHash's multiply-rotate, then a finaliser).
+fn row_hash(row: &[f32]) -> u64 {
+    let mut h = 0u64;
+    for &x in row {
+        h = (h.rotate_left(5) ^ u64::from(x.to_bits())).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+    h ^ (h >> 29)
 }
 
 impl Trainer {
@@ -199,10 +213,14 @@ impl Trainer {
             sum: vec![0.0; dim],
             squares: vec![0.0; dim],
             count: 0,
+            seen: Default::default(),
         }
     }
 
     fn add(&mut self, row: &[f32]) {
+        if !self.seen.insert(row_hash(row)) {
+            return;
+        }
         for (i, &x) in row.iter().enumerate() {
             self.lower[i] = self.lower[i].min(x);
             self.upper[i] = self.upper[i].max(x);
@@ -253,6 +271,8 @@ pub(crate) struct Codes {
     pub code_len: usize,
     pub bytes: Array<u8>,
     pub norms: Array<f32>,
+    /// How many vectors the codebook was learnt from (`needs_training` compares).
+    pub trained_on: usize,
 }
 
 impl Codes {
@@ -263,6 +283,7 @@ impl Codes {
             code_len: kind.code_len(dim),
             bytes: Array::default(),
             norms: Array::default(),
+            trained_on: rows.len() / dim.max(1),
         };
         codes.push(rows);
         codes
@@ -307,7 +328,14 @@ impl Codes {
                 .enumerate()
                 .for_each_init(Vec::new, |buffer, (node, (out, norm))| *norm = encode(buffer, node, out));
         }
-        Codes { codebook, code_len, bytes: bytes.into(), norms: norms.into() }
+        Codes { codebook, code_len, bytes: bytes.into(), norms: norms.into(), trained_on: count }
+    }
+
+    /// Whether the codebook should be learnt again for `count` vectors: when they are at least
+    /// twice as many as it was learnt from. Re-learning then costs O(1) a vector over a segment's
+    /// life, and codes never stay fitted to a small first batch.
+    pub(crate) fn needs_training(&self, count: usize) -> bool {
+        count >= 2 * self.trained_on.max(1)
     }
 
     /// Appends the codes of `rows` (row-major), encoding in parallel.

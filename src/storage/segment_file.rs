@@ -15,8 +15,9 @@ use crate::memory::{release_pages, Array, Mapping, Plain};
 
 const MAGIC: &[u8; 8] = b"OMENSEG\0";
 /// Bumped when a reader of the previous version would misread a file; see docs/format.md.
-/// Version 2 added the quantized-code sections; version 1 files (without them) still open.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Version 2 added the quantized-code sections, version 3 the ring bit in layer-0 count words;
+/// files of versions 1 and 2 (which have neither) still open.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 const OLDEST_VERSION: u32 = 1;
 const FIXED_HEADER: usize = 64;
 const TABLE_ENTRY: usize = 32;
@@ -41,10 +42,11 @@ pub(crate) enum Section {
     Codes = 8,
     CodeNorms = 9,
     Codebook = 10,
+    Flags = 11,
 }
 
 impl Section {
-    const ALL: [Section; 10] = [
+    const ALL: [Section; 11] = [
         Section::Ids,
         Section::Levels,
         Section::High,
@@ -55,6 +57,7 @@ impl Section {
         Section::Codes,
         Section::CodeNorms,
         Section::Codebook,
+        Section::Flags,
     ];
 
     fn from_u32(kind: u32) -> Option<Section> {

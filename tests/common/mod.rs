@@ -45,7 +45,7 @@ pub fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
     data
 }
 
-fn exact_distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
+pub fn exact_distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     match metric {
         Metric::L2 => a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum(),
