@@ -20,7 +20,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
 .PHONY: all lib header demo install test test-rust test-npm51k test-c test-install test-go test-examples test-python test-asan lint \
-	bench bench-peers bench-clustered bench-quantized bench-overhead clean bench-storage fuzz
+	bench bench-peers bench-clustered bench-quantized bench-ab bench-overhead clean bench-storage fuzz
 
 all: lib
 
@@ -196,6 +196,20 @@ bench-quantized: lib $(VENV)/bin/python | $(BUILD)
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/quantized.py \
 	  $(NPM51K_DATA) --metric cos --omendb python/ | tee $(BUILD)/quantized.txt
 	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/quantized.txt
+
+# This tree beside the library built from BASE (default: the previous commit), alternately, ROUNDS
+# times, on npm51k: build vectors/s and, per ef, recall@10 / queries per CPU second on one thread.
+BASE   ?= HEAD~1
+ROUNDS ?= 3
+bench-ab: lib | $(BUILD)
+	rm -rf $(BUILD)/ab-base && git worktree prune && git worktree add --detach $(BUILD)/ab-base $(BASE)
+	cd $(BUILD)/ab-base && $(CARGO) build --release --quiet && ln -sf libomendb.so target/release/libomendb.so.$(SOVERSION)
+	$(CC) -O2 -std=c11 $(CWARN) -Iinclude benches/ab/ab.c -o $(BUILD)/ab $(LINK) -lm
+	for round in $$(seq $(ROUNDS)); do \
+	  printf 'base %s  ' "$(BASE)"; LD_LIBRARY_PATH=$(BUILD)/ab-base/target/release ./$(BUILD)/ab $(NPM51K_DATA); \
+	  printf 'this tree  '; ./$(BUILD)/ab $(NPM51K_DATA); \
+	done
+	git worktree remove --force $(BUILD)/ab-base
 
 # Per-call cost of a single-query search from C, Go and Python on the same data.
 bench-overhead: lib $(VENV)/bin/python | $(BUILD)

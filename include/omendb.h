@@ -632,7 +632,8 @@ OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *
  * `queries` is row-major, `n_queries * dim` floats. Query q's hits go to
  * `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
  * unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
- * thread, 0 on the index's own threads, any other value on a temporary pool of that size.
+ * thread, 0 on the index's own threads, any other value up to 256 on a pool of that size that
+ * the index keeps for later calls (the two most recently used sizes).
  * `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
  *
  * # Ownership
@@ -643,7 +644,8 @@ OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *
  *
  * # Errors
  * As `omen_index_search`, checked for every query before any search runs;
- * `OMEN_STATUS_RESOURCE_EXHAUSTED` when the requested threads cannot start.
+ * `OMEN_STATUS_INVALID_ARGUMENT` for more than 256 threads; `OMEN_STATUS_RESOURCE_EXHAUSTED`
+ * when the requested threads cannot start.
  */
 OMEN_MUST_USE omen_status omen_index_search_batch(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, size_t ef, size_t threads, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
 

@@ -15,6 +15,15 @@ pub enum Error {
     /// A vector holds NaN or an infinity.
     #[error("vector {row} has a non-finite component ({value}) at position {column}")]
     NonFinite { row: usize, column: usize, value: f32 },
+    /// A vector so long that distances to it would overflow f32: its squared norm exceeds
+    /// `f32::MAX / 4` (reported with the NaN/infinity status).
+    #[error(
+        "vector {row} is too long: its squared norm {squared_norm:e} exceeds f32::MAX / 4, so distances would overflow"
+    )]
+    NormOverflow { row: usize, squared_norm: f64 },
+    /// Memory for a request could not be had (a count far beyond what the machine holds).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A zero vector under the cosine metric, which has no direction to compare.
     #[error("vector {row} is all zeros, which the cosine metric cannot compare")]
     ZeroVector { row: usize },

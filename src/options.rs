@@ -37,7 +37,8 @@ pub struct Options {
     pub ef_search: usize,
     /// Vectors per segment before it is sealed; default 1,048,576.
     pub segment_capacity: usize,
-    /// Threads that build graphs and serve batch searches; 0 = one per core.
+    /// Threads that build graphs and serve batch searches; 0 = one per core, at most
+    /// [`Options::MAX_THREADS`].
     pub threads: usize,
     /// Seeds the level draw, so builds are reproducible.
     pub seed: u64,
@@ -70,8 +71,9 @@ impl Options {
     pub const MAX_M: usize = 128;
     /// Node numbers and link offsets inside a segment are 32-bit.
     pub const MAX_SEGMENT_CAPACITY: usize = 1 << 28;
-    /// Most threads an index or a batch search may ask for.
-    pub const MAX_THREADS: usize = 4096;
+    /// Most threads an index or a batch search may ask for: far beyond any core count that
+    /// helps, low enough that a mistaken value cannot start thousands of threads.
+    pub const MAX_THREADS: usize = 256;
 }
 
 impl Options {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use omendb::{Index, Metric, Options};
+use omendb::{Error, Index, Metric, Options};
 
 const DIM: usize = 32;
 const BATCHES: usize = 24;
@@ -93,4 +93,22 @@ fn concurrent_inserts_from_many_threads_all_land() {
     writers.into_iter().for_each(|w| w.join().unwrap());
     assert_eq!(index.len(), 4_000);
     assert!((0..4_000).all(|id| index.contains(id)));
+}
+
+#[test]
+fn batch_searches_reuse_their_pools_and_cap_the_threads() {
+    let index = Index::new(Options { threads: 2, ..Options::new(8, Metric::L2) }).unwrap();
+    let data = clustered(500, 8, 4, 3);
+    index.insert_batch(&(0..500).collect::<Vec<u64>>(), &data).unwrap();
+    let live = || std::fs::read_dir("/proc/self/task").map(|tasks| tasks.count()).unwrap_or(0);
+    let too_many = Options::MAX_THREADS + 1;
+    assert!(matches!(index.search_batch(&data[..16], 5, 0, too_many), Err(Error::InvalidArgument(_))));
+    index.search_batch(&data[..16], 5, 0, 5).unwrap();
+    let before = live();
+    for round in 0..40 {
+        let threads = if round % 2 == 0 { 5 } else { 3 };
+        index.search_batch(&data[..16], 5, 0, threads).unwrap();
+    }
+    // The 5-thread pool was kept; only the 3-thread one is new.
+    assert!(live() <= before + 3, "{before} threads before, {} after 40 batch searches", live());
 }

@@ -196,6 +196,19 @@ fn search_batch_matches_single_searches_and_pads_missing_slots() {
 }
 
 #[test]
+fn a_count_far_beyond_memory_is_refused_without_a_panic() {
+    let index = create(&options(1, omen_metric::L2));
+    let (ids, vectors) = ([1u64, 2], [0.5f32, 0.25]);
+    // The buffers hold 2 rows; the count passes the size checks but no machine has the memory:
+    // refused before a row beyond the second is read.
+    let lying = usize::MAX / 16;
+    expect(omen_status::ResourceExhausted, |err| {
+        omen_index_insert_batch(index.0, ids.as_ptr(), vectors.as_ptr(), lying, 1, err)
+    });
+    assert_eq!(omen_index_len(index.0), 0);
+}
+
+#[test]
 fn options_and_handles_are_checked() {
     let mut options = options(DIM, omen_metric::L2);
     expect(omen_status::InvalidArgument, |err| omen_options_default(&mut options, size_of::<omen_options>() + 8, err));

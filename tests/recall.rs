@@ -149,6 +149,9 @@ fn bad_input_is_rejected_and_changes_nothing() {
     assert_eq!(index.insert_batch(&existing, rows), Err(Error::DuplicateId { id: data.ids[10], in_batch: false }));
     assert!(matches!(index.search(query, 0, 0), Err(Error::InvalidArgument(_))));
     assert_eq!(index.search(&[0.0; 16], 1, 0), Err(Error::ZeroVector { row: 0 }));
+    // u64::MAX marks empty result slots (OMEN_NO_ID): never a vector's id.
+    let reserved = [fresh[0], u64::MAX, fresh[2]];
+    assert!(matches!(index.insert_batch(&reserved, rows), Err(Error::InvalidArgument(_))));
 
     assert_eq!(index.len(), 6_000);
     assert!(!index.contains(fresh[0]));
@@ -156,6 +159,34 @@ fn bad_input_is_rejected_and_changes_nothing() {
     // The rejected ids are still free to use.
     index.insert_batch(fresh, rows).unwrap();
     assert_eq!(index.len(), 6_003);
+}
+
+#[test]
+fn vectors_whose_distances_would_overflow_are_refused_and_no_distance_is_nan() {
+    for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+        let index = Index::new(Options::new(4, metric)).unwrap();
+        let huge = [f32::MAX / 2.0, 1.0, -1.0, 0.5];
+        let refused = index.insert_batch(&[1, 2], &[[0.5, 0.5, 0.5, 0.5], huge].concat());
+        if metric == Metric::Cosine {
+            // Normalised on insert: any finite vector is fine.
+            refused.unwrap();
+            continue;
+        }
+        assert!(matches!(refused, Err(Error::NormOverflow { row: 1, .. })), "{metric}: {refused:?}");
+        assert!(index.is_empty());
+        // The largest vectors accepted keep every distance finite and ordered.
+        let big = (f32::MAX / 4.0).sqrt() * 0.999;
+        let rows = [[big, 0.0, 0.0, 0.0], [-big, 0.0, 0.0, 0.0], [0.0, big, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]];
+        index.insert_batch(&[10, 11, 12, 13], rows.as_flattened()).unwrap();
+        for query in rows {
+            let hits = index.search(&query, 4, 0).unwrap();
+            assert_eq!(hits.len(), 4, "{metric}");
+            assert!(hits.iter().all(|h| h.distance.is_finite()), "{metric}: {hits:?}");
+            assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance), "{metric}: {hits:?}");
+        }
+        let refused = index.search(&huge, 1, 0);
+        assert!(matches!(refused, Err(Error::NormOverflow { .. })), "{metric}: query {refused:?}");
+    }
 }
 
 #[test]

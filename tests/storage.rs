@@ -422,6 +422,67 @@ fn a_read_only_directory_fails_writes_with_io() {
 }
 
 #[test]
+fn a_deleted_lock_file_does_not_let_a_second_writer_in() {
+    let dir = TempDir::new("lock-deleted");
+    let writer = Index::open(dir.path(), options()).unwrap();
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    let second = Index::open(dir.path(), options());
+    assert!(matches!(second, Err(Error::Locked { .. })), "{:?}", second.map(|i| i.len()));
+    drop(writer);
+    Index::open(dir.path(), options()).unwrap();
+}
+
+#[test]
+fn a_missing_manifest_is_corrupt_and_nothing_is_deleted() {
+    let dir = TempDir::new("no-manifest");
+    let index = Index::open(dir.path(), Options { segment_capacity: 1_000, ..options() }).unwrap();
+    insert_batches(&index, 0..6);
+    drop(index);
+    std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    let files = |dir: &Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    let before = files(dir.path());
+    for read_only in [false, true] {
+        let refused = Index::open(dir.path(), Options { read_only, ..options() });
+        match refused {
+            Err(Error::Corrupt { path, detail }) => {
+                assert!(path.ends_with("MANIFEST") && detail.contains("wal-"), "{path}: {detail}")
+            }
+            other => panic!("read_only {read_only}: {:?}", other.map(|i| i.len())),
+        }
+    }
+    assert_eq!(files(dir.path()), before, "an open changed the directory");
+}
+
+#[test]
+fn reopening_with_other_codes_is_refused_and_none_takes_the_stored_ones() {
+    let dir = TempDir::new("other-codes");
+    drop(Index::open(dir.path(), Options { quantization: Quantization::Bits4, ..options() }).unwrap());
+    let refused = Index::open(dir.path(), Options { quantization: Quantization::Bits8, ..options() });
+    assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("4bit")), "{:?}", refused.map(|i| i.len()));
+    let reopened = Index::open(dir.path(), Options { quantization: Quantization::None, ..options() }).unwrap();
+    assert_eq!(reopened.options().quantization, Quantization::Bits4);
+}
+
+#[test]
+fn a_regular_file_is_not_a_database() {
+    let dir = TempDir::new("regular-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let path = dir.path().join("file");
+    std::fs::write(&path, b"not a database").unwrap();
+    let refused = Index::open(&path, options());
+    assert!(
+        matches!(&refused, Err(Error::Io { detail, .. }) if detail.contains("not a directory")),
+        "{:?}",
+        refused.map(|i| i.len())
+    );
+}
+
+#[test]
 fn every_batch_is_fsynced_before_it_returns_unless_durability_says_otherwise() {
     for (durability, serial_syncs) in [(Durability::EveryBatch, 25), (Durability::Never, 0)] {
         let dir = TempDir::new("fsyncs");

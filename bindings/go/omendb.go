@@ -419,7 +419,8 @@ func (ix *Index) SearchBatchWith(queries []float32, n, k int, p SearchParams) ([
 		}
 		*f.dst = c
 	}
-	if n <= 0 || len(queries)%n != 0 {
+	empty := n == 0 && len(queries) == 0
+	if !empty && (n <= 0 || len(queries)%n != 0) {
 		return nil, &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats are not %d queries", len(queries), n)}
 	}
 	ptr, err := ix.acquire()
@@ -427,6 +428,13 @@ func (ix *Index) SearchBatchWith(queries []float32, n, k int, p SearchParams) ([
 		return nil, err
 	}
 	defer ix.mu.RUnlock()
+	if empty {
+		// No queries: a no-op, as in omen_index_search_batch (which still refuses k = 0).
+		if k == 0 {
+			return nil, &Error{Status: StatusInvalidArgument, Message: "k must be at least 1"}
+		}
+		return [][]Result{}, nil
+	}
 	slots := n * k
 	if k != 0 && slots/k != n {
 		return nil, &Error{Status: StatusInvalidArgument, Message: "n * k overflows"}

@@ -345,3 +345,21 @@ func TestQuantizedSearch(t *testing.T) {
 		t.Fatalf("binary with inner product: %v", err)
 	}
 }
+
+func TestSearchBatchWithoutQueriesIsANoOp(t *testing.T) {
+	ix, err := New(DefaultOptions(4, L2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	results, err := ix.SearchBatch(nil, 5, 0, 0)
+	if err != nil || len(results) != 0 {
+		t.Fatalf("no queries: %v, %v", results, err)
+	}
+	if _, err := ix.SearchBatch(nil, 0, 0, 0); err == nil {
+		t.Fatal("k = 0 accepted")
+	}
+	if err := ix.InsertBatch([]uint64{1, ^uint64(0)}, make([]float32, 8)); err == nil {
+		t.Fatal("OMEN_NO_ID accepted as an id")
+	}
+}

@@ -286,16 +286,47 @@ def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threa
         raise ValueError(f"quantization must be one of {sorted(_QUANTIZATION)}, got {quantization!r}")
     options = _Options()
     _call(_lib.omen_options_default, ctypes.byref(options), ctypes.sizeof(options))
-    options.dim, options.metric, options.m = dim, _METRICS[metric], m
-    options.quantization, options.oversample = _QUANTIZATION[quantization], oversample
-    options.ef_construction, options.threads = ef_construction, threads
+    options.dim, options.metric, options.m = _size(dim, "dim"), _METRICS[metric], _size(m, "m")
+    options.quantization, options.oversample = _QUANTIZATION[quantization], _size(oversample, "oversample")
+    options.ef_construction, options.threads = _size(ef_construction, "ef_construction"), _size(threads, "threads")
     if ef_search is not None:
-        options.ef_search = ef_search
+        options.ef_search = _size(ef_search, "ef_search")
     if segment_capacity is not None:
-        options.segment_capacity = segment_capacity
+        options.segment_capacity = _size(segment_capacity, "segment_capacity")
     if seed is not None:
-        options.seed = seed
+        options.seed = _size(seed, "seed")
     return options
+
+
+def _size(value, name):
+    """`value` as a non-negative int for a size_t argument: Python and numpy integers only (a
+    float would be truncated, a negative number wrap, a bool is no count)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"{name} must be an int, got {value!r}")
+    if not 0 <= int(value) < 2**64:
+        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"{name} must be in 0..2**64, got {value!r}")
+    return int(value)
+
+
+def _ids(ids):
+    """`ids` as a uint64 array, refusing what a conversion would change: floats (truncated) and
+    negative numbers (wrapped)."""
+    array = np.asarray(ids)
+    if array.size == 0:
+        return np.zeros(0, np.uint64)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"ids must be integers, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.signedinteger) and (array < 0).any():
+        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", "ids must not be negative")
+    return np.ascontiguousarray(array, dtype=np.uint64).reshape(-1)
+
+
+def _path(path):
+    """A database path as bytes for C, refusing a NUL byte (C would stop reading there)."""
+    encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"path contains a NUL byte: {path!r}")
+    return encoded
 
 
 class Index:
@@ -333,7 +364,7 @@ class Index:
         options.create, options.read_only, options.verify = bool(create), bool(read_only), bool(verify)
         options.durability, options.sync_interval_ms = _DURABILITY[durability], sync_interval_ms
         handle = ctypes.c_void_p()
-        _call(_lib.omen_index_open, os.fsencode(path), ctypes.byref(options), ctypes.byref(handle))
+        _call(_lib.omen_index_open, _path(path), ctypes.byref(options), ctypes.byref(handle))
         index = cls.__new__(cls)
         index._adopt(handle)
         return index
@@ -395,7 +426,7 @@ class Index:
 
     def insert_batch(self, ids, vectors):
         """Inserts rows of `vectors` (float32[n, dim]) under `ids` (uint64[n]); all or nothing."""
-        ids = np.ascontiguousarray(ids, dtype=np.uint64).reshape(-1)
+        ids = _ids(ids)
         vectors = self._matrix(vectors)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
@@ -415,8 +446,7 @@ class Index:
         query = np.ascontiguousarray(query, dtype=np.float32)
         if query.ndim != 1:
             query = query.reshape(-1)
-        if not isinstance(k, int) or k < 0:
-            raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"k must be a non-negative int, got {k!r}")
+        k, ef = _size(k, "k"), _size(ef, "ef")
         if k > 16:
             k = max(1, min(k, len(self)))  # no search returns more hits than the index holds
         _, ids, distances, ids_at, distances_at, count, count_ref, error, error_ref = _single_search_buffers(k)
@@ -435,6 +465,9 @@ class Index:
         threads, 1 = this thread. oversample: with quantization, candidates re-scored per
         result (0 = the index's default)."""
         queries = self._matrix(queries)
+        k, ef, threads, oversample = _size(k, "k"), _size(ef, "ef"), _size(threads, "threads"), _size(oversample, "oversample")
+        if k > 16:
+            k = max(1, min(k, len(self)))  # no query returns more hits than the index holds
         n = len(queries)
         ids, distances = np.empty((n, k), np.uint64), np.empty((n, k), np.float32)
         counts = np.empty(n, np.uintp)

@@ -185,3 +185,36 @@ def test_binary_codes_refuse_the_inner_product():
         omendb.Index(dim=8, metric="ip", quantization="binary")
     with pytest.raises(ValueError):
         omendb.Index(dim=8, quantization="2bit")
+
+
+def test_inputs_that_a_conversion_would_change_are_refused(tmp_path):
+    index = omendb.Index(dim=4)
+    rows = np.eye(4, dtype=np.float32)[:2]
+    for ids in ([-1, 2], [100.7, 3.0], [True, False]):
+        with pytest.raises(omendb.InvalidArgumentError):
+            index.insert_batch(ids, rows)
+    with pytest.raises(omendb.InvalidArgumentError):
+        index.insert_batch([1, 2**64 - 1], rows)  # OMEN_NO_ID marks empty result slots
+    assert len(index) == 0
+    index.insert_batch(np.array([1, 2], np.int64), rows)
+    for bad in ({"ef": -1}, {"k": 2.5}, {"k": -3}):
+        with pytest.raises(omendb.InvalidArgumentError):
+            index.search(rows[0], **bad)
+        with pytest.raises(omendb.InvalidArgumentError):
+            index.search_batch(rows, **bad)
+    for bad in ({"threads": -1}, {"m": 2.5}, {"ef_search": -1}):
+        with pytest.raises(omendb.InvalidArgumentError):
+            omendb.Index(dim=4, **bad)
+    ids, _ = index.search(rows[0], k=np.int64(3))
+    assert list(ids) == [1, 2]
+    with pytest.raises(omendb.InvalidArgumentError):
+        omendb.Index.open(str(tmp_path / "db\0suffix"), dim=4)
+    assert not (tmp_path / "db").exists()
+
+
+def test_search_batch_caps_k_at_the_index_size():
+    index = omendb.Index(dim=4)
+    index.insert_batch([1, 2], np.eye(4, dtype=np.float32)[:2])
+    ids, distances = index.search_batch(np.eye(4, dtype=np.float32)[:1], k=500_000_000)
+    assert ids.shape == (1, 2) and distances.shape == (1, 2)
+    assert sorted(ids[0]) == [1, 2]

@@ -118,7 +118,8 @@ impl From<Error> for Failure {
         let status = match &error {
             Error::InvalidArgument(_) => omen_status::InvalidArgument,
             Error::DimensionMismatch(_) => omen_status::DimensionMismatch,
-            Error::NonFinite { .. } => omen_status::NonFinite,
+            Error::NonFinite { .. } | Error::NormOverflow { .. } => omen_status::NonFinite,
+            Error::OutOfMemory(_) => omen_status::ResourceExhausted,
             Error::ZeroVector { .. } => omen_status::ZeroVector,
             Error::DuplicateId { .. } => omen_status::DuplicateId,
             Error::Threads(_) => omen_status::ResourceExhausted,

@@ -14,11 +14,50 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     format!("internal error (please report): {detail}")
 }
 
+thread_local! {
+    /// How many guarded export bodies this thread is inside.
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Keeps the library's panics off the host's stderr: a panic inside a guarded call (or on one
+/// of the library's worker threads, named `omendb-*`) is reported through its status and
+/// error, so the default hook's message would only be noise in someone else's program. Other
+/// panics go to the hook that was there before. Installed on the first guarded call, so a Rust
+/// program that never calls the C ABI keeps its own hook untouched.
+///
+/// The hook holds nothing on the heap (the previous one stays in a static, and the default one
+/// is zero-sized), so a host that unloads the library (dlclose) leaks nothing.
+fn quiet_panics() {
+    type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+    static PREVIOUS: std::sync::OnceLock<Hook> = std::sync::OnceLock::new();
+    fn quiet(info: &std::panic::PanicHookInfo<'_>) {
+        let guarded = GUARDED.with(|g| g.get() > 0);
+        let worker = std::thread::current().name().is_some_and(|name| name.starts_with("omendb-"));
+        if let (false, false, Some(previous)) = (guarded, worker, PREVIOUS.get()) {
+            previous(info);
+        }
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = PREVIOUS.set(std::panic::take_hook());
+        std::panic::set_hook(Box::new(quiet));
+    });
+}
+
+/// Runs `body` counted as guarded (see `quiet_panics`).
+fn guarded<T>(body: impl FnOnce() -> T) -> std::thread::Result<T> {
+    quiet_panics();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let outcome = catch_unwind(AssertUnwindSafe(body));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    outcome
+}
+
 /// Runs a fallible export body: catches panics, turns failures into a status, and stores the
 /// error in `*err` (when `err` is not NULL). On success `*err` is set to NULL.
 pub(crate) fn guard(err: *mut *mut omen_error, body: impl FnOnce() -> Result<(), Failure>) -> omen_status {
-    let outcome = catch_unwind(AssertUnwindSafe(body))
-        .unwrap_or_else(|payload| Err(Failure::new(omen_status::Panic, panic_message(&*payload))));
+    let outcome =
+        guarded(body).unwrap_or_else(|payload| Err(Failure::new(omen_status::Panic, panic_message(&*payload))));
     let (status, error) = match outcome {
         Ok(()) => (omen_status::Ok, std::ptr::null_mut()),
         Err(failure) => (failure.status, Box::into_raw(omen_error::boxed(failure))),
@@ -37,7 +76,7 @@ pub(crate) fn guard(err: *mut *mut omen_error, body: impl FnOnce() -> Result<(),
 
 /// Runs an export that cannot fail; a panic yields `fallback`.
 pub(crate) fn infallible<T>(fallback: T, body: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+    guarded(body).unwrap_or(fallback)
 }
 
 /// A borrowed C array as a slice. (NULL, 0) is the empty slice; NULL with a length fails.

@@ -394,20 +394,24 @@ pub extern "C" fn omen_index_search_with(
         let index = unsafe { self::index(index) }?;
         check_dim(index, dim)?;
         require(query, "query")?;
-        require(out_count, "out_count")?;
         // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
-        // each (caller's contract); overlaps are rejected below before any write.
-        let (query, ids, distances) = unsafe {
+        // each and `out_count` one (caller's contract); overlaps are rejected below before any
+        // write.
+        let (query, ids, distances, count) = unsafe {
             (
                 slice(query, dim, "query")?,
                 slice_mut(out_ids, k, "out_ids")?,
                 slice_mut(out_distances, k, "out_distances")?,
+                slice_mut(out_count, 1, "out_count")?,
             )
         };
-        disjoint(&[span("query", query), span("out_ids", ids), span("out_distances", distances)])?;
-        let count = index.search_into(query, k, params, ids, distances)?;
-        // SAFETY: `out_count` is non-NULL and aligned (checked), writable (caller's contract).
-        unsafe { write_out(out_count, count) };
+        disjoint(&[
+            span("query", query),
+            span("out_ids", ids),
+            span("out_distances", distances),
+            span("out_count", count),
+        ])?;
+        count[0] = index.search_into(query, k, params, ids, distances)?;
         Ok(())
     })
 }
@@ -475,7 +479,8 @@ pub extern "C" fn omen_index_search_batch_with(
 /// `queries` is row-major, `n_queries * dim` floats. Query q's hits go to
 /// `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
 /// unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
-/// thread, 0 on the index's own threads, any other value on a temporary pool of that size.
+/// thread, 0 on the index's own threads, any other value up to 256 on a pool of that size that
+/// the index keeps for later calls (the two most recently used sizes).
 /// `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
 ///
 /// # Ownership
@@ -486,7 +491,8 @@ pub extern "C" fn omen_index_search_batch_with(
 ///
 /// # Errors
 /// As `omen_index_search`, checked for every query before any search runs;
-/// `OMEN_STATUS_RESOURCE_EXHAUSTED` when the requested threads cannot start.
+/// `OMEN_STATUS_INVALID_ARGUMENT` for more than 256 threads; `OMEN_STATUS_RESOURCE_EXHAUSTED`
+/// when the requested threads cannot start.
 #[no_mangle]
 #[must_use]
 #[allow(clippy::too_many_arguments)]

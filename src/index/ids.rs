@@ -38,6 +38,9 @@ impl Hasher for IdHasher {
     }
 }
 
+/// The id that marks an empty result slot (`OMEN_NO_ID`), never a vector's.
+pub(crate) const NO_ID: u64 = u64::MAX;
+
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 type FastSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
@@ -53,8 +56,15 @@ impl IdMap {
 
     /// Fails on the first id already present or repeated within `ids`.
     pub(crate) fn check_new(&self, ids: &[u64]) -> Result<()> {
-        let mut seen = FastSet::with_capacity_and_hasher(ids.len(), Default::default());
+        let mut seen = FastSet::with_hasher(Default::default());
+        seen.try_reserve(ids.len())
+            .map_err(|_| Error::OutOfMemory(format!("no room to check a batch of {} ids", ids.len())))?;
         for &id in ids {
+            if id == NO_ID {
+                return Err(Error::InvalidArgument(format!(
+                    "id {NO_ID} is reserved: it marks result slots that hold no hit (OMEN_NO_ID)"
+                )));
+            }
             if self.locations.contains_key(&id) {
                 return Err(Error::DuplicateId { id, in_batch: false });
             }

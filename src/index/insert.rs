@@ -18,6 +18,16 @@ impl Engine {
             if let Some(column) = vector.iter().position(|x| !x.is_finite()) {
                 return Err(Error::NonFinite { row, column, value: vector[column] });
             }
+            // Below f32::MAX / 4, every distance between two vectors stays finite: |a - b|² ≤
+            // (|a| + |b|)² ≤ 4 max(|a|², |b|²), and |a · b| ≤ |a| |b|. Checked in f64 only when the
+            // f32 sum comes near, so ordinary vectors pay one comparison. (Cosine normalises.)
+            let squared = self.distance.norm_squared(vector);
+            if squared > f32::MAX / 8.0 && self.options.metric != Metric::Cosine {
+                let squared_norm = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+                if squared_norm > f64::from(f32::MAX) / 4.0 {
+                    return Err(Error::NormOverflow { row, squared_norm });
+                }
+            }
         }
         if self.options.metric != Metric::Cosine {
             return Ok(Cow::Borrowed(vectors));

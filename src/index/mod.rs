@@ -48,7 +48,13 @@ struct Engine {
     layout: Layout,
     distance: Distance,
     pool: rayon::ThreadPool,
+    /// Pools of other sizes that batch searches asked for, most recent first: kept, so a caller
+    /// that passes the same count every time starts its threads once.
+    batch_pools: Mutex<Vec<Arc<rayon::ThreadPool>>>,
 }
+
+/// How many pools of other sizes an index keeps for batch searches.
+const KEPT_BATCH_POOLS: usize = 2;
 
 impl Engine {
     /// Checks `options` and starts the worker threads.
@@ -60,7 +66,27 @@ impl Engine {
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
         let layout = Layout::of(&options);
-        Ok(Engine { distance: layout.distance, options, layout, pool })
+        Ok(Engine { distance: layout.distance, options, layout, pool, batch_pools: Mutex::new(Vec::new()) })
+    }
+
+    /// A pool of `threads` threads (not the index's size): one kept from an earlier call, or a
+    /// new one that is then kept in place of the least recently used.
+    fn batch_pool(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+        let mut pools = self.batch_pools.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = pools.iter().position(|pool| pool.current_num_threads() == threads) {
+            let pool = pools.remove(at);
+            pools.insert(0, pool.clone());
+            return Ok(pool);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("omendb-search-{i}"))
+            .build()
+            .map_err(|e| Error::Threads(e.to_string()))?;
+        let pool = Arc::new(pool);
+        pools.insert(0, pool.clone());
+        pools.truncate(KEPT_BATCH_POOLS);
+        Ok(pool)
     }
 }
 
@@ -234,7 +260,8 @@ impl Index {
     /// Searches `counts.len()` queries and writes query `q`'s hits to `ids[q*k..]` and
     /// `distances[q*k..]`, their number to `counts[q]`; unused slots get id `u64::MAX` and
     /// distance `+inf`. `threads`: 1 runs on the calling thread, 0 on the index's threads, any
-    /// other number on a pool of that size. On error nothing is written.
+    /// other number (up to [`Options::MAX_THREADS`]) on a pool of that size, which the index
+    /// keeps for the next call (two such pools at most). On error nothing is written.
     #[allow(clippy::too_many_arguments)]
     pub fn search_batch_into(
         &self,
@@ -291,11 +318,7 @@ impl Index {
                 if threads == 0 || threads == pool.current_num_threads() {
                     pool.install(run);
                 } else {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .map_err(|e| Error::Threads(e.to_string()))?
-                        .install(run);
+                    self.engine.batch_pool(threads)?.install(run);
                 }
             }
         }

@@ -55,6 +55,16 @@ fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<
             options.metric
         )));
     }
+    let quantization = Quantization::from_code(manifest.quantization)
+        .ok_or_else(|| damaged(format!("unknown quantization {}", manifest.quantization)))?;
+    // `None` asks for nothing (the stored codes are used); other codes must be the stored ones.
+    if options.quantization != Quantization::None && options.quantization != quantization {
+        return Err(Error::InvalidArgument(format!(
+            "the database {} uses {quantization} codes, the options ask for {} (codes are fixed when a database is created)",
+            dir.display(),
+            options.quantization
+        )));
+    }
     let stored = Options {
         dim,
         metric,
@@ -62,8 +72,7 @@ fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<
         ef_construction: manifest.ef_construction as usize,
         segment_capacity: usize::try_from(manifest.segment_capacity).unwrap_or(usize::MAX),
         seed: manifest.seed,
-        quantization: Quantization::from_code(manifest.quantization)
-            .ok_or_else(|| damaged(format!("unknown quantization {}", manifest.quantization)))?,
+        quantization,
         ..options.clone()
     };
     stored.validate().map_err(|e| damaged(e.to_string()))?;
@@ -77,7 +86,8 @@ impl Index {
     ///
     /// `options.dim` and `options.metric` must match a database's (a `dim` of 0 accepts any);
     /// `m`, `ef_construction`, `segment_capacity`, `seed` and `quantization` are fixed when a
-    /// database is created, and the stored values win. The rest (`ef_search`, `threads`, `read_only`,
+    /// database is created, and the stored values win (a `quantization` other than `None` that
+    /// differs from the stored one is refused with [`Error::InvalidArgument`]). The rest (`ef_search`, `threads`, `read_only`,
     /// `durability`, `verify`) apply to this opening.
     ///
     /// One process at a time may open a database for writing (an advisory lock on

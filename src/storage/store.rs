@@ -8,7 +8,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use super::lock::{take_lock, LOCK_FILE};
+use super::lock::{take_lock, WriterLock, LOCK_FILE};
 use super::manifest::{growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE};
 use super::sync_dir;
 use super::wal::Wal;
@@ -72,12 +72,36 @@ pub(crate) struct Store {
     read_only: bool,
     durability: Durability,
     /// Held (flock) while open for writing; released when the file closes.
-    _lock: Option<File>,
+    _lock: Option<WriterLock>,
     manifest: Mutex<Manifest>,
     /// `None` until the log was replayed, and always for a read-only store.
     wal: Mutex<Option<Wal>>,
     durable: Option<Arc<Durable>>,
     syncer_thread: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+/// Whether `name` is a file a database keeps in its directory (besides the lock).
+fn is_database_file(name: &str) -> bool {
+    ["segment-", "growing-", "wal-", MANIFEST_FILE].iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// The names of the database files in `dir` that hold data, sorted. What a creation cut short
+/// leaves (the first, empty log and a temporary manifest) holds none.
+fn database_files(dir: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, "list", &e))?;
+    let first_log = wal_name(0);
+    let holds_data = |entry: &std::fs::DirEntry, name: &str| {
+        let empty_first_log = name == first_log && entry.metadata().is_ok_and(|m| m.len() <= Wal::HEADER_LEN);
+        is_database_file(name) && !empty_first_log && !name.ends_with(".tmp")
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|entry| (entry.file_name().to_string_lossy().into_owned(), entry))
+        .filter(|(name, entry)| holds_data(entry, name))
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The segments a database consists of after a checkpoint.
@@ -108,6 +132,12 @@ impl Store {
         fresh: impl FnOnce() -> Result<Manifest>,
     ) -> Result<(Store, Manifest)> {
         let missing = || Error::NotFound { path: dir.display().to_string() };
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Io {
+                path: dir.display().to_string(),
+                detail: "is not a directory (a database is a directory)".into(),
+            });
+        }
         if create && !read_only {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create directory", &e))?;
         } else if !dir.is_dir() {
@@ -116,6 +146,17 @@ impl Store {
         let lock = if read_only { None } else { Some(take_lock(dir)?) };
         let manifest = match Manifest::read(dir)? {
             Some(manifest) => manifest,
+            // Never create a database over one whose manifest is gone: a fresh manifest would
+            // make every segment and log of the old one leftovers, and the clean-up deletes them.
+            None if !database_files(dir)?.is_empty() => {
+                return Err(Error::Corrupt {
+                    path: Manifest::path(dir).display().to_string(),
+                    detail: format!(
+                        "is missing, but the directory holds database files ({}); nothing was changed",
+                        database_files(dir)?.join(", ")
+                    ),
+                })
+            }
             None if create && !read_only => {
                 let manifest = fresh()?;
                 Wal::create(&dir.join(wal_name(manifest.generation)), manifest.dim as usize, manifest.generation)?;
@@ -286,8 +327,7 @@ impl Store {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, "list", &e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = ["segment-", "growing-", "wal-", MANIFEST_FILE].iter().any(|p| name.starts_with(p));
-            if ours && !keep.contains(&name) {
+            if is_database_file(&name) && !keep.contains(&name) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

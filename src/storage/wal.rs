@@ -56,6 +56,9 @@ fn encode(ids: &[u64], vectors: &[f32]) -> Vec<u8> {
 }
 
 impl Wal {
+    /// Bytes of an empty log: its header.
+    pub(crate) const HEADER_LEN: u64 = HEADER as u64;
+
     /// Creates an empty log at `path` (replacing any file there) and makes it durable.
     pub(crate) fn create(path: &Path, dim: usize, generation: u64) -> Result<Wal> {
         let fail = |e: std::io::Error| io_error(path, "create", &e);

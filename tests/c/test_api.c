@@ -144,6 +144,12 @@ int main(void) {
     EXPECT(omen_index_search(index, base, DIM, K, 0, NULL, out_distances, &count, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL out_ids");
     EXPECT(omen_index_search(index, base, DIM, K, 0, out_ids, out_distances, NULL, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL out_count");
     EXPECT(omen_index_search(index, base, DIM, K, 0, out_ids, (float *)out_ids, &count, &err), OMEN_STATUS_INVALID_ARGUMENT, "overlap");
+    EXPECT(omen_index_search(index, base, DIM, K, 0, out_ids, out_distances, (size_t *)&out_ids[3], &err), OMEN_STATUS_INVALID_ARGUMENT, "out_count inside out_ids");
+    {
+        uint64_t reserved[2] = {N + 1, OMEN_NO_ID};
+        EXPECT(omen_index_insert_batch(index, reserved, base, 2, DIM, &err), OMEN_STATUS_INVALID_ARGUMENT, "OMEN_NO_ID as an id");
+        CHECK(omen_index_len(index) == N, "a refused batch changed the index");
+    }
     CHECK(count == 12345, "out_count written on failure");
 
     /* ef below k is raised to k. */
