@@ -157,6 +157,25 @@ class Voyager:
 SYSTEMS = {s.name: s for s in (Omendb, Hnswlib, Faiss, Usearch, Voyager)}
 
 
+def load_dataset(data, metric, n, k):
+    """(base, queries, truth) for the prefix `data` (see the module docs): the first `n` base
+    vectors (0 = all), unit length under "cos", and the true top-k (read, or computed exactly
+    when the file is absent or `n` cuts the base)."""
+    queries = read_vecs(data + "_query.fvecs", np.float32)
+    if os.path.exists(data + "_base.fvecs"):
+        base = read_vecs(data + "_base.fvecs", np.float32)
+    else:
+        base = np.fromfile(data + "_base.f16", "<f2").astype(np.float32).reshape(-1, queries.shape[1])
+    if n:
+        base = np.ascontiguousarray(base[:n])
+    if metric == "cos":
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    gt_path = data + "_groundtruth.ivecs"
+    truth = read_vecs(gt_path, np.int32) if os.path.exists(gt_path) and not n else exact_neighbours(base, queries, metric, k)
+    return base, queries, truth
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", help="prefix of DATA_base.fvecs / DATA_query.fvecs / DATA_groundtruth.ivecs")
@@ -174,18 +193,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="time each search R times and keep the fastest (noisy hosts)")
     a = ap.parse_args()
 
-    queries = read_vecs(a.data + "_query.fvecs", np.float32)
-    if os.path.exists(a.data + "_base.fvecs"):
-        base = read_vecs(a.data + "_base.fvecs", np.float32)
-    else:
-        base = np.fromfile(a.data + "_base.f16", "<f2").astype(np.float32).reshape(-1, queries.shape[1])
-    if a.n:
-        base = np.ascontiguousarray(base[: a.n])
-    if a.metric == "cos":
-        base /= np.linalg.norm(base, axis=1, keepdims=True)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    gt_path = a.data + "_groundtruth.ivecs"
-    truth = read_vecs(gt_path, np.int32) if os.path.exists(gt_path) and not a.n else exact_neighbours(base, queries, a.metric, a.k)
+    base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
 
     names = a.peers.split(",") if a.peers else []
     if a.omendb:

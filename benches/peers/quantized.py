@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ann_peers import exact_neighbours, read_vecs, recall, rss_mb  # noqa: E402
+from ann_peers import Faiss, load_dataset, recall, rss_mb  # noqa: E402
 
 
 class OmendbCode:
@@ -63,7 +63,9 @@ class UsearchCode:
         return self.index.search(q, k, threads=1).keys
 
 
-class FaissSQ:
+class FaissSQ(Faiss):
+    """faiss IndexHNSWSQ; searched as `Faiss` searches IndexHNSWFlat."""
+
     def __init__(self, bits):
         self.bits, self.name = bits, f"faiss-sq{bits}"
 
@@ -77,10 +79,6 @@ class FaissSQ:
         self.index.train(base)
         self.index.add(base)
         faiss.omp_set_num_threads(1)
-
-    def search(self, q, k, ef):
-        self.index.hnsw.efSearch = ef
-        return self.index.search(q, k)[1]
 
 
 class FaissBinary:
@@ -148,19 +146,7 @@ def main():
     sys.path.insert(0, a.omendb)
     import omendb
 
-    queries = read_vecs(a.data + "_query.fvecs", np.float32)
-    if os.path.exists(a.data + "_base.fvecs"):
-        base = read_vecs(a.data + "_base.fvecs", np.float32)
-    else:
-        base = np.fromfile(a.data + "_base.f16", "<f2").astype(np.float32).reshape(-1, queries.shape[1])
-    if a.n:
-        base = np.ascontiguousarray(base[: a.n])
-    if a.metric == "cos":
-        base /= np.linalg.norm(base, axis=1, keepdims=True)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    gt_path = a.data + "_groundtruth.ivecs"
-    truth = read_vecs(gt_path, np.int32) if os.path.exists(gt_path) and not a.n else \
-        exact_neighbours(base, queries, a.metric, a.k)
+    base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
 
     makers = {f"omendb-{c}": (lambda c=c: OmendbCode(omendb, c)) for c in ("none", "binary", "4bit", "8bit")}
     makers.update({"usearch-i8": lambda: UsearchCode("i8"), "usearch-b1": lambda: UsearchCode("b1"),

@@ -2,7 +2,7 @@
 //! the neighbour-selection heuristic, pruned back-links), and the reachability pass.
 
 use std::ops::Range;
-use std::sync::atomic::Ordering::*;
+use std::sync::atomic::{AtomicU32, Ordering::*};
 
 use rayon::prelude::*;
 
@@ -188,7 +188,7 @@ impl Graph {
                     s.query = query;
                     let reachable = || s.found.iter().filter(|f| reached[f.node as usize] && f.node != node);
                     let copy_distance = self.distance.coarse(&s.query, self.vectors.high(node));
-                    let copy = self.copy_among(node, copy_distance, &reachable().copied().collect::<Vec<_>>());
+                    let copy = self.copy_among(node, copy_distance, reachable());
                     let with_room = reachable().find(|f| Self::count(self.list(f.node, 0)) < self.params.capacity(0));
                     if let Some(copy) = copy {
                         // Joining a reachable copy's ring reaches this node's whole ring.
@@ -226,9 +226,14 @@ impl Graph {
     }
 
     /// The first of `found` (scored from `node`) that is a copy of `node`: same high halves.
-    fn copy_among(&self, node: u32, copy_distance: f32, found: &[Scored]) -> Option<u32> {
+    fn copy_among<'f>(
+        &self,
+        node: u32,
+        copy_distance: f32,
+        found: impl IntoIterator<Item = &'f Scored>,
+    ) -> Option<u32> {
         let high = self.vectors.high(node);
-        found.iter().find(|f| f.distance == copy_distance && self.vectors.high(f.node) == high).map(|f| f.node)
+        found.into_iter().find(|f| f.distance == copy_distance && self.vectors.high(f.node) == high).map(|f| f.node)
     }
 
     /// Joins the rings of copies `a` and `b` (a node without a ring is a ring of one): swapping
@@ -283,7 +288,7 @@ impl Graph {
     }
 
     /// Appends `to` to a list with room, keeping its flag bits. The caller holds the node's lock.
-    fn append_link(list: &[std::sync::atomic::AtomicU32], to: u32) {
+    fn append_link(list: &[AtomicU32], to: u32) {
         let count = Self::count(list);
         list[1 + count].store(to, Relaxed);
         let flags = list[0].load(Relaxed) & FLAGS;

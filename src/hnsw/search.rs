@@ -1,10 +1,9 @@
 //! Searching one graph: greedy descent through the upper layers, then a beam of width `ef` on
 //! layer 0, ranked by the bfloat16 halves or by quantized codes, and exact re-scoring of the best.
 
-use std::sync::atomic::Ordering::Acquire;
-
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering::Acquire;
 
 use super::scratch::{Rings, Scored, Scratch, Visited};
 use super::{unpack, Graph, NO_ENTRY};
@@ -193,7 +192,11 @@ impl Graph {
     /// Greedy descent from the packed `entry` down to layer `level + 1`.
     pub(super) fn descend(&self, walk: &impl Walk, level: usize, entry: u64, s: &mut Scratch) -> Scored {
         let (node, top) = unpack(entry);
-        let mut current = Scored { distance: walk.distance(node), node };
+        self.descend_from(walk, level, Scored { distance: walk.distance(node), node }, top, s)
+    }
+
+    /// Greedy descent from `current` (on layer `top`) down to layer `level + 1`.
+    fn descend_from(&self, walk: &impl Walk, level: usize, mut current: Scored, top: usize, s: &mut Scratch) -> Scored {
         for l in (level + 1..=top).rev() {
             current = self.greedy(walk, current, l, s);
         }
@@ -263,14 +266,16 @@ impl Graph {
     /// Descends from `entry` and beam-searches layer 0 with `ef`, ranking by `walk`. The beam
     /// starts from the entry point too: then a beam as wide as the graph visits everything the
     /// entry point reaches, which is what the reachability pass (`connect`) guarantees, whatever
-    /// node the descent ended at. (It costs one distance; a far entry point is never expanded.)
+    /// node the descent ended at. (The descent scored the entry point already; a far one is
+    /// never expanded.)
     pub(super) fn walk_layer0(&self, walk: &impl Walk, ef: usize, entry: u64, s: &mut Scratch) {
-        let start = self.descend(walk, 0, entry, s);
+        let (node, top) = unpack(entry);
+        let at_entry = Scored { distance: walk.distance(node), node };
+        let start = self.descend_from(walk, 0, at_entry, top, s);
         s.seeds.clear();
         s.seeds.push(start);
-        let (entry_node, _) = unpack(entry);
-        if start.node != entry_node {
-            s.seeds.push(Scored { distance: walk.distance(entry_node), node: entry_node });
+        if start.node != node {
+            s.seeds.push(at_entry);
         }
         self.search_layer(walk, ef, 0, s);
     }

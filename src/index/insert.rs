@@ -9,6 +9,12 @@ use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::segment::{Applied, SegmentSet};
 
+/// `vector`'s squared norm in f64, where the f32 sum overflows (components near f32::MAX) or
+/// underflows (tiny ones).
+fn squared_norm_f64(vector: &[f32]) -> f64 {
+    vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+}
+
 impl Engine {
     /// Checks every row (finite; non-zero under cosine) and returns the rows as the graph
     /// stores them: normalised for cosine, unchanged otherwise.
@@ -20,10 +26,9 @@ impl Engine {
             }
             // Below f32::MAX / 4, every distance between two vectors stays finite: |a - b|² ≤
             // (|a| + |b|)² ≤ 4 max(|a|², |b|²), and |a · b| ≤ |a| |b|. Checked in f64 only when the
-            // f32 sum comes near, so ordinary vectors pay one comparison. (Cosine normalises.)
-            let squared = self.distance.norm_squared(vector);
-            if squared > f32::MAX / 8.0 && self.options.metric != Metric::Cosine {
-                let squared_norm = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+            // f32 sum comes near. Cosine normalises below instead.
+            if self.options.metric != Metric::Cosine && self.layout.distance.norm_squared(vector) > f32::MAX / 8.0 {
+                let squared_norm = squared_norm_f64(vector);
                 if squared_norm > f64::from(f32::MAX) / 4.0 {
                     return Err(Error::NormOverflow { row, squared_norm });
                 }
@@ -34,13 +39,8 @@ impl Engine {
         }
         let mut normalised = vectors.to_vec();
         for (row, vector) in normalised.chunks_exact_mut(dim).enumerate() {
-            let squared = self.distance.norm_squared(vector);
-            // f64 fallback: components near f32::MAX overflow the f32 sum, tiny ones underflow it.
-            let norm = if squared.is_normal() {
-                squared.sqrt() as f64
-            } else {
-                vector.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-            };
+            let squared = self.layout.distance.norm_squared(vector);
+            let norm = if squared.is_normal() { squared.sqrt() as f64 } else { squared_norm_f64(vector).sqrt() };
             if norm == 0.0 {
                 return Err(Error::ZeroVector { row });
             }

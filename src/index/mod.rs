@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use rayon::prelude::*;
 
-use crate::distance::{Distance, Metric};
+use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::options::{check_threads, Options, SearchParams};
 use crate::segment::{Growing, Layout, SearchResult, SegmentSet};
@@ -46,7 +46,6 @@ pub struct Stats {
 struct Engine {
     options: Options,
     layout: Layout,
-    distance: Distance,
     pool: rayon::ThreadPool,
     /// Pools of other sizes that batch searches asked for, most recent first: kept, so a caller
     /// that passes the same count every time starts its threads once.
@@ -66,7 +65,7 @@ impl Engine {
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
         let layout = Layout::of(&options);
-        Ok(Engine { distance: layout.distance, options, layout, pool, batch_pools: Mutex::new(Vec::new()) })
+        Ok(Engine { options, layout, pool, batch_pools: Mutex::new(Vec::new()) })
     }
 
     /// A pool of `threads` threads (not the index's size): one kept from an earlier call, or a
@@ -126,14 +125,10 @@ impl Index {
         ids: Option<IdMap>,
         store: Option<Store>,
     ) -> Index {
-        let lazy_ids = OnceLock::new();
-        if let Some(map) = ids {
-            let _ = lazy_ids.set(RwLock::new(map));
-        }
         Index {
             engine,
             writer: Mutex::new(Writer { next_ordinal }),
-            ids: lazy_ids,
+            ids: ids.map_or_else(OnceLock::new, |map| OnceLock::from(RwLock::new(map))),
             segments: RwLock::new(Arc::new(segments)),
             store,
         }

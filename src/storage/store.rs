@@ -146,24 +146,27 @@ impl Store {
         let lock = if read_only { None } else { Some(take_lock(dir)?) };
         let manifest = match Manifest::read(dir)? {
             Some(manifest) => manifest,
-            // Never create a database over one whose manifest is gone: a fresh manifest would
-            // make every segment and log of the old one leftovers, and the clean-up deletes them.
-            None if !database_files(dir)?.is_empty() => {
-                return Err(Error::Corrupt {
-                    path: Manifest::path(dir).display().to_string(),
-                    detail: format!(
-                        "is missing, but the directory holds database files ({}); nothing was changed",
-                        database_files(dir)?.join(", ")
-                    ),
-                })
-            }
-            None if create && !read_only => {
+            None => {
+                // Never create a database over one whose manifest is gone: a fresh manifest would
+                // make every segment and log of the old one leftovers, and the clean-up deletes them.
+                let found = database_files(dir)?;
+                if !found.is_empty() {
+                    return Err(Error::Corrupt {
+                        path: Manifest::path(dir).display().to_string(),
+                        detail: format!(
+                            "is missing, but the directory holds database files ({}); nothing was changed",
+                            found.join(", ")
+                        ),
+                    });
+                }
+                if !create || read_only {
+                    return Err(missing());
+                }
                 let manifest = fresh()?;
                 Wal::create(&dir.join(wal_name(manifest.generation)), manifest.dim as usize, manifest.generation)?;
                 manifest.write(dir)?;
                 manifest
             }
-            None => return Err(missing()),
         };
         let store = Store {
             dir: dir.to_path_buf(),
