@@ -221,6 +221,36 @@ typedef uint32_t omen_quantization;
 #endif // __cplusplus
 
 /**
+ * What `omen_index_open` does with a write-ahead log whose end does not hold whole, intact
+ * records (`omen_options.log_recovery`): the remains of a write a crash interrupted, or damage
+ * that looks the same (docs/format.md says which).
+ */
+enum omen_log_recovery
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Drop the tail: its bytes are moved to a `.damaged` file beside the log (never deleted)
+   * and reported by `omen_stats.log_dropped_bytes` and `omen_index_recovery_notice`.
+   */
+  OMEN_LOG_RECOVERY_DROP_TAIL = 0,
+  /**
+   * Refuse such a log with `OMEN_STATUS_CORRUPT`, changing nothing (RocksDB's absolute
+   * consistency). An interrupted, never acknowledged insert is refused too; opening once with
+   * `OMEN_LOG_RECOVERY_DROP_TAIL` recovers.
+   */
+  OMEN_LOG_RECOVERY_STRICT = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum omen_log_recovery omen_log_recovery;
+#else
+typedef uint32_t omen_log_recovery;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An error with its status and message, owned by the caller once returned.
  * Read it with `omen_error_code` and `omen_error_message`; release it with `omen_error_free`.
  */
@@ -308,6 +338,10 @@ typedef struct omen_options {
    * code's default (binary 20, 4-bit 2, 8-bit 2).
    */
   size_t oversample;
+  /**
+   * `omen_index_open`: one of `omen_log_recovery`. Default `OMEN_LOG_RECOVERY_DROP_TAIL`.
+   */
+  uint32_t log_recovery;
 } omen_options;
 
 /**
@@ -356,6 +390,16 @@ typedef struct omen_stats {
    * `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
    */
   uint64_t bytes_per_vector_resident;
+  /**
+   * Bytes the opening dropped from the end of the write-ahead log, as a crash during a write
+   * leaves them (moved aside, never deleted; see `omen_index_recovery_notice`). 0 when the
+   * log ended with a whole record.
+   */
+  uint64_t log_dropped_bytes;
+  /**
+   * Records in those bytes, as far as their heads tell.
+   */
+  uint64_t log_dropped_records;
 } omen_stats;
 
 /**
@@ -473,11 +517,14 @@ OMEN_MUST_USE omen_status omen_index_create(const struct omen_options *options, 
  * the directory holds none.
  *
  * Sealed segments are memory-mapped, the growing segment is read back, and inserts logged since
- * the last checkpoint are replayed (a torn last log record, never acknowledged, is dropped).
+ * the last checkpoint are replayed. A log whose last record is torn or damaged, as a crash
+ * during its write leaves it, is handled as `options->log_recovery` says: by default the tail is
+ * moved to a `.damaged` file beside the log and reported (`omen_index_recovery_notice`,
+ * `omen_stats.log_dropped_bytes`).
  * `options->dim` and `options->metric` must match the database's, or dim may be 0 to accept
  * it; `m`, `ef_construction`, `segment_capacity` and `seed` are fixed at creation and the stored
  * values win; `ef_search`, `threads`, `read_only`, `verify`, `durability` and
- * `sync_interval_ms` apply to this opening. Only one process may open a database for writing;
+ * `sync_interval_ms`, `log_recovery` apply to this opening. Only one process may open a database for writing;
  * read-only openings are always allowed and see it as it was when they opened.
  *
  * # Ownership
@@ -494,7 +541,8 @@ OMEN_MUST_USE omen_status omen_index_create(const struct omen_options *options, 
  * database's or a file's; `OMEN_STATUS_NOT_FOUND` when there is no database and `create` is 0
  * (or `read_only` is set); `OMEN_STATUS_LOCKED` when another process has it open for writing;
  * `OMEN_STATUS_CORRUPT` / `OMEN_STATUS_VERSION` for a damaged, foreign or newer file (the
- * message names it); `OMEN_STATUS_IO` when a file cannot be read, created or locked.
+ * message names it), also for a torn or damaged log tail under `OMEN_LOG_RECOVERY_STRICT`;
+ * `OMEN_STATUS_IO` when a file cannot be read, created or locked.
  */
 OMEN_MUST_USE omen_status omen_index_open(const char *path, const struct omen_options *options, struct omen_index **out_index, struct omen_error **err);
 
@@ -650,6 +698,23 @@ OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *
 OMEN_MUST_USE omen_status omen_index_search_batch(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, size_t ef, size_t threads, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
 
 /**
+ * What opening the database dropped from the end of its write-ahead log, in words: how many
+ * bytes and records from which byte, why, and the file they were moved to. NULL when nothing was
+ * dropped (always for an in-memory index) and for a NULL `index`.
+ *
+ * The last record is dropped when its bytes do not match its checksum or the file ends inside
+ * it, which is what a crash during its write leaves; the same damage to an acknowledged record
+ * cannot be told apart (docs/format.md). `OMEN_LOG_RECOVERY_STRICT` refuses such a log instead.
+ *
+ * # Ownership
+ * The string belongs to the index: valid until `omen_index_close`/`free`; never free it.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
+ */
+const char *omen_index_recovery_notice(const struct omen_index *index);
+
+/**
  * Number of vectors in the index; 0 for a NULL `index`.
  *
  * # Ownership
@@ -697,8 +762,8 @@ void omen_index_free(struct omen_index *index);
  * Fills `*options` with the defaults (dim 0, which must be set before creating an index).
  *
  * Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
- * you compiled against does not match it, and fails without writing. (The 0.1.0 layout, which
- * ends at `seed`, is still accepted.)
+ * you compiled against does not match it, and fails without writing. (Older layouts are still
+ * accepted: 0.1.0's, which ends at `seed`, and the one that ends at `oversample`.)
  *
  * # Ownership
  * Writes into the caller's `*options`; nothing is allocated.

@@ -85,6 +85,8 @@ struct Options {
     Options &quantization(omen_quantization value) { raw.quantization = value; return *this; }
     /// Candidates re-scored per result with codes, for searches that pass 0 (0 = the code's).
     Options &oversample(size_t value) { raw.oversample = value; return *this; }
+    /// For `Index::open`: what to do with a torn or damaged log tail (default: move it aside).
+    Options &log_recovery(omen_log_recovery value) { raw.log_recovery = value; return *this; }
     /// For `Index::open`: when inserts reach the disk; `interval_ms` for OMEN_DURABILITY_INTERVAL.
     Options &durability(omen_durability value, uint32_t interval_ms = 1000) {
         raw.durability = value;
@@ -133,6 +135,13 @@ public:
         stats.size = sizeof stats;
         detail::check([&](omen_error **error) { return omen_index_stats(live(), &stats, error); });
         return stats;
+    }
+
+    /// What opening dropped from the end of the write-ahead log (bytes, records, why, and the
+    /// `.damaged` file they were moved to); empty when nothing was dropped.
+    std::string recovery_notice() const {
+        const char *notice = omen_index_recovery_notice(live());
+        return notice ? std::string(notice) : std::string();
     }
     ~Index() { omen_index_free(index_); }
     Index(Index &&other) noexcept : index_(std::exchange(other.index_, nullptr)) {}

@@ -23,6 +23,23 @@ pub enum Durability {
     Never,
 }
 
+/// What opening a database does with a log whose end does not hold whole, intact records: the
+/// remains of a write a crash interrupted, or damage that looks the same (see docs/format.md,
+/// "What a damaged log looks like").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogRecovery {
+    /// Drop the tail, as a crash leaves it: its bytes are moved aside to a `.damaged` file next
+    /// to the log (never deleted), and the opening reports them (`Stats`
+    /// `log_dropped_*`, `Index::recovery_notice`). The default.
+    #[default]
+    DropTail,
+    /// Refuse such a log with [`Error::Corrupt`] and change nothing, as RocksDB's
+    /// absolute-consistency mode does: for applications that would rather a person looked at
+    /// any loss. A crash in the middle of an insert (never acknowledged) is refused too; opening
+    /// once with `DropTail` then recovers.
+    Strict,
+}
+
 /// Index configuration. [`Options::new`] fills every field but `dim` and `metric` with defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -59,6 +76,8 @@ pub struct Options {
     /// damage inside its vectors or links gives wrong answers instead of an error, though never
     /// an out-of-bounds access. Default true.
     pub verify: bool,
+    /// `Index::open`: what to do with a log whose last record is torn or damaged.
+    pub log_recovery: LogRecovery,
 }
 
 /// cbindgen:ignore
@@ -94,6 +113,7 @@ impl Options {
             verify: true,
             quantization: Quantization::None,
             oversample: 0,
+            log_recovery: LogRecovery::DropTail,
         }
     }
 

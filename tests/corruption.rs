@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::Rng;
-use omendb::{Error, Index, Metric, Options};
+use omendb::{Error, Index, LogRecovery, Metric, Options};
 
 const DIM: usize = 12;
 
@@ -354,4 +354,129 @@ fn format_1_files_still_open() {
         }
     }
     assert_eq!(check_open(&dir, true, &[], total, "format 1"), Ok(total));
+}
+
+/// Where each record of a log starts, and (last) where the log ends.
+fn record_starts(log: &[u8]) -> Vec<usize> {
+    let mut starts = vec![32];
+    while *starts.last().unwrap() < log.len() {
+        let at = *starts.last().unwrap();
+        let len = u64::from_le_bytes(log[at..at + 8].try_into().unwrap()) as usize;
+        starts.push(at + 16 + len);
+    }
+    assert_eq!(*starts.last().unwrap(), log.len());
+    starts
+}
+
+/// Every file of a directory with its contents.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+/// Random damage to the log, checked against docs/format.md ("What a damaged log looks like"):
+/// the records intact at their places up to the first bad one are kept; the rest is a torn tail
+/// (dropped, its bytes moved to a `.damaged` file and reported) unless an intact record follows
+/// the bad one (corrupt, nothing changed). A strict opening refuses any tail and changes nothing;
+/// a read-only one reports the tail and leaves the files alone.
+#[test]
+fn random_log_damage_is_moved_aside_and_reported_or_refused_unchanged() {
+    let (template, checkpointed, total) = template().clone();
+    let original = std::fs::read(file_of(&template, "wal-")).unwrap();
+    let starts = record_starts(&original);
+    let records = starts.len() - 1;
+    assert_eq!(records as u64, total - checkpointed);
+    let mut rng = Rng::new(0x106);
+    let mut below = |n: usize| (rng.next_u64() % n as u64) as usize;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..240 {
+        let mut bytes = original.clone();
+        let at = 32 + below(original.len() - 32);
+        let end = (at + 1 + below(600)).min(original.len());
+        let kind = ["cut", "flip", "zero tail", "zero span", "overwrite", "append"][round % 6];
+        match kind {
+            "cut" => bytes.truncate(at),
+            "flip" => bytes[at] ^= 1 << below(8),
+            "zero tail" => bytes[at..].fill(0),
+            "zero span" => bytes[at..end].fill(0),
+            "overwrite" => bytes[at..end].iter_mut().for_each(|b| *b = below(256) as u8),
+            _ => bytes.extend((0..1 + below(300)).map(|_| below(256) as u8)),
+        }
+        // What docs/format.md promises for these bytes.
+        let intact = |r: usize| bytes.get(starts[r]..starts[r + 1]) == Some(&original[starts[r]..starts[r + 1]]);
+        let first_bad = (0..records).find(|&r| !intact(r)).unwrap_or(records);
+        let refused = (first_bad + 1..records).any(intact);
+        let kept = starts[first_bad];
+        let dropped = (bytes.len() - kept) as u64;
+        let case = format!("round {round}: {kind} at {at}..{end} of {}", original.len());
+        let copy = || damaged_copy("wal-", |b| b.clone_from(&bytes));
+        let refused_unchanged = |dir: &Path, outcome: Result<Index, Error>, before| match outcome {
+            Err(Error::Corrupt { path, .. }) => {
+                assert!(path.contains("wal-"), "{case}: the error names {path}");
+                assert_eq!(files(dir), before, "{case}: a refused opening changed files");
+            }
+            Err(e) => panic!("{case}: {e}"),
+            Ok(_) => panic!("{case}: opened"),
+        };
+
+        let dir = copy();
+        let before = files(&dir);
+        let strict = Index::open(&dir, Options { log_recovery: LogRecovery::Strict, ..options() });
+        if refused || dropped > 0 {
+            refused_unchanged(&dir, strict.map(|_| unreachable!()), before.clone());
+        } else {
+            assert_eq!(batches_present(&strict.unwrap()), checkpointed + first_bad as u64, "{case}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let dir = copy();
+        let read_only = Index::open(&dir, Options { read_only: true, ..options() });
+        if refused {
+            refused_unchanged(&dir, read_only.map(|_| unreachable!()), before.clone());
+        } else {
+            let index = read_only.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(index.stats().log_dropped_bytes, dropped, "{case}");
+            assert_eq!(index.recovery_notice().is_some(), dropped > 0, "{case}");
+            drop(index);
+            assert_eq!(files(&dir), before, "{case}: a read-only opening changed files");
+        }
+
+        let outcome = Index::open(&dir, options());
+        if refused {
+            refused_unchanged(&dir, outcome.map(|_| unreachable!()), before);
+            *outcomes.entry(format!("{kind}: refused")).or_default() += 1;
+        } else {
+            let index = outcome.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(batches_present(&index), checkpointed + first_bad as u64, "{case}");
+            let stats = index.stats();
+            assert_eq!(stats.log_dropped_bytes, dropped, "{case}");
+            assert_eq!(stats.log_dropped_records > 0, dropped > 0, "{case}");
+            assert!(stats.log_dropped_records <= (records - first_bad + 1) as u64, "{case}: {stats:?}");
+            let aside: Vec<_> = files(&dir).into_iter().filter(|(name, _)| name.ends_with(".damaged")).collect();
+            match index.recovery_notice() {
+                None => assert!(dropped == 0 && aside.is_empty(), "{case}: {aside:?}"),
+                Some(notice) => {
+                    assert_eq!(aside.len(), 1, "{case}");
+                    assert_eq!(aside[0].1, bytes[kept..], "{case}: the moved-aside bytes");
+                    assert!(notice.contains(&aside[0].0) && notice.contains(&dropped.to_string()), "{notice}");
+                }
+            }
+            // The moved-aside file survives checkpoints and reopening, which find nothing to drop.
+            drop(index);
+            let index = Index::open(&dir, options()).unwrap();
+            assert_eq!(index.recovery_notice(), None, "{case}");
+            assert_eq!(batches_present(&index), checkpointed + first_bad as u64, "{case}");
+            drop(index);
+            assert_eq!(files(&dir).keys().filter(|name| name.ends_with(".damaged")).count(), aside.len(), "{case}");
+            *outcomes.entry(format!("{kind}: {}", if dropped > 0 { "dropped" } else { "whole" })).or_default() += 1;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!("{outcomes:?}");
+    for outcome in ["cut: dropped", "flip: dropped", "flip: refused", "zero tail: dropped", "append: dropped"] {
+        assert!(outcomes.contains_key(outcome), "{outcome} never happened: {outcomes:?}");
+    }
 }

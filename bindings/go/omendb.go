@@ -123,6 +123,18 @@ const (
 	QuantizationBits8  Quantization = C.OMEN_QUANTIZATION_BITS8  // 8 bits a dimension
 )
 
+// LogRecovery says what Open does with a write-ahead log whose last record is torn or damaged,
+// as a crash during its write leaves it.
+type LogRecovery uint32
+
+const (
+	// DropTail moves the tail's bytes to a .damaged file beside the log and reports them
+	// (RecoveryNotice, Stats.LogDroppedBytes). The default.
+	DropTail LogRecovery = C.OMEN_LOG_RECOVERY_DROP_TAIL
+	// StrictLog refuses such a log with ErrCorrupt and changes nothing.
+	StrictLog LogRecovery = C.OMEN_LOG_RECOVERY_STRICT
+)
+
 // Options configure an index; start from DefaultOptions. The fields after Seed apply to Open.
 type Options struct {
 	Dim             int
@@ -141,6 +153,7 @@ type Options struct {
 	NoVerify     bool          // skip the checksums of vectors and links: open in milliseconds
 	Durability   Durability    // default EveryBatch
 	SyncInterval time.Duration // for Interval (default 1s)
+	LogRecovery  LogRecovery   // default DropTail
 }
 
 // Stats is an index's segments, vectors and bytes on disk and in memory.
@@ -150,6 +163,7 @@ type Stats struct {
 	LogSyncs                                                 uint64 // fsyncs of the write-ahead log since Open
 	CodeBytesPerVector                                       uint64 // quantized code a vector carries
 	BytesPerVectorOnDisk, BytesPerVectorResident             uint64
+	LogDroppedBytes, LogDroppedRecords                       uint64 // dropped from the end of the log by Open
 }
 
 // DefaultOptions returns the library's defaults for the given dimension and metric.
@@ -186,6 +200,7 @@ func (opts Options) raw() (C.omen_options, error) {
 	raw.segment_capacity, raw.threads, raw.seed = C.size_t(opts.SegmentCapacity), C.size_t(opts.Threads), C.uint64_t(opts.Seed)
 	raw.create, raw.read_only, raw.verify = flag(opts.Create), flag(opts.ReadOnly), flag(!opts.NoVerify)
 	raw.durability = C.uint32_t(opts.Durability)
+	raw.log_recovery = C.uint32_t(opts.LogRecovery)
 	raw.quantization = C.uint32_t(opts.Quantization)
 	if _, err := size(opts.Oversample); err != nil {
 		return raw, err
@@ -307,7 +322,23 @@ func (ix *Index) Stats() (Stats, error) {
 		BytesMappedResident: uint64(raw.bytes_mapped_resident), LogSyncs: uint64(raw.log_syncs),
 		CodeBytesPerVector: uint64(raw.code_bytes_per_vector), BytesPerVectorOnDisk: uint64(raw.bytes_per_vector_on_disk),
 		BytesPerVectorResident: uint64(raw.bytes_per_vector_resident),
+		LogDroppedBytes:        uint64(raw.log_dropped_bytes), LogDroppedRecords: uint64(raw.log_dropped_records),
 	}, nil
+}
+
+// RecoveryNotice says what Open dropped from the end of the write-ahead log (bytes, records,
+// why, and the .damaged file they were moved to); "" when nothing was dropped.
+func (ix *Index) RecoveryNotice() (string, error) {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return "", err
+	}
+	defer ix.mu.RUnlock()
+	notice := C.omen_index_recovery_notice(ptr)
+	if notice == nil {
+		return "", nil
+	}
+	return C.GoString(notice), nil
 }
 
 // acquire read-locks the index for one call; the caller must call ix.mu.RUnlock.

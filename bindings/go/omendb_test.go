@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -361,5 +362,60 @@ func TestSearchBatchWithoutQueriesIsANoOp(t *testing.T) {
 	}
 	if err := ix.InsertBatch([]uint64{1, ^uint64(0)}, make([]float32, 8)); err == nil {
 		t.Fatal("OMEN_NO_ID accepted as an id")
+	}
+}
+
+func TestADamagedLogTailIsMovedAsideOrRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	ix, err := Open(dir, DefaultOptions(4, L2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	for id := uint64(1); id <= 2; id++ {
+		if err := ix.InsertBatch([]uint64{id}, []float32{float32(id), 0, 0, 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A copy of the open database, as a crash leaves it, with the log's last byte flipped.
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	if err := os.MkdirAll(copyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var log string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(e.Name(), "wal-") {
+			log = e.Name()
+			b[len(b)-1] ^= 0x10
+		}
+		if err := os.WriteFile(filepath.Join(copyDir, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	strict := DefaultOptions(0, L2)
+	strict.LogRecovery = StrictLog
+	if _, err := Open(copyDir, strict); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("strict open of a damaged log: %v", err)
+	}
+	reopened, err := Open(copyDir, DefaultOptions(0, L2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	stats, err := reopened.Stats()
+	if err != nil || reopened.Len() != 1 || stats.LogDroppedRecords != 1 || stats.LogDroppedBytes == 0 {
+		t.Fatalf("len %d, stats %+v, %v", reopened.Len(), stats, err)
+	}
+	notice, err := reopened.RecoveryNotice()
+	if err != nil || !strings.Contains(notice, log) {
+		t.Fatalf("notice %q does not name %s (%v)", notice, log, err)
+	}
+	if notice, _ := ix.RecoveryNotice(); notice != "" {
+		t.Fatalf("a clean open has a notice: %q", notice)
 	}
 }

@@ -41,6 +41,7 @@ __all__ = [
 _METRICS = {"l2": 0, "cosine": 1, "cos": 1, "ip": 2, "inner_product": 2}
 _DURABILITY = {"batch": 0, "interval": 1, "never": 2}
 _QUANTIZATION = {"none": 0, "binary": 1, "4bit": 2, "8bit": 3}
+_LOG_RECOVERY = {"drop_tail": 0, "strict": 1}
 
 
 class Error(Exception):
@@ -160,6 +161,7 @@ class _Options(ctypes.Structure):
         ("sync_interval_ms", ctypes.c_uint32),
         ("quantization", ctypes.c_uint32),
         ("oversample", ctypes.c_size_t),
+        ("log_recovery", ctypes.c_uint32),
     ]
 
 
@@ -171,7 +173,8 @@ class _SearchParams(ctypes.Structure):
 class _Stats(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t)] + [(name, ctypes.c_uint64) for name in (
         "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident", "log_syncs",
-        "code_bytes_per_vector", "bytes_per_vector_on_disk", "bytes_per_vector_resident")]
+        "code_bytes_per_vector", "bytes_per_vector_on_disk", "bytes_per_vector_resident", "log_dropped_bytes",
+        "log_dropped_records")]
 
 
 def _load():
@@ -198,6 +201,7 @@ def _load():
         "omen_index_len": (size, [p]),
         "omen_index_dim": (size, [p]),
         "omen_index_segment_count": (size, [p]),
+        "omen_index_recovery_notice": (ctypes.c_char_p, [p]),
         "omen_index_free": (None, [p]),
     }
     for name, (restype, argtypes) in signatures.items():
@@ -347,7 +351,7 @@ class Index:
     @classmethod
     def open(cls, path, dim=0, metric="l2", m=16, ef_construction=100, create=True, read_only=False,
              durability="batch", sync_interval_ms=1000, verify=True, ef_search=None, segment_capacity=None,
-             threads=0, seed=None, quantization="none", oversample=0):
+             threads=0, seed=None, quantization="none", oversample=0, log_recovery="drop_tail"):
         """Opens the database in directory `path`, creating it when `create` and it holds none.
 
         dim=0 accepts the stored dimension; a nonzero dim and the metric must match the
@@ -356,13 +360,21 @@ class Index:
         background every sync_interval_ms) or "never" (at checkpoints only); a process crash
         loses nothing in any mode. verify=False skips the checksums of vectors and links, for
         opening in milliseconds. One process at a time may open a database for writing
-        (LockedError otherwise); read_only=True opens alongside it."""
+        (LockedError otherwise); read_only=True opens alongside it.
+
+        log_recovery: what to do when the log's last record is torn or damaged, as a crash during
+        its write leaves it: "drop_tail" (the default) moves its bytes to a `.damaged` file beside
+        the log and reports them (`recovery_notice`, stats `log_dropped_bytes`/`_records`);
+        "strict" raises CorruptError and changes nothing."""
         if durability not in _DURABILITY:
             raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, got {durability!r}")
+        if log_recovery not in _LOG_RECOVERY:
+            raise ValueError(f"log_recovery must be one of {sorted(_LOG_RECOVERY)}, got {log_recovery!r}")
         options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,
                            quantization, oversample)
         options.create, options.read_only, options.verify = bool(create), bool(read_only), bool(verify)
         options.durability, options.sync_interval_ms = _DURABILITY[durability], sync_interval_ms
+        options.log_recovery = _LOG_RECOVERY[log_recovery]
         handle = ctypes.c_void_p()
         _call(_lib.omen_index_open, _path(path), ctypes.byref(options), ctypes.byref(handle))
         index = cls.__new__(cls)
@@ -372,6 +384,9 @@ class Index:
     def _adopt(self, handle):
         self._handle = _Handle(handle)
         self.dim = _lib.omen_index_dim(handle)
+        notice = _lib.omen_index_recovery_notice(handle)
+        #: What opening dropped from the end of the write-ahead log, in words; None when nothing.
+        self.recovery_notice = notice.decode(errors="replace") if notice is not None else None
 
     def close(self):
         """Closes the index once calls running in other threads return (a database is
@@ -395,7 +410,8 @@ class Index:
 
     def stats(self):
         """A dict: segments, vectors, bytes_on_disk, bytes_heap, bytes_mapped, bytes_mapped_resident,
-        log_syncs, code_bytes_per_vector, bytes_per_vector_on_disk, bytes_per_vector_resident."""
+        log_syncs, code_bytes_per_vector, bytes_per_vector_on_disk, bytes_per_vector_resident,
+        log_dropped_bytes, log_dropped_records (what opening dropped from the end of the log)."""
         stats = _Stats(size=ctypes.sizeof(_Stats))
         with self._handle as index:
             _call(_lib.omen_index_stats, index, ctypes.byref(stats))

@@ -76,3 +76,31 @@ os.kill(os.getpid(), 9)
     assert "acknowledged" in out and child.returncode == -9
     with omendb.Index.open(path) as index:
         assert len(index) == 100
+
+
+def test_a_damaged_log_tail_is_moved_aside_and_reported_or_refused(tmp_path):
+    import shutil
+    path, copy = tmp_path / "db", tmp_path / "copy"
+    index = omendb.Index.open(path, dim=8)
+    index.insert_batch([1, 2], data(2, 8))
+    index.insert_batch([3, 4], data(2, 8, seed=4))
+    # A copy of the open database, as a crash leaves it, with the last byte of the last record flipped.
+    shutil.copytree(path, copy)
+    log = next(copy.glob("wal-*"))
+    damaged = bytearray(log.read_bytes())
+    damaged[-1] ^= 0x10
+    log.write_bytes(damaged)
+    with pytest.raises(omendb.CorruptError) as refused:
+        omendb.Index.open(copy, log_recovery="strict")
+    assert log.name in str(refused.value) and log.read_bytes() == damaged
+    with pytest.raises(ValueError):
+        omendb.Index.open(copy, log_recovery="lenient")
+    with omendb.Index.open(copy) as reopened:
+        assert len(reopened) == 2
+        stats = reopened.stats()
+        assert stats["log_dropped_records"] == 1 and stats["log_dropped_bytes"] == 16 + 16 + 2 * 8 + 2 * 8 * 4
+        aside = list(copy.glob("*.damaged"))
+        assert len(aside) == 1 and aside[0].name in reopened.recovery_notice
+        assert aside[0].read_bytes() == bytes(damaged[-stats["log_dropped_bytes"]:])
+    assert index.recovery_notice is None
+    index.close()

@@ -146,6 +146,19 @@ pub(crate) unsafe fn write_out<T>(ptr: *mut T, value: T) {
     unsafe { ptr.write(value) }
 }
 
+/// Writes the first `size` bytes of `value` to `ptr`: a caller with an older, shorter layout of a
+/// struct that grows at its end gets the fields it knows.
+///
+/// # Safety
+/// `ptr` is non-NULL and aligned (checked by `require`) and points to `size` writable bytes;
+/// `size` is at most `sizeof(T)` (checked by [`check_size`]).
+pub(crate) unsafe fn write_sized<T>(ptr: *mut T, value: T, size: usize) {
+    debug_assert!(size <= size_of::<T>());
+    // SAFETY: `value` holds `sizeof(T) >= size` bytes; `ptr` holds `size` writable bytes
+    // (caller's contract) and cannot overlap a local.
+    unsafe { std::ptr::copy_nonoverlapping((&raw const value).cast::<u8>(), ptr.cast::<u8>(), size) };
+}
+
 /// The `size` a caller set as the first field of its struct at `ptr`, after checking `ptr`.
 ///
 /// # Safety

@@ -3,8 +3,9 @@
 use super::error::{omen_error, omen_status, Failure};
 use super::guard::{
     check_size, disjoint, guard, infallible, read_sized, require, size_field, slice, slice_mut, span, write_out,
+    write_sized,
 };
-use std::ffi::{c_char, CStr, OsStr};
+use std::ffi::{c_char, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -16,6 +17,16 @@ use crate::options::SearchParams;
 /// with `omen_index_close` or `omen_index_free`.
 pub struct omen_index {
     index: Index,
+    /// `Index::recovery_notice` as a C string, made once at opening.
+    recovery_notice: Option<CString>,
+}
+
+impl omen_index {
+    fn new(index: Index) -> Box<omen_index> {
+        // A notice names paths, which hold no NUL byte.
+        let recovery_notice = index.recovery_notice().and_then(|notice| CString::new(notice).ok());
+        Box::new(omen_index { index, recovery_notice })
+    }
 }
 
 /// Borrows the index behind a handle.
@@ -69,7 +80,7 @@ pub extern "C" fn omen_index_create(
         // SAFETY: non-NULL and aligned (checked); a readable omen_options by the caller's contract.
         // Read as a copy, so a caller changing it later has no effect.
         let options = unsafe { omen_options::read(options) }?;
-        let handle = Box::new(omen_index { index: Index::new(options)? });
+        let handle = omen_index::new(Index::new(options)?);
         // SAFETY: `out_index` is non-NULL and aligned (checked) and writable (caller's contract).
         unsafe { write_out(out_index, Box::into_raw(handle)) };
         Ok(())
@@ -80,11 +91,14 @@ pub extern "C" fn omen_index_create(
 /// the directory holds none.
 ///
 /// Sealed segments are memory-mapped, the growing segment is read back, and inserts logged since
-/// the last checkpoint are replayed (a torn last log record, never acknowledged, is dropped).
+/// the last checkpoint are replayed. A log whose last record is torn or damaged, as a crash
+/// during its write leaves it, is handled as `options->log_recovery` says: by default the tail is
+/// moved to a `.damaged` file beside the log and reported (`omen_index_recovery_notice`,
+/// `omen_stats.log_dropped_bytes`).
 /// `options->dim` and `options->metric` must match the database's, or dim may be 0 to accept
 /// it; `m`, `ef_construction`, `segment_capacity` and `seed` are fixed at creation and the stored
 /// values win; `ef_search`, `threads`, `read_only`, `verify`, `durability` and
-/// `sync_interval_ms` apply to this opening. Only one process may open a database for writing;
+/// `sync_interval_ms`, `log_recovery` apply to this opening. Only one process may open a database for writing;
 /// read-only openings are always allowed and see it as it was when they opened.
 ///
 /// # Ownership
@@ -101,7 +115,8 @@ pub extern "C" fn omen_index_create(
 /// database's or a file's; `OMEN_STATUS_NOT_FOUND` when there is no database and `create` is 0
 /// (or `read_only` is set); `OMEN_STATUS_LOCKED` when another process has it open for writing;
 /// `OMEN_STATUS_CORRUPT` / `OMEN_STATUS_VERSION` for a damaged, foreign or newer file (the
-/// message names it); `OMEN_STATUS_IO` when a file cannot be read, created or locked.
+/// message names it), also for a torn or damaged log tail under `OMEN_LOG_RECOVERY_STRICT`;
+/// `OMEN_STATUS_IO` when a file cannot be read, created or locked.
 #[no_mangle]
 #[must_use]
 pub extern "C" fn omen_index_open(
@@ -118,7 +133,7 @@ pub extern "C" fn omen_index_open(
         let path = Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(path) }.to_bytes()));
         // SAFETY: non-NULL and aligned (checked); a readable omen_options by the caller's contract.
         let options = unsafe { omen_options::read(options) }?;
-        let handle = Box::new(omen_index { index: Index::open(path, options)? });
+        let handle = omen_index::new(Index::open(path, options)?);
         // SAFETY: `out_index` is non-NULL and aligned (checked) and writable (caller's contract).
         unsafe { write_out(out_index, Box::into_raw(handle)) };
         Ok(())
@@ -203,7 +218,17 @@ pub struct omen_stats {
     pub bytes_per_vector_on_disk: u64,
     /// `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
     pub bytes_per_vector_resident: u64,
+    /// Bytes the opening dropped from the end of the write-ahead log, as a crash during a write
+    /// leaves them (moved aside, never deleted; see `omen_index_recovery_notice`). 0 when the
+    /// log ended with a whole record.
+    pub log_dropped_bytes: u64,
+    /// Records in those bytes, as far as their heads tell.
+    pub log_dropped_records: u64,
 }
+
+/// `sizeof(omen_stats)` before `log_dropped_bytes`: such callers get the fields they know.
+const STATS_SIZE_BEFORE_LOG_DROPPED: usize = 88;
+const _: () = assert!(std::mem::offset_of!(omen_stats, log_dropped_bytes) == STATS_SIZE_BEFORE_LOG_DROPPED);
 
 /// Fills `*out_stats` with the index's segments, vectors and bytes on disk and in memory.
 ///
@@ -230,7 +255,7 @@ pub extern "C" fn omen_index_stats(
         let index = unsafe { self::index(index) }?;
         // SAFETY: `omen_stats` starts with its size, which the caller set (documented).
         let size = unsafe { size_field(out_stats, "out_stats") }?;
-        check_size::<omen_stats>(size, &[])?;
+        check_size::<omen_stats>(size, &[STATS_SIZE_BEFORE_LOG_DROPPED])?;
         let stats = index.stats();
         let stats = omen_stats {
             size,
@@ -244,9 +269,12 @@ pub extern "C" fn omen_index_stats(
             code_bytes_per_vector: stats.code_bytes_per_vector,
             bytes_per_vector_on_disk: stats.bytes_per_vector_on_disk,
             bytes_per_vector_resident: stats.bytes_per_vector_resident,
+            log_dropped_bytes: stats.log_dropped_bytes,
+            log_dropped_records: stats.log_dropped_records,
         };
-        // SAFETY: non-NULL, aligned, `size` = sizeof(omen_stats) writable bytes (caller's contract).
-        unsafe { write_out(out_stats, stats) };
+        // SAFETY: non-NULL and aligned (checked), `size` writable bytes, one of this library's
+        // layouts (checked; caller's contract).
+        unsafe { write_sized(out_stats, stats, size) };
         Ok(())
     })
 }
@@ -511,6 +539,30 @@ pub extern "C" fn omen_index_search_batch(
 ) -> omen_status {
     let params = omen_search_params { ef, threads, ..omen_search_params::defaults() };
     omen_index_search_batch_with(index, queries, n_queries, dim, k, &params, out_ids, out_distances, out_counts, err)
+}
+
+/// What opening the database dropped from the end of its write-ahead log, in words: how many
+/// bytes and records from which byte, why, and the file they were moved to. NULL when nothing was
+/// dropped (always for an in-memory index) and for a NULL `index`.
+///
+/// The last record is dropped when its bytes do not match its checksum or the file ends inside
+/// it, which is what a crash during its write leaves; the same damage to an acknowledged record
+/// cannot be told apart (docs/format.md). `OMEN_LOG_RECOVERY_STRICT` refuses such a log instead.
+///
+/// # Ownership
+/// The string belongs to the index: valid until `omen_index_close`/`free`; never free it.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
+#[no_mangle]
+pub extern "C" fn omen_index_recovery_notice(index: *const omen_index) -> *const c_char {
+    infallible(std::ptr::null(), || {
+        require(index, "index").ok().map_or(std::ptr::null(), |()| {
+            // SAFETY: non-NULL and aligned (checked); live by the caller's contract.
+            let handle = unsafe { &*index };
+            handle.recovery_notice.as_ref().map_or(std::ptr::null(), |notice| notice.as_ptr())
+        })
+    })
 }
 
 /// Number of vectors in the index; 0 for a NULL `index`.

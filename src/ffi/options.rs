@@ -1,9 +1,9 @@
 //! The options struct callers fill before creating an index.
 
 use super::error::{omen_error, omen_status, Failure};
-use super::guard::{check_size, guard, read_sized, require};
+use super::guard::{check_size, guard, read_sized, require, write_sized};
 use crate::distance::Metric;
-use crate::options::{Durability, Options};
+use crate::options::{Durability, LogRecovery, Options};
 use crate::quant::Quantization;
 
 /// Distance metrics, as stored in `omen_options.metric`.
@@ -45,6 +45,21 @@ pub enum omen_quantization {
     Bits4 = 2,
     /// 8 bits a dimension, a range per dimension.
     Bits8 = 3,
+}
+
+/// What `omen_index_open` does with a write-ahead log whose end does not hold whole, intact
+/// records (`omen_options.log_recovery`): the remains of a write a crash interrupted, or damage
+/// that looks the same (docs/format.md says which).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum omen_log_recovery {
+    /// Drop the tail: its bytes are moved to a `.damaged` file beside the log (never deleted)
+    /// and reported by `omen_stats.log_dropped_bytes` and `omen_index_recovery_notice`.
+    DropTail = 0,
+    /// Refuse such a log with `OMEN_STATUS_CORRUPT`, changing nothing (RocksDB's absolute
+    /// consistency). An interrupted, never acknowledged insert is refused too; opening once with
+    /// `OMEN_LOG_RECOVERY_DROP_TAIL` recovers.
+    Strict = 1,
 }
 
 /// Index configuration. Fill it with `omen_options_default`, then change fields.
@@ -91,11 +106,20 @@ pub struct omen_options {
     /// Candidates re-scored exactly per result with codes, for searches that pass 0; 0 = the
     /// code's default (binary 20, 4-bit 2, 8-bit 2).
     pub oversample: usize,
+    /// `omen_index_open`: one of `omen_log_recovery`. Default `OMEN_LOG_RECOVERY_DROP_TAIL`.
+    pub log_recovery: u32,
 }
 
 /// `sizeof(omen_options)` in 0.1.0, before the fields from `create` on: such callers still
 /// work, and get the defaults for the newer fields.
 const SIZE_0_1: usize = 72;
+
+/// `sizeof(omen_options)` before `log_recovery`: such callers get its default.
+const SIZE_BEFORE_LOG_RECOVERY: usize = 104;
+const _: () = assert!(std::mem::offset_of!(omen_options, log_recovery) == SIZE_BEFORE_LOG_RECOVERY);
+
+/// Every older `omen_options` layout still accepted.
+const OLDER_SIZES: [usize; 2] = [SIZE_0_1, SIZE_BEFORE_LOG_RECOVERY];
 
 impl omen_options {
     fn defaults() -> Self {
@@ -117,6 +141,7 @@ impl omen_options {
             sync_interval_ms: 1000,
             quantization: o.quantization.code(),
             oversample: o.oversample,
+            log_recovery: omen_log_recovery::DropTail as u32,
         }
     }
 
@@ -128,7 +153,7 @@ impl omen_options {
     pub(crate) unsafe fn read(options: *const omen_options) -> Result<Options, Failure> {
         // SAFETY: `omen_options` is repr(C), starts with its size and holds only integers; the
         // rest is the caller's contract.
-        unsafe { read_sized(options, "options", &[SIZE_0_1], Self::defaults()) }?.to_options()
+        unsafe { read_sized(options, "options", &OLDER_SIZES, Self::defaults()) }?.to_options()
     }
 
     /// The engine's options, or the reason these are unusable.
@@ -165,6 +190,15 @@ impl omen_options {
                 ))
             })?,
             oversample: self.oversample,
+            log_recovery: match self.log_recovery {
+                0 => LogRecovery::DropTail,
+                1 => LogRecovery::Strict,
+                other => {
+                    return Err(Failure::invalid(format!(
+                        "unknown log_recovery {other} (expected an omen_log_recovery value)"
+                    )))
+                }
+            },
         })
     }
 }
@@ -172,8 +206,8 @@ impl omen_options {
 /// Fills `*options` with the defaults (dim 0, which must be set before creating an index).
 ///
 /// Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
-/// you compiled against does not match it, and fails without writing. (The 0.1.0 layout, which
-/// ends at `seed`, is still accepted.)
+/// you compiled against does not match it, and fails without writing. (Older layouts are still
+/// accepted: 0.1.0's, which ends at `seed`, and the one that ends at `oversample`.)
 ///
 /// # Ownership
 /// Writes into the caller's `*options`; nothing is allocated.
@@ -193,11 +227,11 @@ pub extern "C" fn omen_options_default(
 ) -> omen_status {
     guard(err, || {
         require(options, "options")?;
-        check_size::<omen_options>(size, &[SIZE_0_1])?;
+        check_size::<omen_options>(size, &OLDER_SIZES)?;
         let defaults = omen_options { size, ..omen_options::defaults() };
         // SAFETY: `options` is non-NULL and aligned (checked) and points to `size` writable bytes,
-        // one of this library's layouts (caller's contract); a 0.1.0 caller gets its prefix.
-        unsafe { std::ptr::copy_nonoverlapping((&raw const defaults).cast::<u8>(), options.cast::<u8>(), size) };
+        // one of this library's layouts (caller's contract); an older caller gets its prefix.
+        unsafe { write_sized(options, defaults, size) };
         Ok(())
     })
 }

@@ -14,7 +14,7 @@ use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::options::{check_threads, Options, SearchParams};
 use crate::segment::{Growing, Layout, SearchResult, SegmentSet};
-use crate::storage::Store;
+use crate::storage::{DroppedTail, Store};
 use ids::IdMap;
 
 /// Disk and memory use of an index.
@@ -40,6 +40,12 @@ pub struct Stats {
     pub bytes_per_vector_on_disk: u64,
     /// `(bytes_heap + bytes_mapped_resident) / vectors`, rounded.
     pub bytes_per_vector_resident: u64,
+    /// Bytes the opening dropped from the end of the write-ahead log, as a crash during a write
+    /// leaves them (moved aside, never deleted: see [`Index::recovery_notice`]). 0 when the log
+    /// ended with a whole record.
+    pub log_dropped_bytes: u64,
+    /// Records in those bytes, as far as their heads tell.
+    pub log_dropped_records: u64,
 }
 
 /// What is fixed when an index is made: its options, how segments are built, and its threads.
@@ -320,6 +326,20 @@ impl Index {
         Ok(())
     }
 
+    /// What opening this database dropped from the end of its write-ahead log, in words (`None`
+    /// when nothing was dropped): how many bytes and records from which byte, why, and the file
+    /// they were moved to. The log's last record is dropped when its bytes do not match its
+    /// checksum or the file ends inside it, which is what a crash during its write leaves; the
+    /// same damage to a record that was acknowledged cannot be told apart (docs/format.md).
+    /// [`LogRecovery::Strict`](crate::options::LogRecovery) refuses such a log instead.
+    pub fn recovery_notice(&self) -> Option<String> {
+        self.dropped_tail().map(|tail| tail.to_string())
+    }
+
+    fn dropped_tail(&self) -> Option<&DroppedTail> {
+        self.store.as_ref().and_then(Store::dropped_tail)
+    }
+
     /// Segments, vectors, and the bytes the index holds on disk and in memory.
     pub fn stats(&self) -> Stats {
         let set = self.snapshot();
@@ -329,6 +349,8 @@ impl Index {
             vectors: set.len(),
             bytes_on_disk: self.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
             log_syncs: self.store.as_ref().map_or(0, |s| s.log_syncs()),
+            log_dropped_bytes: self.dropped_tail().map_or(0, |tail| tail.bytes),
+            log_dropped_records: self.dropped_tail().map_or(0, |tail| tail.records),
             bytes_heap: (set.growing.heap_bytes() + ids_heap) as u64,
             ..Stats::default()
         };

@@ -137,7 +137,7 @@ impl Index {
         let mut set = SegmentSet { sealed, growing: Arc::new(growing) };
         let mut next_ordinal = manifest.next_ordinal;
         let mut ids: Option<RwLock<IdMap>> = None;
-        store.replay(|batch_ids, vectors| {
+        store.replay(options.log_recovery, |batch_ids, vectors| {
             let map = ids.get_or_insert_with(|| RwLock::new(IdMap::of(&set)));
             let applied = engine.apply_batch(map, &set, next_ordinal, batch_ids, vectors, |_, _| Ok(()));
             let applied = applied.map_err(|e| Error::Corrupt {

@@ -14,6 +14,7 @@ use std::path::Path;
 
 pub(crate) use manifest::{Manifest, SegmentEntry};
 pub(crate) use store::{Checkpoint, NewFile, Store};
+pub(crate) use wal::DroppedTail;
 
 use crate::error::{io_error, Result};
 

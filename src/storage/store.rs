@@ -11,9 +11,9 @@ use std::thread::JoinHandle;
 use super::lock::{take_lock, WriterLock, LOCK_FILE};
 use super::manifest::{growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE};
 use super::sync_dir;
-use super::wal::Wal;
+use super::wal::{DroppedTail, Wal, DAMAGED_SUFFIX};
 use crate::error::{io_error, Error, Result};
-use crate::options::Durability;
+use crate::options::{Durability, LogRecovery};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section below leaves its data consistent before anything can panic.
@@ -77,12 +77,16 @@ pub(crate) struct Store {
     /// `None` until the log was replayed, and always for a read-only store.
     wal: Mutex<Option<Wal>>,
     durable: Option<Arc<Durable>>,
+    /// What opening dropped from the end of the log.
+    dropped_tail: Option<DroppedTail>,
     syncer_thread: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
-/// Whether `name` is a file a database keeps in its directory (besides the lock).
+/// Whether `name` is a file a database keeps in its directory (besides the lock). Log tails
+/// moved aside are not: they are kept for the user, never read or removed.
 fn is_database_file(name: &str) -> bool {
     ["segment-", "growing-", "wal-", MANIFEST_FILE].iter().any(|prefix| name.starts_with(prefix))
+        && !name.ends_with(DAMAGED_SUFFIX)
 }
 
 /// The names of the database files in `dir` that hold data, sorted. What a creation cut short
@@ -176,6 +180,7 @@ impl Store {
             manifest: Mutex::new(manifest.clone()),
             wal: Mutex::new(None),
             durable: None,
+            dropped_tail: None,
             syncer_thread: None,
         };
         Ok((store, manifest))
@@ -198,11 +203,19 @@ impl Store {
     }
 
     /// Passes every record of the log to `apply`, then (unless read-only) keeps the log open for
-    /// appending and starts the background syncer if the durability mode has one.
-    pub(crate) fn replay(&mut self, apply: impl FnMut(&[u64], &[f32]) -> Result<()>) -> Result<()> {
+    /// appending and starts the background syncer if the durability mode has one. A torn or
+    /// damaged tail is handled as `recovery` says; what was dropped is kept (`dropped_tail`).
+    pub(crate) fn replay(
+        &mut self,
+        recovery: LogRecovery,
+        apply: impl FnMut(&[u64], &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let manifest = lock(&self.manifest).clone();
         let path = self.dir.join(wal_name(manifest.generation));
-        let wal = Wal::open(&path, manifest.dim as usize, manifest.generation, !self.read_only, apply)?;
+        let strict = recovery == LogRecovery::Strict;
+        let (wal, dropped) =
+            Wal::open(&path, manifest.dim as usize, manifest.generation, !self.read_only, strict, apply)?;
+        self.dropped_tail = dropped;
         if self.read_only {
             return Ok(());
         }
@@ -342,6 +355,11 @@ impl Store {
         std::fs::read_dir(&self.dir)
             .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
             .unwrap_or(0)
+    }
+
+    /// What opening dropped from the end of the log, if anything.
+    pub(crate) fn dropped_tail(&self) -> Option<&DroppedTail> {
+        self.dropped_tail.as_ref()
     }
 
     pub(crate) fn log_syncs(&self) -> u64 {

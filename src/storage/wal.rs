@@ -68,16 +68,18 @@ impl Wal {
         Ok(Wal { file, path: path.to_path_buf(), len: HEADER as u64, dim })
     }
 
-    /// Opens the log at `path`, passes every intact record to `replay` in order, and drops a torn
-    /// last record (truncating it away when `writable`). A damaged record followed by more data
-    /// is corruption, not a torn write.
+    /// Opens the log at `path` and passes every intact record to `replay` in order. A damaged
+    /// record followed by more data is corruption, not a torn write, and fails. A torn or damaged
+    /// tail is refused when `strict`; otherwise it is dropped, and when `writable` its bytes are
+    /// first moved aside (see [`DroppedTail`]) and the log cut back to its last intact record.
     pub(crate) fn open(
         path: &Path,
         dim: usize,
         generation: u64,
         writable: bool,
+        strict: bool,
         mut replay: impl FnMut(&[u64], &[f32]) -> Result<()>,
-    ) -> Result<Wal> {
+    ) -> Result<(Wal, Option<DroppedTail>)> {
         let file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| io_error(path, "open", &e))?;
         let size = file.metadata().map_err(|e| io_error(path, "stat", &e))?.len();
         let mut head = [0u8; HEADER];
@@ -109,6 +111,7 @@ impl Wal {
             .map_err(|e| io_error(path, "seek", &e))?;
         let mut at = HEADER as u64;
         let mut payload = Vec::new();
+        let mut torn = None;
         while at < size {
             let record =
                 read_record(&file, &mut reader, at, size, &mut payload).map_err(|e| io_error(path, "read", &e))?;
@@ -121,14 +124,31 @@ impl Wal {
                     replay(&ids, &vectors)?;
                     at += (RECORD_HEAD + payload.len()) as u64;
                 }
-                Record::Torn => break,
+                Record::Torn(why) => {
+                    torn = Some(why);
+                    break;
+                }
                 Record::Damaged => return Err(damaged()),
             }
         }
-        if writable && at < size {
-            file.set_len(at).and_then(|()| file.sync_all()).map_err(|e| io_error(path, "truncate torn tail", &e))?;
-        }
-        Ok(Wal { file, path: path.to_path_buf(), len: at, dim })
+        let dropped = match torn {
+            Some(why) => {
+                let records = records_in_tail(&file, at, size).map_err(|e| io_error(path, "read", &e))?;
+                Some(DroppedTail { offset: at, bytes: size - at, records, why, moved_to: None })
+            }
+            None => None,
+        };
+        let dropped = match dropped {
+            Some(tail) if strict => {
+                return Err(corrupt(
+                    path,
+                    format!("{tail}; refused by the strict log recovery, nothing was changed (open without it to move the tail aside)"),
+                ))
+            }
+            Some(tail) if writable => Some(tail.move_aside(&file, path)?),
+            other => other,
+        };
+        Ok((Wal { file, path: path.to_path_buf(), len: at, dim }, dropped))
     }
 
     /// Appends the record for one batch (not yet durable: see `sync_handle`). On failure the log
@@ -156,12 +176,79 @@ impl Wal {
     }
 }
 
+/// The end of a log that does not hold whole, intact records and was dropped on opening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DroppedTail {
+    /// Where the tail starts: the end of the last intact record.
+    pub offset: u64,
+    pub bytes: u64,
+    /// Records the tail holds as far as their heads tell (at least 1; a damaged head hides any
+    /// after it).
+    pub records: u64,
+    /// What was wrong with its first record.
+    pub why: &'static str,
+    /// Where its bytes were moved; `None` when the log was opened read-only (and left as it is).
+    pub moved_to: Option<PathBuf>,
+}
+
+/// What a moved-aside tail's file name ends with. Such files are the user's: the database never
+/// reads or removes them.
+pub(crate) const DAMAGED_SUFFIX: &str = ".damaged";
+
+impl DroppedTail {
+    /// Copies the tail to a new file beside the log (`<log>.<offset>.damaged`, or with `-2`, `-3`
+    /// ... when that exists), makes it durable, then cuts the log back to `offset`. A crash
+    /// between the two leaves the tail in both, and the next opening moves it again.
+    fn move_aside(mut self, log: &File, path: &Path) -> Result<DroppedTail> {
+        let name = |n: u32| {
+            let suffix = if n == 1 { String::new() } else { format!("-{n}") };
+            PathBuf::from(format!("{}.{}{suffix}{DAMAGED_SUFFIX}", path.display(), self.offset))
+        };
+        let mut n = 1;
+        let (aside, mut copy) = loop {
+            match OpenOptions::new().write(true).create_new(true).open(name(n)) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(io_error(&name(n), "create", &e)),
+                Ok(copy) => break (name(n), copy),
+            }
+        };
+        let mut source = log;
+        let copied = std::io::Seek::seek(&mut source, std::io::SeekFrom::Start(self.offset))
+            .and_then(|_| std::io::copy(&mut std::io::Read::take(source, self.bytes), &mut copy))
+            .and_then(|_| copy.sync_all());
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&aside);
+            return Err(io_error(&aside, "write the dropped log tail to", &e));
+        }
+        super::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        log.set_len(self.offset).and_then(|()| log.sync_all()).map_err(|e| io_error(path, "truncate torn tail", &e))?;
+        self.moved_to = Some(aside);
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for DroppedTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = if self.records == 1 { "" } else { "s" };
+        write!(
+            f,
+            "dropped the last {} bytes of the log from byte {} ({} record{plural}: {}), as a crash during a write leaves them",
+            self.bytes, self.offset, self.records, self.why
+        )?;
+        match &self.moved_to {
+            Some(aside) => write!(f, "; they were moved to {}", aside.display()),
+            None => write!(f, "; the log was left as it is (read-only)"),
+        }
+    }
+}
+
 /// What a log holds at one position.
 enum Record {
     /// An intact record; its payload was read.
     Intact,
-    /// The remains of the last write, torn by a crash.
-    Torn,
+    /// The remains of the last write, as a crash leaves them (or damage that looks the same),
+    /// and what is wrong with it.
+    Torn(&'static str),
     /// A damaged record with more data after it.
     Damaged,
 }
@@ -169,8 +256,9 @@ enum Record {
 /// Reads the record at `at` (with `size - at` bytes left) into `payload`.
 ///
 /// The head carries its own checksum, so a trustworthy length is told apart from a damaged one.
-/// A crash tears only the last write: its head is intact (and the file ends inside the record),
-/// or zero, or cut short; a file extended by a crash may also hold zeros where data never landed.
+/// A crash tears only the last write: the file may end anywhere inside it, and a file extended by
+/// a crash may hold zeros (or, on some file systems, stale bytes) where data never landed. So a
+/// record that fails a checksum is a torn tail unless an intact record follows it.
 fn read_record(
     file: &File,
     reader: &mut impl Read,
@@ -179,45 +267,82 @@ fn read_record(
     payload: &mut Vec<u8>,
 ) -> std::io::Result<Record> {
     payload.clear();
-    let zeros_from = |offset: u64| zeros_to_end(file, offset, size);
     if size - at < RECORD_HEAD as u64 {
-        return Ok(Record::Torn);
+        return Ok(Record::Torn("the file ends inside a record head"));
     }
     let mut head = [0u8; RECORD_HEAD];
     reader.read_exact(&mut head)?;
-    let mut fields = LeReader::at(&head, 0);
-    let (len, crc, head_crc) = (fields.u64(), fields.u32(), fields.u32());
-    let (Some(len), Some(crc), Some(head_crc)) = (len, crc, head_crc) else { return Ok(Record::Damaged) };
-    if crc32c::crc32c(&head[..12]) != head_crc {
-        return Ok(if zeros_from(at)? { Record::Torn } else { Record::Damaged });
-    }
+    let Some((len, crc)) = intact_head(&head) else {
+        return Ok(if intact_record_after(file, at + 1, size)? {
+            Record::Damaged
+        } else if head == [0; RECORD_HEAD] {
+            Record::Torn("zeros where a record head should be")
+        } else {
+            Record::Torn("a record head whose checksum does not match")
+        });
+    };
     if len > size - at - RECORD_HEAD as u64 {
-        return Ok(Record::Torn);
+        return Ok(Record::Torn("the file ends inside a record"));
     }
     let end = at + RECORD_HEAD as u64 + len;
     payload.resize(len as usize, 0);
     reader.read_exact(payload)?;
     if crc32c::crc32c(payload) == crc {
         Ok(Record::Intact)
-    } else if zeros_from(end)? {
-        Ok(Record::Torn)
-    } else {
+    } else if intact_record_after(file, end, size)? {
         Ok(Record::Damaged)
+    } else {
+        Ok(Record::Torn("a record whose payload checksum does not match"))
     }
 }
 
-/// Whether every byte from `offset` to `size` is zero.
-fn zeros_to_end(file: &File, mut offset: u64, size: u64) -> std::io::Result<bool> {
-    let mut chunk = vec![0u8; (size - offset).min(1 << 20) as usize];
-    while offset < size {
-        let n = chunk.len().min((size - offset) as usize);
-        file.read_exact_at(&mut chunk[..n], offset)?;
-        if chunk[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
+/// The payload length and checksum of a record head whose own checksum matches.
+fn intact_head(head: &[u8]) -> Option<(u64, u32)> {
+    let mut fields = LeReader::at(head, 0);
+    let (len, crc, head_crc) = (fields.u64()?, fields.u32()?, fields.u32()?);
+    (crc32c::crc32c(&head[..12]) == head_crc).then_some((len, crc))
+}
+
+/// Whether an intact record (head and payload checksums matching) starts at any byte from
+/// `from` on: the test that tells damage followed by acknowledged records (corruption) from the
+/// remains of a torn write. Reads the rest of the file once, in windows.
+fn intact_record_after(file: &File, from: u64, size: u64) -> std::io::Result<bool> {
+    const WINDOW: usize = 1 << 20;
+    let mut window = vec![0u8; WINDOW + RECORD_HEAD];
+    let mut start = from;
+    while start + RECORD_HEAD as u64 <= size {
+        let n = (size - start).min(window.len() as u64) as usize;
+        file.read_exact_at(&mut window[..n], start)?;
+        for offset in 0..=n - RECORD_HEAD {
+            let Some((len, crc)) = intact_head(&window[offset..offset + RECORD_HEAD]) else { continue };
+            let at = start + offset as u64;
+            if len <= size - at - RECORD_HEAD as u64 {
+                let mut payload = vec![0u8; len as usize];
+                file.read_exact_at(&mut payload, at + RECORD_HEAD as u64)?;
+                if crc32c::crc32c(&payload) == crc {
+                    return Ok(true);
+                }
+            }
         }
-        offset += n as u64;
+        start += (n - RECORD_HEAD + 1) as u64;
     }
-    Ok(true)
+    Ok(false)
+}
+
+/// How many records the tail from `at` to `size` holds as far as their heads tell: each intact
+/// head counts one and gives the length to the next; a damaged head ends the count.
+fn records_in_tail(file: &File, mut at: u64, size: u64) -> std::io::Result<u64> {
+    let mut records = 0;
+    while at < size {
+        records += 1;
+        let mut head = [0u8; RECORD_HEAD];
+        if size - at < RECORD_HEAD as u64 || file.read_exact_at(&mut head, at).is_err() {
+            break;
+        }
+        let Some((len, _)) = intact_head(&head) else { break };
+        at = at.saturating_add(RECORD_HEAD as u64).saturating_add(len);
+    }
+    Ok(records)
 }
 
 /// The ids and vectors of an insert record, or `None` when it is malformed.

@@ -2,6 +2,7 @@
  * reopen, search with identical results; then the open-time errors a C caller meets: no
  * database, a second writer, a read-only insert, a damaged file, a 0.1.0-sized options struct.
  * Usage: test_storage DIR (DIR must not exist). Exit code 0 = pass. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,12 +106,22 @@ int main(int argc, char **argv) {
     CHECK(memcmp(before_distances, after_distances, sizeof before_distances) == 0, "distances differ after reopen");
     TRY(omen_index_stats(index, &stats, &err));
     CHECK(stats.bytes_mapped > 0, "sealed segments are mapped");
+    CHECK(stats.log_dropped_bytes == 0 && stats.log_dropped_records == 0, "nothing dropped from the log");
+    CHECK(omen_index_recovery_notice(index) == NULL && omen_index_recovery_notice(NULL) == NULL, "no notice");
+    /* A caller compiled before the log_dropped fields: they are not written. */
+    omen_stats shorter;
+    memset(&shorter, 0xAB, sizeof shorter);
+    shorter.size = offsetof(omen_stats, log_dropped_bytes);
+    TRY(omen_index_stats(index, &shorter, &err));
+    CHECK(shorter.vectors == N && shorter.log_dropped_bytes == 0xABABABABABABABABull, "older omen_stats layout");
     omen_index_free(index);
 
-    /* Read-only: searches work, inserts are refused. */
+    /* Read-only, with the layout before log_recovery: searches work, inserts are refused. */
     options.read_only = 1;
+    options.size = offsetof(omen_options, log_recovery);
     index = NULL;
     if (TRY(omen_index_open(dir, &options, &index, &err)) != OMEN_STATUS_OK) return 1;
+    options.size = sizeof options;
     uint64_t new_id = 1;
     expect(omen_index_insert_batch(index, &new_id, base, 1, DIM, &err), &err, OMEN_STATUS_READ_ONLY, dir,
            "read-only insert");

@@ -92,7 +92,8 @@ int main() {
     auto opts = omendb::Options(dim).segment_capacity(200).durability(OMEN_DURABILITY_INTERVAL, 10);
     std::vector<omendb::Hit> before;
     {
-        omendb::Index db = omendb::Index::open(dir, opts);
+        omendb::Index db = omendb::Index::open(dir, opts.log_recovery(OMEN_LOG_RECOVERY_STRICT));
+        CHECK(db.recovery_notice().empty());
         db.insert_batch(ids, vectors);
         CHECK(status_of([&] { omendb::Index::open(dir, opts); }) == OMEN_STATUS_LOCKED);
         before = db.search(query, 5);
