@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering::*};
 use rayon::prelude::*;
 
 use super::scratch::{with_scratch, Scored, Scratch};
-use super::search::CoarseWalk;
+use super::search::{CoarseWalk, Everyone};
 use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
 use crate::memory::reserve_huge;
 use crate::quant::{Codes, Quantization};
@@ -116,7 +116,7 @@ impl Graph {
         let copy_distance = self.distance.coarse(&query, self.vectors.high(node));
         let mut in_ring = false;
         for l in (0..=level.min(top)).rev() {
-            self.search_layer(&walk, self.params.ef_construction, l, s);
+            self.search_layer(&walk, &Everyone, self.params.ef_construction, l, s);
             // The node itself can be reached through a back-link added by a concurrent insert.
             s.found.retain(|c| c.node != node);
             self.select(node, copy_distance, &s.found, self.params.m, &mut s.selected, &mut s.vector);
@@ -184,7 +184,13 @@ impl Graph {
                     }
                     let mut query = std::mem::take(&mut s.query);
                     self.vectors.exact_into(node, &mut query);
-                    self.walk_layer0(&CoarseWalk { graph: self, query: &query }, self.params.ef_construction, entry, s);
+                    self.walk_layer0(
+                        &CoarseWalk { graph: self, query: &query },
+                        &Everyone,
+                        self.params.ef_construction,
+                        entry,
+                        s,
+                    );
                     s.query = query;
                     let reachable = || s.found.iter().filter(|f| reached[f.node as usize] && f.node != node);
                     let copy_distance = self.distance.coarse(&s.query, self.vectors.high(node));
@@ -386,7 +392,9 @@ mod tests {
         let mut query = Vec::new();
         for &orphan in &orphans {
             graph.vectors.exact_into(orphan, &mut query);
-            let found = with_scratch(|s| graph.search(&query, 1, SearchParams { ef: 32, oversample: 0 }, s).to_vec());
+            let found = with_scratch(|s| {
+                graph.search(&query, 1, SearchParams { ef: 32, oversample: 0 }, &Everyone, s).to_vec()
+            });
             assert_eq!(found[0].node, orphan, "orphan {orphan} is findable again");
         }
     }

@@ -27,6 +27,7 @@ use crate::quant::{Codes, Quantization};
 pub(crate) use file::{read_segment, write_segment, StoredSegment};
 pub(crate) use scratch::with_scratch;
 use scratch::Scored;
+pub(crate) use search::{Admit, Everyone};
 use vectors::SplitVectors;
 
 /// Highest layer a node can be assigned: with m >= 2 the chance to exceed it is below 2^-15.
@@ -151,6 +152,11 @@ impl Graph {
 
     pub(crate) fn len(&self) -> usize {
         self.levels.len()
+    }
+
+    /// `node`'s stored vector (exact: the two halves joined), written into `out`.
+    pub(crate) fn vector_into(&self, node: u32, out: &mut Vec<f32>) {
+        self.vectors.exact_into(node, out);
     }
 
     /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.

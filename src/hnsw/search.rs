@@ -18,6 +18,23 @@ pub(super) trait Walk {
     fn prefetch(&self, node: u32);
 }
 
+/// Which nodes a search may return. Nodes it refuses (deleted ones) are still walked through, as
+/// they still route, but never enter the beam's results, and the beam keeps going until it holds
+/// `ef` admitted nodes (or has visited everything it reaches).
+pub(crate) trait Admit {
+    fn admits(&self, node: u32) -> bool;
+}
+
+/// Admits every node: the path of a graph with nothing deleted, compiled without the check.
+pub(crate) struct Everyone;
+
+impl Admit for Everyone {
+    #[inline(always)]
+    fn admits(&self, _node: u32) -> bool {
+        true
+    }
+}
+
 /// Ranks by the bfloat16 high halves of the vectors (building, and searches without codes).
 pub(super) struct CoarseWalk<'a> {
     pub graph: &'a Graph,
@@ -82,7 +99,10 @@ impl Graph {
     /// them) and joined to the results only at the end. Copies of one vector then take one
     /// place in the beam; a beam full of copies at one distance would end the search there,
     /// since nothing else could beat the worst of them.
-    pub(super) fn search_layer(&self, walk: &impl Walk, ef: usize, level: usize, s: &mut Scratch) {
+    ///
+    /// Nodes `admit` refuses are expanded like the others but kept out of the results [W], so the
+    /// beam holds `ef` admitted nodes when it ends.
+    pub(super) fn search_layer(&self, walk: &impl Walk, admit: &impl Admit, ef: usize, level: usize, s: &mut Scratch) {
         s.visited.begin(self.len());
         s.candidates.clear();
         s.results.clear();
@@ -92,7 +112,9 @@ impl Graph {
         for &seed in &s.seeds {
             if s.visited.insert(seed.node) {
                 s.candidates.push(Reverse(seed));
-                s.results.push(seed);
+                if admit.admits(seed.node) {
+                    s.results.push(seed);
+                }
                 if rings {
                     self.admit_ring(walk, seed, ef, &mut s.rings, &mut s.visited, &mut s.candidates);
                 }
@@ -136,16 +158,18 @@ impl Graph {
                         continue;
                     }
                     s.candidates.push(Reverse(scored));
-                    s.results.push(scored);
-                    if full {
-                        s.results.pop();
+                    if admit.admits(n) {
+                        s.results.push(scored);
+                        if full {
+                            s.results.pop();
+                        }
                     }
                 }
             }
         }
         let full = s.results.len() >= ef;
         let worst = s.results.peek().map_or(f32::INFINITY, |w| if full { w.distance } else { f32::INFINITY });
-        s.rings.copies.retain(|c| c.distance <= worst);
+        s.rings.copies.retain(|c| c.distance <= worst && admit.admits(c.node));
         s.found.clear();
         s.found.extend(s.results.drain());
         s.found.sort_unstable();
@@ -209,7 +233,15 @@ impl Graph {
     /// of the beam is re-scored exactly. With codes it ranks by them, with a beam of
     /// `max(ef, k * oversample)`, and re-scores the best `max(k * oversample, ef / 2)`
     /// (`oversample` 0: the code's default).
-    pub(crate) fn search<'s>(&self, query: &[f32], k: usize, params: SearchParams, s: &'s mut Scratch) -> &'s [Scored] {
+    /// Only nodes `admit` admits are returned.
+    pub(crate) fn search<'s>(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: SearchParams,
+        admit: &impl Admit,
+        s: &'s mut Scratch,
+    ) -> &'s [Scored] {
         let SearchParams { ef, oversample } = params;
         let entry = self.entry.load(Acquire);
         s.found.clear();
@@ -219,7 +251,7 @@ impl Graph {
         let rescored = match &self.codes {
             None => {
                 let walk = CoarseWalk { graph: self, query };
-                self.walk_layer0(&walk, ef.max(k), entry, s);
+                self.walk_layer0(&walk, admit, ef.max(k), entry, s);
                 s.found.len()
             }
             Some(codes) => {
@@ -228,7 +260,7 @@ impl Graph {
                 let kernels = quant::best_kernels();
                 let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query, &kernels);
                 let walk = CodeWalk { codes, query: &prepared, kernels };
-                self.walk_layer0(&walk, ef.max(candidates), entry, s);
+                self.walk_layer0(&walk, admit, ef.max(candidates), entry, s);
                 // Half the beam at least, so a wider beam still raises recall where the codes
                 // rank poorly (as re-scoring the whole beam does without codes).
                 candidates.max(ef / 2).min(s.found.len())
@@ -268,7 +300,7 @@ impl Graph {
     /// entry point reaches, which is what the reachability pass (`connect`) guarantees, whatever
     /// node the descent ended at. (The descent scored the entry point already; a far one is
     /// never expanded.)
-    pub(super) fn walk_layer0(&self, walk: &impl Walk, ef: usize, entry: u64, s: &mut Scratch) {
+    pub(super) fn walk_layer0(&self, walk: &impl Walk, admit: &impl Admit, ef: usize, entry: u64, s: &mut Scratch) {
         let (node, top) = unpack(entry);
         let at_entry = Scored { distance: walk.distance(node), node };
         let start = self.descend_from(walk, 0, at_entry, top, s);
@@ -277,6 +309,6 @@ impl Graph {
         if start.node != node {
             s.seeds.push(at_entry);
         }
-        self.search_layer(walk, ef, 0, s);
+        self.search_layer(walk, admit, ef, 0, s);
     }
 }

@@ -56,6 +56,15 @@ impl IdMap {
 
     /// Fails on the first id already present or repeated within `ids`.
     pub(crate) fn check_new(&self, ids: &[u64]) -> Result<()> {
+        self.check(ids, false)
+    }
+
+    /// Fails on the first id repeated within `ids` (or the reserved one); present ids are fine.
+    pub(crate) fn check_distinct(&self, ids: &[u64]) -> Result<()> {
+        self.check(ids, true)
+    }
+
+    fn check(&self, ids: &[u64], present_allowed: bool) -> Result<()> {
         let mut seen = FastSet::with_hasher(Default::default());
         seen.try_reserve(ids.len())
             .map_err(|_| Error::OutOfMemory(format!("no room to check a batch of {} ids", ids.len())))?;
@@ -65,7 +74,7 @@ impl IdMap {
                     "id {NO_ID} is reserved: it marks result slots that hold no hit (OMEN_NO_ID)"
                 )));
             }
-            if self.locations.contains_key(&id) {
+            if !present_allowed && self.locations.contains_key(&id) {
                 return Err(Error::DuplicateId { id, in_batch: false });
             }
             if !seen.insert(id) {
@@ -80,13 +89,20 @@ impl IdMap {
         let mut locations = FastMap::with_capacity_and_hasher(set.len(), Default::default());
         for segment in &set.sealed {
             for (node, &id) in segment.ids().iter().enumerate() {
-                locations.insert(id, Location { segment: segment.ordinal(), node: node as u32 });
+                if !segment.tombstones().is_deleted(node as u32) {
+                    locations.insert(id, Location { segment: segment.ordinal(), node: node as u32 });
+                }
             }
         }
         set.growing.for_each_id(|node, id| {
             locations.insert(id, Location { segment: set.growing.ordinal(), node });
         });
         IdMap { locations }
+    }
+
+    /// Forgets `id`; where it was, if present.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Location> {
+        self.locations.remove(&id)
     }
 
     /// Records where a batch's `ids` went.

@@ -1,4 +1,5 @@
-//! Adding batches: check everything, log, then apply the whole batch or nothing.
+//! Changing the contents: insert, upsert and delete. Each checks everything, logs, then applies
+//! the whole change or nothing.
 
 use std::borrow::Cow;
 use std::sync::{MutexGuard, PoisonError, RwLock};
@@ -8,6 +9,16 @@ use super::{Engine, Index, Writer};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::segment::{Applied, SegmentSet};
+use crate::storage::LogRecord;
+
+/// What a batch does with an id already in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Present {
+    /// Refuse the batch (`Error::DuplicateId`): an insert.
+    Refuse,
+    /// Delete the old vector and insert the new one: an upsert.
+    Replace,
+}
 
 /// `vector`'s squared norm in f64, where the f32 sum overflows (components near f32::MAX) or
 /// underflows (tiny ones).
@@ -51,8 +62,10 @@ impl Engine {
 
     /// Checks a batch against `set` and the ids in `map`, hands the caller's rows to `log`
     /// (which may refuse them), then applies it on the index's threads and records where each id
-    /// went. `None` for an empty batch; otherwise the new segments and what `log` returned. On
-    /// any error nothing changed. The caller holds the writer lock (or owns `set` and `map`).
+    /// went; ids already present are refused or replaced as `present` says. `None` for an empty
+    /// batch; otherwise the new segments and what `log` returned. On any error nothing changed.
+    /// The caller holds the writer lock (or owns `set` and `map`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_batch<L>(
         &self,
         map: &RwLock<IdMap>,
@@ -60,6 +73,7 @@ impl Engine {
         next_ordinal: u32,
         ids: &[u64],
         vectors: &[f32],
+        present: Present,
         log: impl FnOnce(&[u64], &[f32]) -> Result<L>,
     ) -> Result<Option<(Applied, L)>> {
         let dim = self.options.dim;
@@ -74,16 +88,57 @@ impl Engine {
         if ids.is_empty() {
             return Ok(None);
         }
-        map.read().unwrap_or_else(PoisonError::into_inner).check_new(ids)?;
+        match present {
+            Present::Refuse => map.read().unwrap_or_else(PoisonError::into_inner).check_new(ids)?,
+            Present::Replace => map.read().unwrap_or_else(PoisonError::into_inner).check_distinct(ids)?,
+        }
         let prepared = self.prepare(vectors)?;
         set.check_room(&self.layout, next_ordinal, ids.len())?;
         // Every check has passed: from here on the batch is applied whole. The log keeps the
         // caller's rows (replay prepares them again); the graph stores the prepared ones.
         let logged = log(ids, vectors)?;
+        if present == Present::Replace {
+            remove(map, set, ids);
+        }
         let applied = self.pool.install(|| set.with_batch(&self.layout, next_ordinal, ids, &prepared));
         map.write().unwrap_or_else(PoisonError::into_inner).record(ids, &applied.placements);
         Ok(Some((applied, logged)))
     }
+}
+
+/// Deletes the `ids` present in `map` from it and from `set`; how many were.
+fn remove(map: &RwLock<IdMap>, set: &SegmentSet, ids: &[u64]) -> usize {
+    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    let mut removed = 0;
+    for &id in ids {
+        if let Some(location) = map.remove(id) {
+            // Every location in the map is a node of the current set.
+            let tombstones = set.tombstones(location.segment);
+            removed += usize::from(tombstones.is_some_and(|t| t.delete(location.node)));
+        }
+    }
+    removed
+}
+
+/// Deletes the `ids` present in `map` from `set`, after checking them and handing those present
+/// to `log` (unless none is). Returns how many were present and what `log` returned. The caller
+/// holds the writer lock (or owns `set` and `map`).
+pub(super) fn apply_delete<L>(
+    map: &RwLock<IdMap>,
+    set: &SegmentSet,
+    ids: &[u64],
+    log: impl FnOnce(&[u64]) -> Result<L>,
+) -> Result<(usize, Option<L>)> {
+    let present: Vec<u64> = {
+        let map = map.read().unwrap_or_else(PoisonError::into_inner);
+        map.check_distinct(ids)?;
+        ids.iter().copied().filter(|&id| map.get(id).is_some()).collect()
+    };
+    if present.is_empty() {
+        return Ok((0, None));
+    }
+    let logged = log(&present)?;
+    Ok((remove(map, set, &present), Some(logged)))
 }
 
 impl Index {
@@ -99,19 +154,37 @@ impl Index {
     }
 
     /// Inserts `ids.len()` vectors stored row-major in `vectors`. All or nothing: on any error
-    /// the index is unchanged. Linking runs in parallel on the index's threads.
+    /// the index is unchanged. Linking runs in parallel on the index's threads. An id already
+    /// present is refused ([`Error::DuplicateId`]); [`Index::upsert`] replaces it instead.
     ///
     /// On an index from [`Index::open`] the batch is in the write-ahead log before this returns
     /// (and fsync'd, as `Options::durability` asks); concurrent inserts share one fsync.
     pub fn insert_batch(&self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        self.write_batch(ids, vectors, Present::Refuse)
+    }
+
+    /// Inserts `ids.len()` vectors as [`Index::insert_batch`] does, but an id already present has
+    /// its vector replaced: its old node is deleted and never returned again. One atomic, durable
+    /// change; an id repeated within `ids` is refused.
+    pub fn upsert(&self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        self.write_batch(ids, vectors, Present::Replace)
+    }
+
+    fn write_batch(&self, ids: &[u64], vectors: &[f32], present: Present) -> Result<()> {
         let mut writer = self.writer();
         if let Some(store) = &self.store {
             store.check_writable()?;
         }
         let current = self.snapshot();
-        let log = |ids: &[u64], vectors: &[f32]| self.store.as_ref().map(|store| store.log(ids, vectors)).transpose();
+        let log = |ids: &[u64], vectors: &[f32]| {
+            let change = match present {
+                Present::Refuse => LogRecord::Insert { ids, vectors },
+                Present::Replace => LogRecord::Upsert { ids, vectors },
+            };
+            self.store.as_ref().map(|store| store.log(change)).transpose()
+        };
         let Some((applied, lsn)) =
-            self.engine.apply_batch(self.ids(), &current, writer.next_ordinal, ids, vectors, log)?
+            self.engine.apply_batch(self.ids(), &current, writer.next_ordinal, ids, vectors, present, log)?
         else {
             return Ok(());
         };
@@ -125,5 +198,61 @@ impl Index {
         }
         drop(writer);
         lsn.map_or(Ok(()), |lsn| store.sync(lsn))
+    }
+
+    /// Deletes every listed id that is present; returns how many were. Absent ids are not an
+    /// error; an id listed twice is ([`Error::DuplicateId`]), and then nothing is deleted.
+    /// Deleted vectors are never returned again; they stay in their segments' graphs, routing
+    /// searches, until [`Index::compact`] rewrites those segments. Durable before it returns, as
+    /// inserts are.
+    pub fn delete(&self, ids: &[u64]) -> Result<usize> {
+        let writer = self.writer();
+        if let Some(store) = &self.store {
+            store.check_writable()?;
+        }
+        let current = self.snapshot();
+        let log = |present: &[u64]| {
+            self.store.as_ref().map(|store| store.log(LogRecord::Delete { ids: present })).transpose()
+        };
+        let (removed, lsn) = apply_delete(self.ids(), &current, ids, log)?;
+        drop(writer);
+        if let (Some(store), Some(lsn)) = (&self.store, lsn.flatten()) {
+            store.sync(lsn)?;
+        }
+        Ok(removed)
+    }
+
+    /// Copies the stored vectors of `ids` (normalised ones under cosine) into `out`, row `i`
+    /// for `ids[i]`, and sets `found[i]`; an absent id leaves its row zeroed and `found[i]`
+    /// false. Returns how many were found. `out` holds `ids.len() * dim` floats and `found`
+    /// `ids.len()` flags.
+    pub fn get(&self, ids: &[u64], out: &mut [f32], found: &mut [bool]) -> Result<usize> {
+        let dim = self.dim();
+        if Some(out.len()) != ids.len().checked_mul(dim) || found.len() != ids.len() {
+            return Err(Error::DimensionMismatch(format!(
+                "{} ids need {} floats and {} flags, got {} and {}",
+                ids.len(),
+                ids.len().saturating_mul(dim),
+                ids.len(),
+                out.len(),
+                found.len()
+            )));
+        }
+        // The map is read-locked while the segments are read: a compaction moves vectors only
+        // with the map write-locked, so every location resolves in this snapshot.
+        let map = self.ids().read().unwrap_or_else(PoisonError::into_inner);
+        let set = self.snapshot();
+        let mut vector = Vec::with_capacity(dim);
+        let mut count = 0;
+        for ((&id, row), found) in ids.iter().zip(out.chunks_exact_mut(dim)).zip(found.iter_mut()) {
+            *found = map.get(id).is_some_and(|at| set.vector_into(at.segment, at.node, &mut vector));
+            if *found {
+                row.copy_from_slice(&vector);
+                count += 1;
+            } else {
+                row.fill(0.0);
+            }
+        }
+        Ok(count)
     }
 }

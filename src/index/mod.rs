@@ -1,6 +1,7 @@
 //! The `Index`: what a caller holds. This file builds one and searches it; `insert` adds
 //! batches, `open` keeps an index in a database directory.
 
+mod compact;
 mod ids;
 mod insert;
 mod open;
@@ -22,7 +23,10 @@ use ids::IdMap;
 pub struct Stats {
     /// Segments holding data (sealed ones, plus the growing one when it is not empty).
     pub segments: usize,
+    /// Vectors that are not deleted (what searches can return).
     pub vectors: usize,
+    /// Deleted vectors their segments still hold, until a compaction rewrites them.
+    pub deleted: usize,
     /// Size of the files in the database directory (0 in memory).
     pub bytes_on_disk: u64,
     /// Heap memory the index holds: vectors, graphs and id maps not read from a mapping.
@@ -347,6 +351,7 @@ impl Index {
         let mut stats = Stats {
             segments: set.count(),
             vectors: set.len(),
+            deleted: set.deleted(),
             bytes_on_disk: self.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
             log_syncs: self.store.as_ref().map_or(0, |s| s.log_syncs()),
             log_dropped_bytes: self.dropped_tail().map_or(0, |tail| tail.bytes),

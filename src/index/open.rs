@@ -7,13 +7,14 @@ use std::sync::{Arc, RwLock};
 use rayon::prelude::*;
 
 use super::ids::IdMap;
+use super::insert::{apply_delete, Present};
 use super::{Engine, Index, Writer};
 use crate::distance::Metric;
 use crate::error::{corrupt, Error, Result};
 use crate::options::Options;
 use crate::quant::Quantization;
 use crate::segment::{Growing, Sealed, SegmentSet};
-use crate::storage::{Checkpoint, Manifest, NewFile, SegmentEntry, Store};
+use crate::storage::{read_deletions, write_deletions, Checkpoint, LogRecord, Manifest, NewFile, SegmentEntry, Store};
 
 /// The manifest of a new database made from `options`.
 fn fresh_manifest(options: &Options) -> Result<Manifest> {
@@ -29,7 +30,7 @@ fn fresh_manifest(options: &Options) -> Result<Manifest> {
         next_ordinal: 1,
         quantization: options.quantization.code(),
         sealed: Vec::new(),
-        growing: SegmentEntry { ordinal: 0, count: 0 },
+        growing: SegmentEntry::default(),
     })
 }
 
@@ -120,15 +121,23 @@ impl Index {
             Store::open(dir, options.create, options.read_only, options.durability, || fresh_manifest(options))?;
         let engine = Engine::new(stored_options(dir, options, &manifest)?)?;
         let (layout, verify) = (&engine.layout, options.verify);
+        let deletions = |e: &SegmentEntry| {
+            (e.deleted > 0).then(|| read_deletions(&store.deletions_path(e), e.ordinal, e.count, e.deleted)).transpose()
+        };
         let sealed = engine.pool.install(|| {
             manifest
                 .sealed
                 .par_iter()
-                .map(|e| Sealed::open(layout, &store.segment_path(e.ordinal), verify, e.count).map(Arc::new))
+                .map(|e| {
+                    let deleted = deletions(e)?;
+                    Sealed::open(layout, &store.segment_path(e.ordinal), verify, e.count, deleted.as_deref())
+                        .map(Arc::new)
+                })
                 .collect::<Result<Vec<_>>>()
         })?;
         let growing = if manifest.growing.count > 0 {
-            Growing::open(layout, &store.growing_path(&manifest), verify, manifest.growing.count)?
+            let (path, deleted) = (store.growing_path(&manifest), deletions(&manifest.growing)?);
+            Growing::open(layout, &path, verify, manifest.growing.count, deleted.as_deref())?
         } else {
             Growing::new(layout, manifest.growing.ordinal)
         };
@@ -137,14 +146,21 @@ impl Index {
         let mut set = SegmentSet { sealed, growing: Arc::new(growing) };
         let mut next_ordinal = manifest.next_ordinal;
         let mut ids: Option<RwLock<IdMap>> = None;
-        store.replay(options.log_recovery, |batch_ids, vectors| {
+        store.replay(options.log_recovery, |change| {
             let map = ids.get_or_insert_with(|| RwLock::new(IdMap::of(&set)));
-            let applied = engine.apply_batch(map, &set, next_ordinal, batch_ids, vectors, |_, _| Ok(()));
-            let applied = applied.map_err(|e| Error::Corrupt {
+            let unusable = |e: Error| Error::Corrupt {
                 path: dir.display().to_string(),
-                detail: format!("the write-ahead log holds a batch that cannot be applied: {e}"),
-            })?;
-            if let Some((applied, ())) = applied {
+                detail: format!("the write-ahead log holds a change that cannot be applied: {e}"),
+            };
+            let (batch_ids, vectors, present) = match change {
+                LogRecord::Insert { ids, vectors } => (ids, vectors, Present::Refuse),
+                LogRecord::Upsert { ids, vectors } => (ids, vectors, Present::Replace),
+                LogRecord::Delete { ids } => {
+                    return apply_delete(map, &set, ids, |_| Ok(())).map(drop).map_err(unusable)
+                }
+            };
+            let applied = engine.apply_batch(map, &set, next_ordinal, batch_ids, vectors, present, |_, _| Ok(()));
+            if let Some((applied, ())) = applied.map_err(unusable)? {
                 set = applied.set;
                 next_ordinal = applied.next_ordinal;
             }
@@ -178,15 +194,29 @@ impl Index {
     /// keeps inserts out, so the segments are exactly what the log recorded.
     pub(super) fn checkpoint(&self, store: &Store, writer: &Writer) -> Result<()> {
         let set = self.snapshot();
-        let entry = |ordinal: u32, count: usize| SegmentEntry { ordinal, count: count as u64 };
+        let entry = |ordinal: u32, count: usize, deleted: usize| SegmentEntry {
+            ordinal,
+            count: count as u64,
+            deleted: deleted as u64,
+            deletions: 0,
+        };
         let next = Checkpoint {
-            sealed: set.sealed.iter().map(|s| entry(s.ordinal(), s.len())).collect(),
-            growing: entry(set.growing.ordinal(), set.growing.len()),
+            sealed: set.sealed.iter().map(|s| entry(s.ordinal(), s.len(), s.tombstones().count())).collect(),
+            growing: entry(set.growing.ordinal(), set.growing.len(), set.growing.tombstones().count()),
             next_ordinal: writer.next_ordinal,
         };
         store.checkpoint(next, |file, path| match file {
             NewFile::Sealed(position) => set.sealed[position].write(path),
             NewFile::Growing => set.growing.write(path),
+            NewFile::Deletions(ordinal) => {
+                let nodes = if ordinal == set.growing.ordinal() {
+                    set.growing.len()
+                } else {
+                    set.sealed.iter().find(|s| s.ordinal() == ordinal).map_or(0, |s| s.len())
+                };
+                let marks = set.tombstones(ordinal).map(|t| t.snapshot(nodes)).unwrap_or_default();
+                write_deletions(path, ordinal, nodes as u64, &marks)
+            }
         })
     }
 

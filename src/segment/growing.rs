@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::sealed::Sealed;
-use super::SearchResult;
-use super::{mapped_bytes, search_graph, Layout};
+use super::{mapped_bytes, search_graph, Layout, SearchResult, Tombstones};
 use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, StoredSegment};
 use crate::memory::{Array, Mapping};
@@ -26,6 +25,8 @@ pub(crate) struct Growing {
     ordinal: u32,
     capacity: usize,
     state: RwLock<GrowingState>,
+    /// Sized for the capacity, so the sealed segment made from this one shares it.
+    tombstones: Arc<Tombstones>,
     /// Vectors linked since the last reachability pass.
     unchecked: AtomicUsize,
 }
@@ -47,19 +48,28 @@ impl Growing {
             unchecked: AtomicUsize::new(0),
             capacity: layout.capacity,
             state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Array::default(), mapping: None }),
+            tombstones: Arc::new(Tombstones::new(layout.capacity)),
         }
     }
 
     /// The growing segment whose snapshot is the file at `path` (as `Sealed::open`), searched
     /// from the mapping until the first insert copies it onto the heap (`add` appends through
-    /// `Array::vec_mut`, which copies every array before anything is written).
-    pub(crate) fn open(layout: &Layout, path: &Path, verify: bool, count: u64) -> Result<Growing> {
+    /// `Array::vec_mut`, which copies every array before anything is written). `deleted` holds
+    /// the marks of its deletion file, if it has one.
+    pub(crate) fn open(
+        layout: &Layout,
+        path: &Path,
+        verify: bool,
+        count: u64,
+        deleted: Option<&[u64]>,
+    ) -> Result<Growing> {
         let StoredSegment { ordinal, graph, ids, mapping } = layout.read(path, verify, count)?;
         Ok(Growing {
             ordinal,
             capacity: layout.capacity,
             unchecked: AtomicUsize::new(0),
             state: RwLock::new(GrowingState { graph, ids, mapping: Some(mapping) }),
+            tombstones: Arc::new(Tombstones::from_words(layout.capacity, deleted.unwrap_or_default())),
         })
     }
 
@@ -67,8 +77,22 @@ impl Growing {
         self.ordinal
     }
 
+    /// Nodes, deleted ones included.
     pub(crate) fn len(&self) -> usize {
         read(&self.state).ids.len()
+    }
+
+    pub(crate) fn live_len(&self) -> usize {
+        self.len() - self.tombstones.count()
+    }
+
+    pub(crate) fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
+    }
+
+    /// `node`'s stored vector, into `out`.
+    pub(crate) fn vector_into(&self, node: u32, out: &mut Vec<f32>) {
+        read(&self.state).graph.vector_into(node, out);
     }
 
     pub(crate) fn room(&self) -> usize {
@@ -111,13 +135,13 @@ impl Growing {
         let state = read(&self.state);
         let graph = state.graph.compacted();
         graph.connect();
-        Sealed::new(self.ordinal, graph, state.ids.to_vec())
+        Sealed::new(self.ordinal, graph, state.ids.to_vec(), self.tombstones.clone())
     }
 
     /// Seals this segment in place when nothing else holds it: no copy of the graph.
     pub(crate) fn into_sealed(self) -> Sealed {
         let state = self.state.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Sealed::new(self.ordinal, state.graph, state.ids)
+        Sealed::new(self.ordinal, state.graph, state.ids, self.tombstones)
     }
 
     /// Writes a snapshot of this segment to `path`; the caller keeps inserts out meanwhile.
@@ -126,14 +150,16 @@ impl Growing {
         write_segment(path, self.ordinal, &state.graph, &state.ids)
     }
 
-    /// Calls `f(node, id)` for every vector, in node order.
+    /// Calls `f(node, id)` for every vector that is not deleted, in node order.
     pub(crate) fn for_each_id(&self, mut f: impl FnMut(u32, u64)) {
-        read(&self.state).ids.iter().enumerate().for_each(|(node, &id)| f(node as u32, id));
+        let state = read(&self.state);
+        let live = state.ids.iter().enumerate().filter(|&(node, _)| !self.tombstones.is_deleted(node as u32));
+        live.for_each(|(node, &id)| f(node as u32, id));
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         let state = read(&self.state);
-        state.graph.heap_bytes() + state.ids.heap_bytes()
+        state.graph.heap_bytes() + state.ids.heap_bytes() + self.tombstones.heap_bytes()
     }
 
     /// (mapped bytes, of which resident) while the segment is read from its snapshot file.
@@ -143,6 +169,6 @@ impl Growing {
 
     pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
         let state = read(&self.state);
-        search_graph(&state.graph, &state.ids, query, k, params, out);
+        search_graph(&state.graph, &state.ids, &self.tombstones, query, k, params, out);
     }
 }

@@ -4,6 +4,7 @@
 
 mod growing;
 mod sealed;
+mod tombstones;
 
 use std::ops::Range;
 use std::path::Path;
@@ -13,10 +14,11 @@ use rayon::prelude::*;
 
 pub(crate) use growing::Growing;
 pub(crate) use sealed::Sealed;
+pub(crate) use tombstones::Tombstones;
 
 use crate::distance::Distance;
 use crate::error::{Error, Result};
-use crate::hnsw::{read_segment, with_scratch, Graph, Params, StoredSegment};
+use crate::hnsw::{read_segment, with_scratch, Everyone, Graph, Params, StoredSegment};
 use crate::memory::Mapping;
 use crate::options::{Options, SearchParams};
 
@@ -67,16 +69,23 @@ fn mapped_bytes(mapping: Option<&Mapping>) -> (usize, usize) {
     mapping.map_or((0, 0), |m| (m.bytes().len(), m.resident()))
 }
 
+/// Searches one segment's graph for its `k` nearest nodes that are not deleted.
 fn search_graph(
     graph: &Graph,
     ids: &[u64],
+    tombstones: &Tombstones,
     query: &[f32],
     k: usize,
     params: SearchParams,
     out: &mut Vec<SearchResult>,
 ) {
     with_scratch(|s| {
-        let found = graph.search(query, k, params, s);
+        // Nothing deleted: the walk without the check, as fast as before deletes existed.
+        let found = if tombstones.count() == 0 {
+            graph.search(query, k, params, &Everyone, s)
+        } else {
+            graph.search(query, k, params, tombstones, s)
+        };
         out.extend(found.iter().map(|f| SearchResult { distance: f.distance, id: ids[f.node as usize] }));
     });
 }
@@ -109,8 +118,40 @@ impl SegmentSet {
         self.sealed.len() + usize::from(self.growing.len() > 0)
     }
 
+    /// Vectors that are not deleted.
     pub(crate) fn len(&self) -> usize {
-        self.sealed.iter().map(|s| s.len()).sum::<usize>() + self.growing.len()
+        self.sealed.iter().map(|s| s.live_len()).sum::<usize>() + self.growing.live_len()
+    }
+
+    /// Deleted vectors still held (until a compaction rewrites their segments).
+    pub(crate) fn deleted(&self) -> usize {
+        self.sealed.iter().map(|s| s.tombstones().count()).sum::<usize>() + self.growing.tombstones().count()
+    }
+
+    /// The tombstones of the segment with this ordinal.
+    pub(crate) fn tombstones(&self, ordinal: u32) -> Option<&Tombstones> {
+        if self.growing.ordinal() == ordinal {
+            return Some(self.growing.tombstones());
+        }
+        self.sealed.iter().find(|s| s.ordinal() == ordinal).map(|s| s.tombstones())
+    }
+
+    /// Writes the stored vector of `node` in segment `ordinal` into `out`; false when this set
+    /// has no such node (the caller's location is from a later set).
+    pub(crate) fn vector_into(&self, ordinal: u32, node: u32, out: &mut Vec<f32>) -> bool {
+        if self.growing.ordinal() == ordinal {
+            let held = (node as usize) < self.growing.len();
+            if held {
+                self.growing.vector_into(node, out);
+            }
+            return held;
+        }
+        let Some(segment) = self.sealed.iter().find(|s| s.ordinal() == ordinal) else { return false };
+        let held = (node as usize) < segment.len();
+        if held {
+            segment.vector_into(node, out);
+        }
+        held
     }
 
     /// Fails unless a batch of `rows` vectors can take segment ordinals from `next_ordinal` on:
@@ -180,6 +221,81 @@ impl SegmentSet {
         }
         let sealed_any = sealed.len() > sealed_before;
         Applied { set: SegmentSet { sealed, growing }, next_ordinal, sealed_any, placements }
+    }
+
+    /// The set with every segment that holds deleted vectors rewritten without them, and sealed
+    /// segments less than half full merged, built in parallel on the current rayon pool; `None`
+    /// when there is nothing to do. Sealed segments are pooled and rebuilt into as few new
+    /// segments of `layout.capacity` as hold their live vectors (sealed, taking ordinals from
+    /// `next_ordinal`); a growing segment with deletions is rebuilt as a new growing one. Returns
+    /// the new set with the ids that moved and where (`Applied::placements` index those ids).
+    /// The caller keeps other changes out meanwhile.
+    pub(crate) fn compacted(&self, layout: &Layout, next_ordinal: u32) -> Option<(Applied, Vec<u64>)> {
+        let small = |s: &Sealed| s.live_len() * 2 < layout.capacity;
+        let merge_small = self.sealed.iter().filter(|s| small(s)).count() >= 2;
+        let rewrite = |s: &Sealed| s.tombstones().count() > 0 || (merge_small && small(s));
+        let rewrite_growing = self.growing.tombstones().count() > 0;
+        if !rewrite_growing && !self.sealed.iter().any(|s| rewrite(s)) {
+            return None;
+        }
+        // The live rows of the rewritten sealed segments, then of the growing one.
+        let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+        let mut vector = Vec::with_capacity(layout.dim);
+        let mut take_live = |ordinal: u32, segment_ids: &[u64], tombstones: &Tombstones| {
+            for (node, &id) in segment_ids.iter().enumerate().filter(|&(node, _)| !tombstones.is_deleted(node as u32)) {
+                self.vector_into(ordinal, node as u32, &mut vector);
+                ids.push(id);
+                vectors.extend_from_slice(&vector);
+            }
+        };
+        for segment in self.sealed.iter().filter(|s| rewrite(s)) {
+            take_live(segment.ordinal(), segment.ids(), segment.tombstones());
+        }
+        let sealed_rows = ids.len();
+        if rewrite_growing {
+            let mut live = Vec::with_capacity(self.growing.live_len());
+            self.growing.for_each_id(|node, id| live.push((node, id)));
+            for (node, id) in live {
+                self.vector_into(self.growing.ordinal(), node, &mut vector);
+                ids.push(id);
+                vectors.extend_from_slice(&vector);
+            }
+        }
+
+        let dim = layout.dim;
+        let chunks: Vec<Range<usize>> = (0..sealed_rows)
+            .step_by(layout.capacity)
+            .map(|start| start..(start + layout.capacity).min(sealed_rows))
+            .collect();
+        let mut next = next_ordinal;
+        let mut placements: Vec<Placement> = chunks
+            .iter()
+            .enumerate()
+            .map(|(c, rows)| Placement { ordinal: next + c as u32, first_node: 0, rows: rows.clone() })
+            .collect();
+        next += chunks.len() as u32;
+        let built: Vec<Sealed> = chunks
+            .par_iter()
+            .zip(placements.par_iter())
+            .map(|(rows, placement)| {
+                let segment = Growing::new(layout, placement.ordinal);
+                segment.add(&ids[rows.clone()], &vectors[rows.start * dim..rows.end * dim]);
+                segment.into_sealed()
+            })
+            .collect();
+        let mut sealed: Vec<Arc<Sealed>> = self.sealed.iter().filter(|s| !rewrite(s)).cloned().collect();
+        sealed.extend(built.into_iter().map(Arc::new));
+        let growing = if rewrite_growing {
+            let growing = Growing::new(layout, next);
+            growing.add(&ids[sealed_rows..], &vectors[sealed_rows * dim..]);
+            placements.push(Placement { ordinal: next, first_node: 0, rows: sealed_rows..ids.len() });
+            next += 1;
+            Arc::new(growing)
+        } else {
+            self.growing.clone()
+        };
+        let applied = Applied { set: SegmentSet { sealed, growing }, next_ordinal: next, sealed_any: true, placements };
+        Some((applied, ids))
     }
 
     /// Searches every segment one after another and merges into `out` (the best `k`, closest first).

@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::SearchResult;
-use super::{mapped_bytes, search_graph, Layout};
+use super::{mapped_bytes, search_graph, Layout, SearchResult, Tombstones};
 use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, StoredSegment};
 use crate::memory::{Array, Mapping};
@@ -14,23 +13,33 @@ pub(crate) struct Sealed {
     ordinal: u32,
     graph: Graph,
     ids: Array<u64>,
+    /// Shared with the growing segment this one was sealed from, which searches may still hold.
+    tombstones: Arc<Tombstones>,
     /// The file mapping the arrays live in, if they were read from one.
     mapping: Option<Arc<Mapping>>,
 }
 
 impl Sealed {
-    pub(super) fn new(ordinal: u32, mut graph: Graph, ids: impl Into<Array<u64>>) -> Self {
+    pub(super) fn new(ordinal: u32, mut graph: Graph, ids: impl Into<Array<u64>>, tombstones: Arc<Tombstones>) -> Self {
         let mut ids = ids.into();
         graph.shrink_to_fit();
         ids.shrink_to_fit();
-        Sealed { ordinal, graph, ids, mapping: None }
+        Sealed { ordinal, graph, ids, tombstones, mapping: None }
     }
 
     /// The sealed segment in the file at `path` (holding `count` vectors, as the manifest
     /// says), searched straight from its mapping. `verify` checks every section checksum.
-    pub(crate) fn open(layout: &Layout, path: &Path, verify: bool, count: u64) -> Result<Sealed> {
+    /// `deleted` holds the marks of its deletion file, if it has one.
+    pub(crate) fn open(
+        layout: &Layout,
+        path: &Path,
+        verify: bool,
+        count: u64,
+        deleted: Option<&[u64]>,
+    ) -> Result<Sealed> {
         let StoredSegment { ordinal, graph, ids, mapping } = layout.read(path, verify, count)?;
-        Ok(Sealed { ordinal, graph, ids, mapping: Some(mapping) })
+        let tombstones = Arc::new(Tombstones::from_words(ids.len(), deleted.unwrap_or_default()));
+        Ok(Sealed { ordinal, graph, ids, tombstones, mapping: Some(mapping) })
     }
 
     pub(crate) fn write(&self, path: &Path) -> Result<()> {
@@ -46,7 +55,7 @@ impl Sealed {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.graph.heap_bytes() + self.ids.heap_bytes()
+        self.graph.heap_bytes() + self.ids.heap_bytes() + self.tombstones.heap_bytes()
     }
 
     /// (mapped bytes, of which resident) for a segment read from a file.
@@ -54,11 +63,25 @@ impl Sealed {
         mapped_bytes(self.mapping.as_deref())
     }
 
+    /// Nodes, deleted ones included.
     pub(crate) fn len(&self) -> usize {
         self.ids.len()
     }
 
+    pub(crate) fn live_len(&self) -> usize {
+        self.len() - self.tombstones.count()
+    }
+
+    pub(crate) fn tombstones(&self) -> &Tombstones {
+        &self.tombstones
+    }
+
+    /// `node`'s stored vector, into `out`.
+    pub(crate) fn vector_into(&self, node: u32, out: &mut Vec<f32>) {
+        self.graph.vector_into(node, out);
+    }
+
     pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
-        search_graph(&self.graph, &self.ids, query, k, params, out);
+        search_graph(&self.graph, &self.ids, &self.tombstones, query, k, params, out);
     }
 }

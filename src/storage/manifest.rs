@@ -8,18 +8,24 @@ use super::write_atomically;
 use crate::error::{corrupt, io_error, Error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENMAN\0";
-/// Version 2 added `quantization`; version 1 manifests still open (as `None`).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Version 2 added `quantization`, version 3 the deletions of each segment; older manifests still
+/// open. A manifest is written as version 2 while nothing is deleted, so older libraries keep
+/// opening such databases.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 pub(crate) const FILE_NAME: &str = "MANIFEST";
 /// Far more sealed segments than a database can hold (ordinals are u32, segments hold up to
 /// 2^28 vectors): bounds what a reader will allocate for a damaged count.
 const MAX_SEGMENTS: usize = 1 << 20;
 
-/// A segment and how many vectors it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A segment, how many vectors it holds, and how many of them are deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SegmentEntry {
     pub ordinal: u32,
+    /// Nodes, deleted ones included.
     pub count: u64,
+    pub deleted: u64,
+    /// The generation that wrote the segment's deletion file (which exists when `deleted > 0`).
+    pub deletions: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +54,10 @@ pub(crate) fn growing_name(ordinal: u32, generation: u64) -> String {
     format!("growing-{ordinal:010}-{generation:020}.omen")
 }
 
+pub(crate) fn deletions_name(ordinal: u32, generation: u64) -> String {
+    format!("deleted-{ordinal:010}-{generation:020}.omen")
+}
+
 pub(crate) fn wal_name(generation: u64) -> String {
     format!("wal-{generation:020}.log")
 }
@@ -57,10 +67,16 @@ impl Manifest {
         dir.join(FILE_NAME)
     }
 
+    /// Every segment, the growing one last.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &SegmentEntry> {
+        self.sealed.iter().chain([&self.growing])
+    }
+
     fn encode(&self) -> Vec<u8> {
+        let version = if self.entries().any(|e| e.deleted > 0) { FORMAT_VERSION } else { 2 };
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         for word in [self.dim, self.metric, self.m, self.ef_construction] {
             out.extend_from_slice(&word.to_le_bytes());
         }
@@ -70,9 +86,13 @@ impl Manifest {
         out.extend_from_slice(&self.next_ordinal.to_le_bytes());
         out.extend_from_slice(&self.quantization.to_le_bytes());
         out.extend_from_slice(&(self.sealed.len() as u32).to_le_bytes());
-        for entry in self.sealed.iter().chain([&self.growing]) {
+        for entry in self.entries() {
             out.extend_from_slice(&entry.ordinal.to_le_bytes());
             out.extend_from_slice(&entry.count.to_le_bytes());
+            if version >= 3 {
+                out.extend_from_slice(&entry.deleted.to_le_bytes());
+                out.extend_from_slice(&entry.deletions.to_le_bytes());
+            }
         }
         out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
         out
@@ -105,12 +125,21 @@ impl Manifest {
         let next_ordinal = r.u32().ok_or_else(short)?;
         let quantization = if version >= 2 { r.u32().ok_or_else(short)? } else { 0 };
         let count = r.u32().ok_or_else(short)? as usize;
-        if count > MAX_SEGMENTS || body != r.position() + (count + 1) * 12 {
+        let entry_len = if version >= 3 { 28 } else { 12 };
+        if count > MAX_SEGMENTS || body != r.position() + (count + 1) * entry_len {
             return Err(format!("{count} segments do not match the file length"));
         }
-        let mut entry = || Some(SegmentEntry { ordinal: r.u32()?, count: r.u64()? });
-        let sealed = (0..count).map(|_| entry()).collect::<Option<Vec<_>>>().ok_or_else(short)?;
-        let growing = entry().ok_or_else(short)?;
+        let mut entry = || {
+            let (ordinal, count) = (r.u32()?, r.u64()?);
+            let (deleted, deletions) = if version >= 3 { (r.u64()?, r.u64()?) } else { (0, 0) };
+            if deleted > count {
+                return None;
+            }
+            Some(SegmentEntry { ordinal, count, deleted, deletions })
+        };
+        let inconsistent = || "a segment entry is truncated or counts more deletions than nodes".to_string();
+        let sealed = (0..count).map(|_| entry()).collect::<Option<Vec<_>>>().ok_or_else(inconsistent)?;
+        let growing = entry().ok_or_else(inconsistent)?;
         Ok(Manifest {
             dim,
             metric,
@@ -167,11 +196,21 @@ mod tests {
             generation: 7,
             next_ordinal: 4,
             quantization: 2,
-            sealed: vec![SegmentEntry { ordinal: 0, count: 10 }, SegmentEntry { ordinal: 2, count: 5 }],
-            growing: SegmentEntry { ordinal: 3, count: 1 },
+            sealed: vec![
+                SegmentEntry { ordinal: 0, count: 10, ..Default::default() },
+                SegmentEntry { ordinal: 2, count: 5, ..Default::default() },
+            ],
+            growing: SegmentEntry { ordinal: 3, count: 1, ..Default::default() },
         };
         let bytes = manifest.encode();
-        assert_eq!(Manifest::decode(&bytes), Ok(manifest));
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2, "nothing deleted: version 2");
+        assert_eq!(Manifest::decode(&bytes), Ok(manifest.clone()));
+        let mut with_deletions = manifest;
+        with_deletions.sealed[1].deleted = 4;
+        with_deletions.sealed[1].deletions = 6;
+        let bytes = with_deletions.encode();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
+        assert_eq!(Manifest::decode(&bytes), Ok(with_deletions));
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x10;

@@ -3,6 +3,7 @@
 //! is the index's. This module makes each file durable and tells whether one is damaged.
 
 mod bytes;
+mod deletions;
 mod lock;
 mod manifest;
 pub(crate) mod segment_file;
@@ -12,9 +13,10 @@ mod wal;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
+pub(crate) use deletions::{read_deletions, write_deletions};
 pub(crate) use manifest::{Manifest, SegmentEntry};
 pub(crate) use store::{Checkpoint, NewFile, Store};
-pub(crate) use wal::DroppedTail;
+pub(crate) use wal::{DroppedTail, LogRecord};
 
 use crate::error::{io_error, Result};
 

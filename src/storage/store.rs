@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use super::lock::{take_lock, WriterLock, LOCK_FILE};
-use super::manifest::{growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE};
+use super::manifest::{
+    deletions_name, growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE,
+};
 use super::sync_dir;
-use super::wal::{DroppedTail, Wal, DAMAGED_SUFFIX};
+use super::wal::{DroppedTail, LogRecord, Wal, DAMAGED_SUFFIX};
 use crate::error::{io_error, Error, Result};
 use crate::options::{Durability, LogRecovery};
 
@@ -85,7 +87,7 @@ pub(crate) struct Store {
 /// Whether `name` is a file a database keeps in its directory (besides the lock). Log tails
 /// moved aside are not: they are kept for the user, never read or removed.
 fn is_database_file(name: &str) -> bool {
-    ["segment-", "growing-", "wal-", MANIFEST_FILE].iter().any(|prefix| name.starts_with(prefix))
+    ["segment-", "growing-", "deleted-", "wal-", MANIFEST_FILE].iter().any(|prefix| name.starts_with(prefix))
         && !name.ends_with(DAMAGED_SUFFIX)
 }
 
@@ -108,7 +110,8 @@ fn database_files(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The segments a database consists of after a checkpoint.
+/// The segments a database consists of after a checkpoint (`SegmentEntry::deletions` is the
+/// store's to fill in).
 pub(crate) struct Checkpoint {
     /// Every sealed segment, in order; those the manifest does not list yet are written.
     pub sealed: Vec<SegmentEntry>,
@@ -117,12 +120,15 @@ pub(crate) struct Checkpoint {
     pub next_ordinal: u32,
 }
 
-/// A segment file a checkpoint asks its caller to write.
+/// A file a checkpoint asks its caller to write.
 pub(crate) enum NewFile {
     /// The sealed segment at this position of `Checkpoint::sealed`.
     Sealed(usize),
     /// The snapshot of the growing segment.
     Growing,
+    /// The deletion file (`write_deletions`) of the segment with this ordinal, whose deletions
+    /// changed since the manifest's.
+    Deletions(u32),
 }
 
 impl Store {
@@ -202,13 +208,17 @@ impl Store {
         self.dir.join(growing_name(manifest.growing.ordinal, manifest.generation))
     }
 
+    pub(crate) fn deletions_path(&self, entry: &SegmentEntry) -> PathBuf {
+        self.dir.join(deletions_name(entry.ordinal, entry.deletions))
+    }
+
     /// Passes every record of the log to `apply`, then (unless read-only) keeps the log open for
     /// appending and starts the background syncer if the durability mode has one. A torn or
     /// damaged tail is handled as `recovery` says; what was dropped is kept (`dropped_tail`).
     pub(crate) fn replay(
         &mut self,
         recovery: LogRecovery,
-        apply: impl FnMut(&[u64], &[f32]) -> Result<()>,
+        apply: impl FnMut(LogRecord<'_>) -> Result<()>,
     ) -> Result<()> {
         let manifest = lock(&self.manifest).clone();
         let path = self.dir.join(wal_name(manifest.generation));
@@ -256,14 +266,14 @@ impl Store {
         }
     }
 
-    /// Appends a batch to the log; returns its sequence number for `sync`. On failure the log is
-    /// unchanged.
-    pub(crate) fn log(&self, ids: &[u64], vectors: &[f32]) -> Result<u64> {
+    /// Appends a change to the log; returns its sequence number for `sync`. On failure the log
+    /// is unchanged.
+    pub(crate) fn log(&self, change: LogRecord<'_>) -> Result<u64> {
         let mut wal = lock(&self.wal);
         let (Some(wal), Some(durable)) = (wal.as_mut(), &self.durable) else {
             return Err(Error::ReadOnly { path: self.dir.display().to_string() });
         };
-        wal.append(ids, vectors)?;
+        wal.append(change)?;
         Ok(durable.written.fetch_add(1, SeqCst) + 1)
     }
 
@@ -294,14 +304,19 @@ impl Store {
         let old = lock(&self.manifest).clone();
         let listed = |ordinal: u32| old.sealed.iter().any(|e| e.ordinal == ordinal);
         let unsaved = next.sealed.iter().any(|e| !listed(e.ordinal));
-        if !unsaved && old.growing == next.growing && !self.has_log_records() {
+        let same_deletions = |e: &SegmentEntry| {
+            old.entries().any(|o| (o.ordinal, o.count, o.deleted) == (e.ordinal, e.count, e.deleted))
+        };
+        let deletions_changed = next.sealed.iter().chain([&next.growing]).any(|e| !same_deletions(e));
+        let same_growing = (old.growing.ordinal, old.growing.count) == (next.growing.ordinal, next.growing.count);
+        if !unsaved && !deletions_changed && same_growing && !self.has_log_records() {
             return Ok(());
         }
         let generation = old.generation + 1;
         for (position, entry) in next.sealed.iter().enumerate().filter(|(_, e)| !listed(e.ordinal)) {
             write(NewFile::Sealed(position), &self.segment_path(entry.ordinal))?;
         }
-        let next = Manifest {
+        let mut next = Manifest {
             generation,
             next_ordinal: next.next_ordinal,
             sealed: next.sealed,
@@ -310,6 +325,21 @@ impl Store {
         };
         if next.growing.count > 0 {
             write(NewFile::Growing, &self.growing_path(&next))?;
+        }
+        // A deletion file is kept while its segment and deletions stay the same (deletions are
+        // only ever added), else written anew.
+        for entry in next.sealed.iter_mut().chain([&mut next.growing]) {
+            let kept =
+                old.entries().find(|o| (o.ordinal, o.count, o.deleted) == (entry.ordinal, entry.count, entry.deleted));
+            entry.deletions = match kept {
+                _ if entry.deleted == 0 => 0,
+                Some(kept) => kept.deletions,
+                None => {
+                    let deletions = SegmentEntry { deletions: generation, ..*entry };
+                    write(NewFile::Deletions(entry.ordinal), &self.deletions_path(&deletions))?;
+                    generation
+                }
+            };
         }
         let wal_path = self.dir.join(wal_name(generation));
         let wal = Wal::create(&wal_path, old.dim as usize, generation)?;
@@ -340,6 +370,7 @@ impl Store {
             growing_name(manifest.growing.ordinal, manifest.generation),
         ];
         keep.extend(manifest.sealed.iter().map(|e| segment_name(e.ordinal)));
+        keep.extend(manifest.entries().filter(|e| e.deleted > 0).map(|e| deletions_name(e.ordinal, e.deletions)));
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, "list", &e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -17,6 +17,29 @@ const RECORD_HEAD: usize = 16;
 /// Payload head: kind, reserved, row count.
 const PAYLOAD_HEAD: usize = 16;
 const KIND_INSERT: u32 = 1;
+const KIND_DELETE: u32 = 2;
+const KIND_UPSERT: u32 = 3;
+
+/// One logged change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum LogRecord<'a> {
+    /// New ids with their vectors (row-major, as the caller passed them).
+    Insert { ids: &'a [u64], vectors: &'a [f32] },
+    /// Ids removed (those present when it was logged).
+    Delete { ids: &'a [u64] },
+    /// Ids inserted, each replacing the vector of the id if present.
+    Upsert { ids: &'a [u64], vectors: &'a [f32] },
+}
+
+impl LogRecord<'_> {
+    fn parts(&self) -> (u32, &[u64], &[f32]) {
+        match *self {
+            LogRecord::Insert { ids, vectors } => (KIND_INSERT, ids, vectors),
+            LogRecord::Delete { ids } => (KIND_DELETE, ids, &[]),
+            LogRecord::Upsert { ids, vectors } => (KIND_UPSERT, ids, vectors),
+        }
+    }
+}
 
 /// An open log, positioned after its last good record.
 pub(crate) struct Wal {
@@ -37,12 +60,13 @@ fn header(dim: usize, generation: u64) -> [u8; HEADER] {
     head
 }
 
-/// The record that logs inserting `ids` with `vectors`.
-fn encode(ids: &[u64], vectors: &[f32]) -> Vec<u8> {
+/// The bytes of one record.
+fn encode(change: LogRecord<'_>) -> Vec<u8> {
+    let (kind, ids, vectors) = change.parts();
     let payload = PAYLOAD_HEAD + ids.len() * 8 + vectors.len() * 4;
     let mut record = Vec::with_capacity(RECORD_HEAD + payload);
     record.extend_from_slice(&[0; RECORD_HEAD]);
-    record.extend_from_slice(&KIND_INSERT.to_le_bytes());
+    record.extend_from_slice(&kind.to_le_bytes());
     record.extend_from_slice(&[0; 4]);
     record.extend_from_slice(&(ids.len() as u64).to_le_bytes());
     ids.iter().for_each(|id| record.extend_from_slice(&id.to_le_bytes()));
@@ -78,7 +102,7 @@ impl Wal {
         generation: u64,
         writable: bool,
         strict: bool,
-        mut replay: impl FnMut(&[u64], &[f32]) -> Result<()>,
+        mut replay: impl FnMut(LogRecord<'_>) -> Result<()>,
     ) -> Result<(Wal, Option<DroppedTail>)> {
         let file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| io_error(path, "open", &e))?;
         let size = file.metadata().map_err(|e| io_error(path, "stat", &e))?.len();
@@ -120,8 +144,12 @@ impl Wal {
                 Record::Intact => {
                     // Intact but not a record this version writes: damage that matched its checksum
                     // is all but impossible, so this is a file from elsewhere.
-                    let (ids, vectors) = decode(&payload, dim).ok_or_else(damaged)?;
-                    replay(&ids, &vectors)?;
+                    let (kind, ids, vectors) = decode(&payload, dim).ok_or_else(damaged)?;
+                    replay(match kind {
+                        KIND_INSERT => LogRecord::Insert { ids: &ids, vectors: &vectors },
+                        KIND_DELETE => LogRecord::Delete { ids: &ids },
+                        _ => LogRecord::Upsert { ids: &ids, vectors: &vectors },
+                    })?;
                     at += (RECORD_HEAD + payload.len()) as u64;
                 }
                 Record::Torn(why) => {
@@ -151,12 +179,13 @@ impl Wal {
         Ok((Wal { file, path: path.to_path_buf(), len: at, dim }, dropped))
     }
 
-    /// Appends the record for one batch (not yet durable: see `sync_handle`). On failure the log
+    /// Appends the record of one change (not yet durable: see `sync_handle`). On failure the log
     /// is cut back to its previous length, so it never holds part of a record that will be
     /// followed by more.
-    pub(crate) fn append(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
-        debug_assert_eq!(vectors.len(), ids.len() * self.dim);
-        let record = encode(ids, vectors);
+    pub(crate) fn append(&mut self, change: LogRecord<'_>) -> Result<()> {
+        let (kind, ids, vectors) = change.parts();
+        debug_assert_eq!(vectors.len(), if kind == KIND_DELETE { 0 } else { ids.len() * self.dim });
+        let record = encode(change);
         if let Err(e) = self.file.write_all_at(&record, self.len) {
             let _ = self.file.set_len(self.len);
             return Err(io_error(&self.path, "append", &e));
@@ -345,17 +374,21 @@ fn records_in_tail(file: &File, mut at: u64, size: u64) -> std::io::Result<u64> 
     Ok(records)
 }
 
-/// The ids and vectors of an insert record, or `None` when it is malformed.
-fn decode(payload: &[u8], dim: usize) -> Option<(Vec<u64>, Vec<f32>)> {
+/// The kind, ids and vectors of a record, or `None` when it is malformed.
+fn decode(payload: &[u8], dim: usize) -> Option<(u32, Vec<u64>, Vec<f32>)> {
     let mut head = LeReader::at(payload, 0);
     let (kind, _reserved) = (head.u32()?, head.u32()?);
     let count = usize::try_from(head.u64()?).ok()?;
-    let expected = count.checked_mul(8 + 4 * dim)?.checked_add(PAYLOAD_HEAD)?;
-    if kind != KIND_INSERT || payload.len() != expected {
+    let row = match kind {
+        KIND_INSERT | KIND_UPSERT => 8 + 4 * dim,
+        KIND_DELETE => 8,
+        _ => return None,
+    };
+    if payload.len() != count.checked_mul(row)?.checked_add(PAYLOAD_HEAD)? {
         return None;
     }
     let (ids, vectors) = payload[PAYLOAD_HEAD..].split_at(count * 8);
     let ids = ids.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
     let vectors = vectors.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap_or_default())).collect();
-    Some((ids, vectors))
+    Some((kind, ids, vectors))
 }

@@ -1,0 +1,205 @@
+//! Deletes, upserts, get and compaction against a model: thousands of random steps on a durable
+//! database, checked after every one against a plain map of live id → vector.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::{exact_distance, Rng};
+use omendb::{Error, Index, Metric, Options};
+
+const DIM: usize = 6;
+
+fn options(metric: Metric) -> Options {
+    let mut options = Options::new(DIM, metric);
+    options.m = 6;
+    options.ef_construction = 40;
+    options.segment_capacity = 150;
+    options.threads = 2;
+    options
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("omendb-deletes-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn random_vector(rng: &mut Rng) -> Vec<f32> {
+    (0..DIM).map(|_| rng.uniform() * 2.0 - 1.0).collect()
+}
+
+/// What the index stores for `vector`: normalised under cosine.
+fn stored(metric: Metric, vector: &[f32]) -> Vec<f32> {
+    if metric != Metric::Cosine {
+        return vector.to_vec();
+    }
+    let norm = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    vector.iter().map(|&x| (f64::from(x) / norm) as f32).collect()
+}
+
+/// Checks everything a reader can see against `model`.
+fn check(index: &Index, model: &BTreeMap<u64, Vec<f32>>, metric: Metric, rng: &mut Rng, step: &str) {
+    assert_eq!(index.len(), model.len(), "{step}: len");
+    let query = random_vector(rng);
+    // Exhaustive (the beam is wider than the index): exactly the brute-force answer.
+    let k = 10;
+    let hits = index.search(&query, k, 4096).unwrap();
+    let mut truth: Vec<(f64, u64)> = model.iter().map(|(&id, v)| (exact_distance(metric, &query, v), id)).collect();
+    truth.sort_by(|a, b| a.0.total_cmp(&b.0));
+    truth.truncate(k);
+    assert_eq!(hits.len(), truth.len(), "{step}: result count");
+    for (hit, (distance, id)) in hits.iter().zip(&truth) {
+        // Ties aside (random vectors have none), the same ids in the same order.
+        assert!((f64::from(hit.distance) - distance).abs() < 1e-4, "{step}: {hits:?} vs {truth:?}");
+        assert!(hit.id == *id || (f64::from(hit.distance) - distance).abs() < 1e-6, "{step}: {hits:?} vs {truth:?}");
+    }
+    // A narrow beam: every hit live, at the distance of its current vector (never an old one).
+    for hit in index.search(&query, k, 12).unwrap() {
+        let vector = model.get(&hit.id).unwrap_or_else(|| panic!("{step}: returned deleted id {}", hit.id));
+        assert!(
+            (f64::from(hit.distance) - exact_distance(metric, &query, vector)).abs() < 1e-4,
+            "{step}: stale vector"
+        );
+    }
+    // get: present ids give their stored vector, absent ones a zero row.
+    let ids: Vec<u64> = (0..8).map(|_| rng.next_u64() % 600).collect();
+    let (mut out, mut found) = (vec![1.0f32; ids.len() * DIM], vec![false; ids.len()]);
+    let count = index.get(&ids, &mut out, &mut found).unwrap();
+    assert_eq!(count, found.iter().filter(|&&f| f).count());
+    for ((id, row), found) in ids.iter().zip(out.chunks_exact(DIM)).zip(&found) {
+        match model.get(id) {
+            Some(vector) => {
+                assert!(found, "{step}: get({id}) not found");
+                // Exactly the vector given; under cosine normalised as the library does (to an ulp).
+                let close =
+                    row.iter().zip(vector).all(|(a, b)| a == b || (metric == Metric::Cosine && (a - b).abs() < 1e-6));
+                assert!(close, "{step}: get({id}) = {row:?}, stored {vector:?}");
+            }
+            None => assert!(!found && row.iter().all(|&x| x == 0.0), "{step}: get({id}) of an absent id"),
+        }
+    }
+}
+
+fn model_run(metric: Metric, steps: usize, seed: u64) {
+    let dir = temp_dir(&format!("model-{metric}"));
+    let mut index = Index::open(&dir, options(metric)).unwrap();
+    let mut model: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+    let mut rng = Rng::new(seed);
+    let mut counts = BTreeMap::<&str, usize>::new();
+    for step in 0..steps {
+        let op = match rng.next_u64() % 100 {
+            0..=29 => "insert",
+            30..=49 => "upsert",
+            50..=74 => "delete",
+            75..=77 => "compact",
+            78..=79 => "flush",
+            80 => "reopen",
+            _ => "check",
+        };
+        *counts.entry(op).or_default() += 1;
+        let label = format!("step {step} ({op}, seed {seed})");
+        match op {
+            "insert" => {
+                let n = 1 + rng.next_u64() as usize % 40;
+                let ids: Vec<u64> =
+                    (0..n * 3).map(|_| rng.next_u64() % 600).filter(|id| !model.contains_key(id)).collect();
+                let mut ids: Vec<u64> =
+                    ids.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().take(n).collect();
+                rng_shuffle(&mut ids, &mut rng);
+                let vectors: Vec<Vec<f32>> = ids.iter().map(|_| random_vector(&mut rng)).collect();
+                index.insert_batch(&ids, &vectors.concat()).unwrap();
+                for (id, v) in ids.iter().zip(vectors) {
+                    model.insert(*id, stored(metric, &v));
+                }
+            }
+            "upsert" => {
+                let n = 1 + rng.next_u64() as usize % 30;
+                let ids: Vec<u64> = (0..n)
+                    .map(|_| rng.next_u64() % 600)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let vectors: Vec<Vec<f32>> = ids.iter().map(|_| random_vector(&mut rng)).collect();
+                index.upsert(&ids, &vectors.concat()).unwrap();
+                for (id, v) in ids.iter().zip(vectors) {
+                    model.insert(*id, stored(metric, &v));
+                }
+            }
+            "delete" => {
+                let n = 1 + rng.next_u64() as usize % 60;
+                let ids: Vec<u64> = (0..n)
+                    .map(|_| rng.next_u64() % 600)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let present = ids.iter().filter(|id| model.contains_key(id)).count();
+                assert_eq!(index.delete(&ids).unwrap(), present, "{label}");
+                ids.iter().for_each(|id| drop(model.remove(id)));
+            }
+            "compact" => {
+                index.compact().unwrap();
+                assert_eq!(index.stats().deleted, 0, "{label}: compaction left deleted vectors");
+            }
+            "flush" => index.flush().unwrap(),
+            "reopen" => {
+                drop(index);
+                index = Index::open(&dir, options(metric)).unwrap();
+            }
+            _ => {}
+        }
+        check(&index, &model, metric, &mut rng, &label);
+    }
+    let stats = index.stats();
+    println!(
+        "{metric}: {counts:?}; final {} live, {} deleted in {} segments",
+        stats.vectors, stats.deleted, stats.segments
+    );
+    assert!(counts.values().all(|&c| c > 0) && counts.len() == 7, "{counts:?}");
+    drop(index);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn rng_shuffle(ids: &mut [u64], rng: &mut Rng) {
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.next_u64() as usize % (i + 1));
+    }
+}
+
+#[test]
+fn random_changes_match_a_model_under_l2() {
+    model_run(Metric::L2, 1500, 1);
+}
+
+#[test]
+fn random_changes_match_a_model_under_cosine() {
+    model_run(Metric::Cosine, 800, 2);
+}
+
+#[test]
+fn bad_changes_are_refused_and_change_nothing() {
+    let dir = temp_dir("bad");
+    let index = Index::open(&dir, options(Metric::L2)).unwrap();
+    index.insert_batch(&[1, 2, 3], &[0.5; 3 * DIM]).unwrap();
+    assert!(matches!(index.delete(&[1, 1]), Err(Error::DuplicateId { id: 1, in_batch: true })));
+    assert!(matches!(index.upsert(&[4, 4], &[0.5; 2 * DIM]), Err(Error::DuplicateId { id: 4, in_batch: true })));
+    let mut nan = vec![0.5; 2 * DIM];
+    nan[DIM + 1] = f32::NAN;
+    assert!(matches!(index.upsert(&[1, 5], &nan), Err(Error::NonFinite { row: 1, .. })));
+    assert!(matches!(index.upsert(&[1], &[0.5; DIM + 1]), Err(Error::DimensionMismatch(_))));
+    let (mut out, mut found) = (vec![0.0; DIM], vec![false; 2]);
+    assert!(index.get(&[1, 2], &mut out, &mut found).is_err());
+    assert_eq!(index.len(), 3);
+    assert_eq!(index.delete(&[7, 8]).unwrap(), 0, "absent ids are not an error");
+    drop(index);
+    let reader = Index::open(&dir, Options { read_only: true, ..options(Metric::L2) }).unwrap();
+    assert!(matches!(reader.delete(&[1]), Err(Error::ReadOnly { .. })));
+    assert!(matches!(reader.upsert(&[1], &[0.5; DIM]), Err(Error::ReadOnly { .. })));
+    assert!(matches!(reader.compact(), Err(Error::ReadOnly { .. })));
+    assert_eq!(reader.len(), 3);
+    drop(reader);
+    let _ = std::fs::remove_dir_all(dir);
+}
