@@ -356,6 +356,9 @@ typedef struct omen_stats {
    * Segments holding data (sealed ones, plus the growing one when it is not empty).
    */
   uint64_t segments;
+  /**
+   * Vectors that are not deleted (what searches can return).
+   */
   uint64_t vectors;
   /**
    * Size of the files in the database directory (0 in memory).
@@ -400,6 +403,10 @@ typedef struct omen_stats {
    * Records in those bytes, as far as their heads tell.
    */
   uint64_t log_dropped_records;
+  /**
+   * Deleted vectors their segments still hold, until a compaction rewrites them.
+   */
+  uint64_t deleted;
 } omen_stats;
 
 /**
@@ -620,6 +627,83 @@ OMEN_MUST_USE omen_status omen_index_stats(const struct omen_index *index, struc
  * batch; `OMEN_STATUS_INVALID_ARGUMENT` for misaligned pointers or sizes that overflow.
  */
 OMEN_MUST_USE omen_status omen_index_insert_batch(const struct omen_index *index, const uint64_t *ids, const float *vectors, size_t count, size_t dim, struct omen_error **err);
+
+/**
+ * Inserts `count` vectors like `omen_index_insert_batch`, except that an id already present has
+ * its vector replaced: the old one is deleted and never returned again. One atomic, durable
+ * change (one log record).
+ *
+ * # Ownership
+ * Borrows `ids` and `vectors` during the call only; the index keeps copies.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`;
+ * changes are applied one at a time.
+ *
+ * # Errors
+ * On any error the index is unchanged. As `omen_index_insert_batch`, except that
+ * `OMEN_STATUS_DUPLICATE_ID` means an id repeated within `ids`; `OMEN_STATUS_READ_ONLY` for a
+ * read-only database.
+ */
+OMEN_MUST_USE omen_status omen_index_upsert(const struct omen_index *index, const uint64_t *ids, const float *vectors, size_t count, size_t dim, struct omen_error **err);
+
+/**
+ * Deletes every listed id that is present; `*out_removed` (may be NULL) receives how many were.
+ * Absent ids are not an error. All or nothing, and durable before it returns (as inserts are,
+ * under `options.durability`). Deleted vectors are never returned again; their space comes back
+ * with `omen_index_compact`. `count = 0` is a successful no-op (`ids` may then be NULL).
+ *
+ * # Ownership
+ * Borrows `ids` during the call only; writes `*out_removed`.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`; a
+ * search that starts after this returns never sees the deleted ids.
+ *
+ * # Errors
+ * On any error nothing is deleted. `OMEN_STATUS_NULL_ARGUMENT` for a NULL `index`, or NULL `ids`
+ * with `count > 0`; `OMEN_STATUS_DUPLICATE_ID` for an id listed twice;
+ * `OMEN_STATUS_READ_ONLY` for a read-only database; `OMEN_STATUS_IO` when the log cannot be
+ * written.
+ */
+OMEN_MUST_USE omen_status omen_index_delete(const struct omen_index *index, const uint64_t *ids, size_t count, size_t *out_removed, struct omen_error **err);
+
+/**
+ * Copies the stored vectors of `count` ids (normalised ones under cosine) into `out_vectors`,
+ * row i for `ids[i]`, and sets `out_found[i]` to 1; an absent id leaves its row zeroed and
+ * `out_found[i] = 0`. `out_vectors` holds `count * dim` floats, `out_found` `count` bytes.
+ *
+ * # Ownership
+ * Borrows `ids` during the call; writes the caller's `out_vectors` and `out_found`.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT` for a NULL pointer with `count > 0`;
+ * `OMEN_STATUS_DIMENSION_MISMATCH` when `dim` differs from the index;
+ * `OMEN_STATUS_INVALID_ARGUMENT` for overlapping buffers or sizes that overflow.
+ */
+OMEN_MUST_USE omen_status omen_index_get(const struct omen_index *index, const uint64_t *ids, size_t count, float *out_vectors, size_t dim, uint8_t *out_found, struct omen_error **err);
+
+/**
+ * Rewrites every segment holding deleted vectors without them (and merges sealed segments less
+ * than half full), then checkpoints a database; returns when done. Searches keep running on the
+ * old segments meanwhile; inserts and deletes wait. The old files are removed and their memory
+ * returns once no running search holds them. A crash at any moment reopens to exactly the
+ * acknowledged contents.
+ *
+ * # Ownership
+ * Borrows `index` during the call.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_READ_ONLY` for a read-only database;
+ * `OMEN_STATUS_IO` when a file cannot be written (the database stays as it was).
+ */
+OMEN_MUST_USE omen_status omen_index_compact(const struct omen_index *index, struct omen_error **err);
 
 /**
  * Finds the `k` nearest neighbours of one query, closest first.

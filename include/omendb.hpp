@@ -163,11 +163,44 @@ public:
     /// Inserts `ids.size()` rows; `vectors.size()` must be a multiple of `ids.size()`.
     template <class Ids, class Vectors, detail::if_container<Ids> = 0>
     void insert_batch(const Ids &ids, const Vectors &vectors) {
-        size_t dim = ids.size() == 0 ? this->dim() : vectors.size() / ids.size();
-        if (ids.size() * dim != vectors.size())
-            throw Error(OMEN_STATUS_DIMENSION_MISMATCH, std::to_string(vectors.size()) + " floats for " +
-                                                            std::to_string(ids.size()) + " ids");
-        insert_batch(ids.data(), ids.size(), vectors.data(), dim);
+        insert_batch(ids.data(), ids.size(), vectors.data(), row_dim(ids.size(), vectors.size()));
+    }
+
+    /// Inserts like `insert_batch`, replacing the vector of any id already present (see
+    /// `omen_index_upsert`); one atomic change.
+    void upsert(const uint64_t *ids, size_t count, const float *vectors, size_t dim) {
+        detail::check([&](omen_error **error) { return omen_index_upsert(live(), ids, vectors, count, dim, error); });
+    }
+
+    template <class Ids, class Vectors, detail::if_container<Ids> = 0>
+    void upsert(const Ids &ids, const Vectors &vectors) {
+        upsert(ids.data(), ids.size(), vectors.data(), row_dim(ids.size(), vectors.size()));
+    }
+
+    /// Deletes every listed id that is present; returns how many were (see `omen_index_delete`).
+    size_t erase(const uint64_t *ids, size_t count) {
+        size_t removed = 0;
+        detail::check([&](omen_error **error) { return omen_index_delete(live(), ids, count, &removed, error); });
+        return removed;
+    }
+
+    template <class Ids, detail::if_container<Ids> = 0>
+    size_t erase(const Ids &ids) { return erase(ids.data(), ids.size()); }
+
+    /// The stored vectors of `ids` (row-major, `dim()` floats each; zero rows for absent ids) and
+    /// whether each was found.
+    template <class Ids, detail::if_container<Ids> = 0>
+    std::pair<std::vector<float>, std::vector<bool>> get(const Ids &ids) const {
+        size_t dim = this->dim();
+        std::vector<float> vectors(ids.size() * dim);
+        std::vector<uint8_t> found(ids.size());
+        detail::check([&](omen_error **error) { return omen_index_get(live(), ids.data(), ids.size(), vectors.data(), dim, found.data(), error); });
+        return {std::move(vectors), std::vector<bool>(found.begin(), found.end())};
+    }
+
+    /// Rewrites segments holding deleted vectors without them (see `omen_index_compact`).
+    void compact() {
+        detail::check([&](omen_error **error) { return omen_index_compact(live(), error); });
     }
 
     /// The `k` nearest neighbours of `query` (`dim` floats), closest first; `ef` 0 = default;
@@ -213,6 +246,14 @@ public:
     omen_index *get() const noexcept { return index_; }
 
 private:
+    /// The dimension of `floats` floats split into `rows` rows; throws unless they divide evenly.
+    size_t row_dim(size_t rows, size_t floats) const {
+        size_t dim = rows == 0 ? this->dim() : floats / rows;
+        if (rows * dim != floats)
+            throw Error(OMEN_STATUS_DIMENSION_MISMATCH, std::to_string(floats) + " floats for " + std::to_string(rows) + " ids");
+        return dim;
+    }
+
     Index() = default;
     omen_index *live() const {
         if (!index_) throw Error(OMEN_STATUS_NULL_ARGUMENT, "the index was moved from");

@@ -237,3 +237,72 @@ fn options_and_handles_are_checked() {
         unsafe { (CStr::from_ptr(omen_error_message(null())), CStr::from_ptr(omen_status_name(4242))) };
     assert_eq!((empty.to_bytes(), unknown.to_bytes()), (&b""[..], &b"OMEN_STATUS_UNKNOWN"[..]));
 }
+
+#[test]
+fn deletes_upserts_gets_and_compaction_through_the_c_abi() {
+    let data = common::clustered(600, DIM, 8, 3);
+    let ids: Vec<u64> = (0..600).collect();
+    let index = create(&options(DIM, omen_metric::L2));
+    assert_eq!(omen_index_insert_batch(index.0, ids.as_ptr(), data.as_ptr(), 600, DIM, null_mut()), omen_status::Ok);
+    let query = &data[7 * DIM..8 * DIM];
+    let before = search(&index, query);
+
+    // Bad input: a status each, nothing changed.
+    let mut removed = 99usize;
+    let twice = [3u64, 3];
+    expect(omen_status::DuplicateId, |err| omen_index_delete(index.0, twice.as_ptr(), 2, &mut removed, err));
+    expect(omen_status::NullArgument, |err| omen_index_delete(index.0, null(), 2, &mut removed, err));
+    expect(omen_status::NullArgument, |err| omen_index_delete(null(), ids.as_ptr(), 2, &mut removed, err));
+    let mut nan = data[..2 * DIM].to_vec();
+    nan[5] = f32::NAN;
+    expect(omen_status::NonFinite, |err| omen_index_upsert(index.0, ids.as_ptr(), nan.as_ptr(), 2, DIM, err));
+    expect(omen_status::DuplicateId, |err| omen_index_upsert(index.0, twice.as_ptr(), data.as_ptr(), 2, DIM, err));
+    expect(omen_status::DimensionMismatch, |err| {
+        omen_index_upsert(index.0, ids.as_ptr(), data.as_ptr(), 2, DIM + 1, err)
+    });
+    expect(omen_status::InvalidArgument, |err| {
+        omen_index_upsert(index.0, ids.as_ptr(), data.as_ptr(), usize::MAX / 2, DIM, err)
+    });
+    let (mut out, mut found) = (vec![0f32; 2 * DIM], [7u8; 2]);
+    expect(omen_status::DimensionMismatch, |err| {
+        omen_index_get(index.0, ids.as_ptr(), 2, out.as_mut_ptr(), DIM - 1, found.as_mut_ptr(), err)
+    });
+    expect(omen_status::NullArgument, |err| {
+        omen_index_get(index.0, ids.as_ptr(), 2, null_mut(), DIM, found.as_mut_ptr(), err)
+    });
+    expect(omen_status::NullArgument, |err| omen_index_compact(null(), err));
+    assert_eq!((omen_index_len(index.0), removed), (600, 99));
+    assert_eq!(search(&index, query), before);
+
+    // Delete the query's own vector and two absent ids: it is never returned again.
+    let doomed = [7u64, 5000, 5001];
+    assert_eq!(omen_index_delete(index.0, doomed.as_ptr(), 3, &mut removed, null_mut()), omen_status::Ok);
+    assert_eq!((removed, omen_index_len(index.0)), (1, 599));
+    assert_eq!(omen_index_delete(index.0, doomed.as_ptr(), 3, null_mut(), null_mut()), omen_status::Ok);
+    let (after, _) = search(&index, query);
+    assert!(!after.contains(&7) && after.len() == K);
+    // Upsert: id 8 gets the old vector of 7 (and is then its nearest), id 7000 is new.
+    let (upsert_ids, upsert_rows) = ([8u64, 7000], [query, &data[9 * DIM..10 * DIM]].concat());
+    assert_eq!(
+        omen_index_upsert(index.0, upsert_ids.as_ptr(), upsert_rows.as_ptr(), 2, DIM, null_mut()),
+        omen_status::Ok
+    );
+    assert_eq!(omen_index_len(index.0), 600);
+    assert_eq!(search(&index, query).0[0], 8);
+    let wanted = [8u64, 7, 7000];
+    let (mut out, mut found) = (vec![1f32; 3 * DIM], [9u8; 3]);
+    assert_eq!(
+        omen_index_get(index.0, wanted.as_ptr(), 3, out.as_mut_ptr(), DIM, found.as_mut_ptr(), null_mut()),
+        omen_status::Ok
+    );
+    assert_eq!(found, [1, 0, 1]);
+    assert_eq!(&out[..DIM], query);
+    assert!(out[DIM..2 * DIM].iter().all(|&x| x == 0.0));
+    let mut stats = omen_stats { size: size_of::<omen_stats>(), ..Default::default() };
+    assert_eq!(omen_index_stats(index.0, &mut stats, null_mut()), omen_status::Ok);
+    assert_eq!((stats.vectors, stats.deleted), (600, 2));
+    assert_eq!(omen_index_compact(index.0, null_mut()), omen_status::Ok);
+    assert_eq!(omen_index_stats(index.0, &mut stats, null_mut()), omen_status::Ok);
+    assert_eq!((stats.vectors, stats.deleted), (600, 0));
+    assert_eq!(search(&index, query).0[0], 8);
+}

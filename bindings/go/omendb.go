@@ -164,6 +164,7 @@ type Stats struct {
 	CodeBytesPerVector                                       uint64 // quantized code a vector carries
 	BytesPerVectorOnDisk, BytesPerVectorResident             uint64
 	LogDroppedBytes, LogDroppedRecords                       uint64 // dropped from the end of the log by Open
+	Deleted                                                  uint64 // deleted vectors not yet compacted away (Vectors counts the live ones)
 }
 
 // DefaultOptions returns the library's defaults for the given dimension and metric.
@@ -323,6 +324,7 @@ func (ix *Index) Stats() (Stats, error) {
 		CodeBytesPerVector: uint64(raw.code_bytes_per_vector), BytesPerVectorOnDisk: uint64(raw.bytes_per_vector_on_disk),
 		BytesPerVectorResident: uint64(raw.bytes_per_vector_resident),
 		LogDroppedBytes:        uint64(raw.log_dropped_bytes), LogDroppedRecords: uint64(raw.log_dropped_records),
+		Deleted: uint64(raw.deleted),
 	}, nil
 }
 
@@ -381,6 +383,16 @@ func idsPtr(s []uint64) *C.uint64_t {
 // InsertBatch inserts len(ids) vectors stored row-major in vectors (len(ids)*Dim floats); all or
 // nothing.
 func (ix *Index) InsertBatch(ids []uint64, vectors []float32) error {
+	return ix.write(ids, vectors, false)
+}
+
+// Upsert inserts like InsertBatch, but an id already present has its vector replaced (the old
+// one is never returned again); one atomic, durable change. An id repeated in ids is ErrDuplicateID.
+func (ix *Index) Upsert(ids []uint64, vectors []float32) error {
+	return ix.write(ids, vectors, true)
+}
+
+func (ix *Index) write(ids []uint64, vectors []float32, upsert bool) error {
 	ptr, err := ix.acquire()
 	if err != nil {
 		return err
@@ -396,8 +408,66 @@ func (ix *Index) InsertBatch(ids []uint64, vectors []float32) error {
 		return &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats for no ids", len(vectors))}
 	}
 	var cerr *C.omen_error
-	status := C.omen_index_insert_batch(ptr, idsPtr(ids), floatsPtr(vectors), C.size_t(len(ids)), C.size_t(dim), &cerr)
-	return check(status, cerr)
+	count, cdim := C.size_t(len(ids)), C.size_t(dim)
+	if upsert {
+		return check(C.omen_index_upsert(ptr, idsPtr(ids), floatsPtr(vectors), count, cdim, &cerr), cerr)
+	}
+	return check(C.omen_index_insert_batch(ptr, idsPtr(ids), floatsPtr(vectors), count, cdim, &cerr), cerr)
+}
+
+// Delete removes every listed id that is present and returns how many were; absent ids are no
+// error, an id listed twice is ErrDuplicateID (and nothing is deleted). Durable before it returns;
+// the space comes back with Compact.
+func (ix *Index) Delete(ids []uint64) (int, error) {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer ix.mu.RUnlock()
+	var removed C.size_t
+	var cerr *C.omen_error
+	if err := check(C.omen_index_delete(ptr, idsPtr(ids), C.size_t(len(ids)), &removed, &cerr), cerr); err != nil {
+		return 0, err
+	}
+	return int(removed), nil
+}
+
+// Get returns the stored vectors of ids (normalised ones under Cosine), Dim floats per id, and
+// which were found; an absent id's row is zero.
+func (ix *Index) Get(ids []uint64) ([]float32, []bool, error) {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer ix.mu.RUnlock()
+	vectors := make([]float32, len(ids)*ix.dim)
+	found := make([]uint8, len(ids))
+	var foundPtr *C.uint8_t
+	if len(found) > 0 {
+		foundPtr = (*C.uint8_t)(unsafe.Pointer(&found[0]))
+	}
+	var cerr *C.omen_error
+	status := C.omen_index_get(ptr, idsPtr(ids), C.size_t(len(ids)), floatsPtr(vectors), C.size_t(ix.dim), foundPtr, &cerr)
+	if err := check(status, cerr); err != nil {
+		return nil, nil, err
+	}
+	flags := make([]bool, len(ids))
+	for i, f := range found {
+		flags[i] = f != 0
+	}
+	return vectors, flags, nil
+}
+
+// Compact rewrites the segments holding deleted vectors without them (and merges small ones),
+// so memory and disk come back; searches keep running meanwhile.
+func (ix *Index) Compact() error {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return err
+	}
+	defer ix.mu.RUnlock()
+	var cerr *C.omen_error
+	return check(C.omen_index_compact(ptr, &cerr), cerr)
 }
 
 // Search returns the k nearest neighbours of query, closest first; ef 0 uses the default.

@@ -419,3 +419,45 @@ func TestADamagedLogTailIsMovedAsideOrRefused(t *testing.T) {
 		t.Fatalf("a clean open has a notice: %q", notice)
 	}
 }
+
+func TestDeleteUpsertGetCompact(t *testing.T) {
+	ix, err := New(DefaultOptions(4, L2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	ids := []uint64{1, 2, 3, 4}
+	vectors := []float32{1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}
+	if err := ix.InsertBatch(ids, vectors); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.Delete([]uint64{2, 2}); !errors.Is(err, ErrDuplicateID) {
+		t.Fatalf("delete of a repeated id: %v", err)
+	}
+	removed, err := ix.Delete([]uint64{2, 9})
+	if err != nil || removed != 1 || ix.Len() != 3 {
+		t.Fatalf("delete: %d, %v, len %d", removed, err, ix.Len())
+	}
+	if err := ix.Upsert([]uint64{3, 5}, []float32{0, 1, 0, 0, 0, 0, 0, 2}); err != nil {
+		t.Fatal(err)
+	}
+	results, err := ix.Search([]float32{0, 1, 0, 0}, 1, 0)
+	if err != nil || results[0].ID != 3 || results[0].Distance != 0 {
+		t.Fatalf("upserted vector not found: %v, %v", results, err)
+	}
+	got, found, err := ix.Get([]uint64{3, 2})
+	if err != nil || !reflect.DeepEqual(found, []bool{true, false}) || !reflect.DeepEqual(got, []float32{0, 1, 0, 0, 0, 0, 0, 0}) {
+		t.Fatalf("get: %v %v %v", got, found, err)
+	}
+	stats, _ := ix.Stats()
+	if stats.Vectors != 4 || stats.Deleted != 2 {
+		t.Fatalf("stats before compaction: %+v", stats)
+	}
+	if err := ix.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	stats, _ = ix.Stats()
+	if stats.Vectors != 4 || stats.Deleted != 0 {
+		t.Fatalf("stats after compaction: %+v", stats)
+	}
+}

@@ -174,7 +174,7 @@ class _Stats(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t)] + [(name, ctypes.c_uint64) for name in (
         "segments", "vectors", "bytes_on_disk", "bytes_heap", "bytes_mapped", "bytes_mapped_resident", "log_syncs",
         "code_bytes_per_vector", "bytes_per_vector_on_disk", "bytes_per_vector_resident", "log_dropped_bytes",
-        "log_dropped_records")]
+        "log_dropped_records", "deleted")]
 
 
 def _load():
@@ -195,6 +195,10 @@ def _load():
         "omen_index_close": (u32, [p, err]),
         "omen_index_stats": (u32, [p, ctypes.POINTER(_Stats), err]),
         "omen_index_insert_batch": (u32, [p, p, p, size, size, err]),
+        "omen_index_upsert": (u32, [p, p, p, size, size, err]),
+        "omen_index_delete": (u32, [p, p, size, ctypes.POINTER(size), err]),
+        "omen_index_get": (u32, [p, p, size, p, size, p, err]),
+        "omen_index_compact": (u32, [p, err]),
         "omen_index_search": (u32, [p, p, size, size, size, p, p, ctypes.POINTER(size), err]),
         "omen_index_search_batch": (u32, [p, p, size, size, size, size, size, p, p, p, err]),
         "omen_index_search_batch_with": (u32, [p, p, size, size, size, ctypes.POINTER(_SearchParams), p, p, p, err]),
@@ -411,11 +415,15 @@ class Index:
     def stats(self):
         """A dict: segments, vectors, bytes_on_disk, bytes_heap, bytes_mapped, bytes_mapped_resident,
         log_syncs, code_bytes_per_vector, bytes_per_vector_on_disk, bytes_per_vector_resident,
-        log_dropped_bytes, log_dropped_records (what opening dropped from the end of the log)."""
+        log_dropped_bytes, log_dropped_records (what opening dropped from the end of the log),
+        deleted (vectors deleted but not yet compacted away), and live (= vectors: the ones not
+        deleted)."""
         stats = _Stats(size=ctypes.sizeof(_Stats))
         with self._handle as index:
             _call(_lib.omen_index_stats, index, ctypes.byref(stats))
-        return {name: getattr(stats, name) for name, _ in _Stats._fields_[1:]}
+        result = {name: getattr(stats, name) for name, _ in _Stats._fields_[1:]}
+        result["live"] = result["vectors"]
+        return result
 
     def __enter__(self):
         return self
@@ -441,13 +449,49 @@ class Index:
         return vectors
 
     def insert_batch(self, ids, vectors):
-        """Inserts rows of `vectors` (float32[n, dim]) under `ids` (uint64[n]); all or nothing."""
+        """Inserts rows of `vectors` (float32[n, dim]) under `ids` (uint64[n]); all or nothing.
+        An id already present raises DuplicateIdError (`upsert` replaces it instead)."""
+        self._write(_lib.omen_index_insert_batch, ids, vectors)
+
+    def upsert(self, ids, vectors):
+        """Inserts rows of `vectors` under `ids`, replacing the vector of any id already present
+        (its old vector is never returned again); one atomic, durable change. An id repeated
+        within `ids` raises DuplicateIdError."""
+        self._write(_lib.omen_index_upsert, ids, vectors)
+
+    def _write(self, function, ids, vectors):
         ids = _ids(ids)
         vectors = self._matrix(vectors)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         with self._handle as index:
-            _call(_lib.omen_index_insert_batch, index, _pointer(ids), _pointer(vectors), len(ids), vectors.shape[1])
+            _call(function, index, _pointer(ids), _pointer(vectors), len(ids), vectors.shape[1])
+
+    def delete(self, ids):
+        """Deletes every listed id that is present and returns how many were (absent ids are no
+        error; an id listed twice raises DuplicateIdError and deletes nothing). Durable before it
+        returns; the space comes back with `compact()`."""
+        ids = _ids(ids)
+        removed = ctypes.c_size_t()
+        with self._handle as index:
+            _call(_lib.omen_index_delete, index, _pointer(ids), len(ids), ctypes.byref(removed))
+        return removed.value
+
+    def get(self, ids):
+        """The stored vectors of `ids` (normalised ones under cosine): (float32[n, dim], bool[n]
+        found); an absent id's row is zero."""
+        ids = _ids(ids)
+        vectors = np.zeros((len(ids), self.dim), dtype=np.float32)
+        found = np.zeros(len(ids), dtype=np.uint8)
+        with self._handle as index:
+            _call(_lib.omen_index_get, index, _pointer(ids), len(ids), _pointer(vectors), self.dim, _pointer(found))
+        return vectors, found.astype(bool)
+
+    def compact(self):
+        """Rewrites segments holding deleted vectors without them (and merges small ones), so
+        memory and disk come back; returns when done. Searches keep running meanwhile."""
+        with self._handle as index:
+            _call(_lib.omen_index_compact, index)
 
     def insert(self, id, vector):
         self.insert_batch([id], vector)

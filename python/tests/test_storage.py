@@ -104,3 +104,37 @@ def test_a_damaged_log_tail_is_moved_aside_and_reported_or_refused(tmp_path):
         assert aside[0].read_bytes() == bytes(damaged[-stats["log_dropped_bytes"]:])
     assert index.recovery_notice is None
     index.close()
+
+
+def test_delete_upsert_get_and_compact_survive_reopening(tmp_path):
+    path = tmp_path / "db"
+    vectors = data(1200, 16)
+    with omendb.Index.open(path, dim=16, m=8, segment_capacity=400) as index:
+        index.insert_batch(np.arange(1200, dtype=np.uint64), vectors)
+        assert index.delete(np.arange(0, 1200, 2)) == 600
+        assert index.delete([0, 2, 5000]) == 0
+        with pytest.raises(omendb.DuplicateIdError):
+            index.delete([1, 1])
+        with pytest.raises(omendb.DuplicateIdError):
+            index.upsert([3, 3], vectors[:2])
+        index.upsert([1, 5001], vectors[10:12])  # 1 now holds row 10's vector
+        assert len(index) == 601
+        stats = index.stats()
+        assert stats["live"] == stats["vectors"] == 601 and stats["deleted"] == 601
+        ids, _ = index.search_batch(vectors[:200], k=10, ef=200)
+        assert not np.isin(ids, np.arange(0, 1200, 2)).any()
+    with omendb.Index.open(path) as index:
+        assert len(index) == 601
+        got, found = index.get([1, 2, 5001])
+        assert found.tolist() == [True, False, True]
+        assert (got[0] == vectors[10]).all() and (got[1] == 0).all() and (got[2] == vectors[11]).all()
+        index.compact()
+        stats = index.stats()
+        assert stats["deleted"] == 0 and stats["vectors"] == 601
+        assert index.search(vectors[10], k=1)[0].tolist() == [1]  # row 10 itself was deleted
+    with omendb.Index.open(path, read_only=True) as reader:
+        assert len(reader) == 601
+        with pytest.raises(omendb.ReadOnlyError):
+            reader.delete([1])
+        with pytest.raises(omendb.ReadOnlyError):
+            reader.compact()

@@ -54,6 +54,33 @@ fn check_dim(index: &Index, dim: usize) -> Result<(), Failure> {
     }
 }
 
+/// Checks the arguments of an insert or upsert and hands the rows to `write`.
+///
+/// # Safety
+/// `index` is NULL or live; `ids` holds `count` ids and `vectors` `count * dim` floats, both only
+/// read during this call.
+unsafe fn write_rows(
+    index: *const omen_index,
+    ids: *const u64,
+    vectors: *const f32,
+    count: usize,
+    dim: usize,
+    err: *mut *mut omen_error,
+    write: fn(&Index, &[u64], &[f32]) -> crate::error::Result<()>,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (this function's contract).
+        let index = unsafe { self::index(index) }?;
+        check_dim(index, dim)?;
+        let floats = product(count, dim, "count * dim")?;
+        // SAFETY: `ids` holds `count` ids and `vectors` `count * dim` floats (this function's
+        // contract), both only read during this call.
+        let (ids, vectors) = unsafe { (slice(ids, count, "ids")?, slice(vectors, floats, "vectors")?) };
+        write(index, ids, vectors)?;
+        Ok(())
+    })
+}
+
 /// Creates an empty in-memory index.
 ///
 /// # Ownership
@@ -200,6 +227,7 @@ pub struct omen_stats {
     pub size: usize,
     /// Segments holding data (sealed ones, plus the growing one when it is not empty).
     pub segments: u64,
+    /// Vectors that are not deleted (what searches can return).
     pub vectors: u64,
     /// Size of the files in the database directory (0 in memory).
     pub bytes_on_disk: u64,
@@ -224,11 +252,15 @@ pub struct omen_stats {
     pub log_dropped_bytes: u64,
     /// Records in those bytes, as far as their heads tell.
     pub log_dropped_records: u64,
+    /// Deleted vectors their segments still hold, until a compaction rewrites them.
+    pub deleted: u64,
 }
 
-/// `sizeof(omen_stats)` before `log_dropped_bytes`: such callers get the fields they know.
-const STATS_SIZE_BEFORE_LOG_DROPPED: usize = 88;
-const _: () = assert!(std::mem::offset_of!(omen_stats, log_dropped_bytes) == STATS_SIZE_BEFORE_LOG_DROPPED);
+/// Older `omen_stats` layouts, still accepted (such callers get the fields they know): before
+/// `log_dropped_bytes`, and before `deleted`.
+const STATS_OLDER_SIZES: [usize; 2] = [88, 104];
+const _: () = assert!(std::mem::offset_of!(omen_stats, log_dropped_bytes) == STATS_OLDER_SIZES[0]);
+const _: () = assert!(std::mem::offset_of!(omen_stats, deleted) == STATS_OLDER_SIZES[1]);
 
 /// Fills `*out_stats` with the index's segments, vectors and bytes on disk and in memory.
 ///
@@ -255,7 +287,7 @@ pub extern "C" fn omen_index_stats(
         let index = unsafe { self::index(index) }?;
         // SAFETY: `omen_stats` starts with its size, which the caller set (documented).
         let size = unsafe { size_field(out_stats, "out_stats") }?;
-        check_size::<omen_stats>(size, &[STATS_SIZE_BEFORE_LOG_DROPPED])?;
+        check_size::<omen_stats>(size, &STATS_OLDER_SIZES)?;
         let stats = index.stats();
         let stats = omen_stats {
             size,
@@ -271,6 +303,7 @@ pub extern "C" fn omen_index_stats(
             bytes_per_vector_resident: stats.bytes_per_vector_resident,
             log_dropped_bytes: stats.log_dropped_bytes,
             log_dropped_records: stats.log_dropped_records,
+            deleted: stats.deleted as u64,
         };
         // SAFETY: non-NULL and aligned (checked), `size` writable bytes, one of this library's
         // layouts (checked; caller's contract).
@@ -308,15 +341,154 @@ pub extern "C" fn omen_index_insert_batch(
     dim: usize,
     err: *mut *mut omen_error,
 ) -> omen_status {
+    // SAFETY: passed on (caller's contract, documented).
+    unsafe { write_rows(index, ids, vectors, count, dim, err, Index::insert_batch) }
+}
+
+/// Inserts `count` vectors like `omen_index_insert_batch`, except that an id already present has
+/// its vector replaced: the old one is deleted and never returned again. One atomic, durable
+/// change (one log record).
+///
+/// # Ownership
+/// Borrows `ids` and `vectors` during the call only; the index keeps copies.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`;
+/// changes are applied one at a time.
+///
+/// # Errors
+/// On any error the index is unchanged. As `omen_index_insert_batch`, except that
+/// `OMEN_STATUS_DUPLICATE_ID` means an id repeated within `ids`; `OMEN_STATUS_READ_ONLY` for a
+/// read-only database.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_upsert(
+    index: *const omen_index,
+    ids: *const u64,
+    vectors: *const f32,
+    count: usize,
+    dim: usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    // SAFETY: passed on (caller's contract, documented).
+    unsafe { write_rows(index, ids, vectors, count, dim, err, Index::upsert) }
+}
+
+/// Deletes every listed id that is present; `*out_removed` (may be NULL) receives how many were.
+/// Absent ids are not an error. All or nothing, and durable before it returns (as inserts are,
+/// under `options.durability`). Deleted vectors are never returned again; their space comes back
+/// with `omen_index_compact`. `count = 0` is a successful no-op (`ids` may then be NULL).
+///
+/// # Ownership
+/// Borrows `ids` during the call only; writes `*out_removed`.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`; a
+/// search that starts after this returns never sees the deleted ids.
+///
+/// # Errors
+/// On any error nothing is deleted. `OMEN_STATUS_NULL_ARGUMENT` for a NULL `index`, or NULL `ids`
+/// with `count > 0`; `OMEN_STATUS_DUPLICATE_ID` for an id listed twice;
+/// `OMEN_STATUS_READ_ONLY` for a read-only database; `OMEN_STATUS_IO` when the log cannot be
+/// written.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_delete(
+    index: *const omen_index,
+    ids: *const u64,
+    count: usize,
+    out_removed: *mut usize,
+    err: *mut *mut omen_error,
+) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        let index = unsafe { self::index(index) }?;
+        // SAFETY: `ids` holds `count` ids (caller's contract), only read during this call;
+        // `out_removed`, when not NULL, one writable size_t; overlap is refused below.
+        let (ids, out_removed) = unsafe {
+            let out_removed =
+                if out_removed.is_null() { None } else { Some(slice_mut(out_removed, 1, "out_removed")?) };
+            (slice(ids, count, "ids")?, out_removed)
+        };
+        if let Some(out) = &out_removed {
+            disjoint(&[span("ids", ids), span("out_removed", out)])?;
+        }
+        let removed = index.delete(ids)?;
+        if let Some(out) = out_removed {
+            out[0] = removed;
+        }
+        Ok(())
+    })
+}
+
+/// Copies the stored vectors of `count` ids (normalised ones under cosine) into `out_vectors`,
+/// row i for `ids[i]`, and sets `out_found[i]` to 1; an absent id leaves its row zeroed and
+/// `out_found[i] = 0`. `out_vectors` holds `count * dim` floats, `out_found` `count` bytes.
+///
+/// # Ownership
+/// Borrows `ids` during the call; writes the caller's `out_vectors` and `out_found`.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT` for a NULL pointer with `count > 0`;
+/// `OMEN_STATUS_DIMENSION_MISMATCH` when `dim` differs from the index;
+/// `OMEN_STATUS_INVALID_ARGUMENT` for overlapping buffers or sizes that overflow.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_get(
+    index: *const omen_index,
+    ids: *const u64,
+    count: usize,
+    out_vectors: *mut f32,
+    dim: usize,
+    out_found: *mut u8,
+    err: *mut *mut omen_error,
+) -> omen_status {
     guard(err, || {
         // SAFETY: the caller passes a live handle (documented).
         let index = unsafe { self::index(index) }?;
         check_dim(index, dim)?;
         let floats = product(count, dim, "count * dim")?;
-        // SAFETY: `ids` holds `count` ids and `vectors` `count * dim` floats (caller's contract),
-        // both only read during this call.
-        let (ids, vectors) = unsafe { (slice(ids, count, "ids")?, slice(vectors, floats, "vectors")?) };
-        index.insert_batch(ids, vectors)?;
+        // SAFETY: `ids` holds `count` ids, `out_vectors` `count * dim` writable floats and
+        // `out_found` `count` writable bytes (caller's contract); overlap is refused below.
+        let (ids, out_vectors, out_found) = unsafe {
+            (
+                slice(ids, count, "ids")?,
+                slice_mut(out_vectors, floats, "out_vectors")?,
+                slice_mut(out_found, count, "out_found")?,
+            )
+        };
+        disjoint(&[span("ids", ids), span("out_vectors", out_vectors), span("out_found", out_found)])?;
+        let mut found = vec![false; count];
+        index.get(ids, out_vectors, &mut found)?;
+        out_found.iter_mut().zip(found).for_each(|(out, found)| *out = u8::from(found));
+        Ok(())
+    })
+}
+
+/// Rewrites every segment holding deleted vectors without them (and merges sealed segments less
+/// than half full), then checkpoints a database; returns when done. Searches keep running on the
+/// old segments meanwhile; inserts and deletes wait. The old files are removed and their memory
+/// returns once no running search holds them. A crash at any moment reopens to exactly the
+/// acknowledged contents.
+///
+/// # Ownership
+/// Borrows `index` during the call.
+///
+/// # Thread safety
+/// May run concurrently with any call on the same index except `omen_index_free`/`close`.
+///
+/// # Errors
+/// `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_READ_ONLY` for a read-only database;
+/// `OMEN_STATUS_IO` when a file cannot be written (the database stays as it was).
+#[no_mangle]
+#[must_use]
+pub extern "C" fn omen_index_compact(index: *const omen_index, err: *mut *mut omen_error) -> omen_status {
+    guard(err, || {
+        // SAFETY: the caller passes a live handle (documented).
+        unsafe { self::index(index) }?.compact()?;
         Ok(())
     })
 }

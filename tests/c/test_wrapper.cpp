@@ -76,6 +76,18 @@ int main() {
     other = std::move(moved);
     CHECK(other.search(query, 1)[0].id == 1042);
 
+    // Deletes, upserts, get and compaction: the deleted id is never found, the replaced vector is.
+    CHECK(other.erase(std::vector<uint64_t>{1042, 999999}) == 1 && other.size() == 499);
+    CHECK(other.search(query, 1)[0].id != 1042);
+    other.upsert(std::vector<uint64_t>{1043}, query);
+    CHECK(other.search(query, 1)[0].id == 1043 && other.search(query, 1)[0].distance == 0.0f);
+    auto got = other.get(std::vector<uint64_t>{1043, 1042});
+    CHECK(got.second[0] && !got.second[1] && got.first[0] == query[0] && got.first[dim] == 0.0f);
+    CHECK(other.stats().deleted == 2);
+    other.compact();
+    CHECK(other.stats().deleted == 0 && other.size() == 499 && other.search(query, 1)[0].id == 1043);
+    CHECK(status_of([&] { other.erase(std::vector<uint64_t>{7, 7}); }) == OMEN_STATUS_DUPLICATE_ID);
+
     // Quantized codes: the nearest vector is still found exactly; binary codes refuse the inner product.
     omendb::Index coded(omendb::Options(dim).quantization(OMEN_QUANTIZATION_BITS4).oversample(8));
     coded.insert_batch(ids, vectors);
@@ -108,6 +120,8 @@ int main() {
     for (size_t i = 0; i < after.size() && i < before.size(); i++)
         CHECK(after[i].id == before[i].id && after[i].distance == before[i].distance);
     CHECK(status_of([&] { reader.insert_batch(ids, vectors); }) == OMEN_STATUS_READ_ONLY);
+    CHECK(status_of([&] { reader.erase(std::vector<uint64_t>{ids[0]}); }) == OMEN_STATUS_READ_ONLY);
+    CHECK(status_of([&] { reader.compact(); }) == OMEN_STATUS_READ_ONLY);
     CHECK(status_of([&] { omendb::Index::open(dir + "-missing", omendb::Options(dim).create(false)); }) ==
           OMEN_STATUS_NOT_FOUND);
     reader.close();
