@@ -112,3 +112,83 @@ fn batch_searches_reuse_their_pools_and_cap_the_threads() {
     // The 5-thread pool was kept; only the 3-thread one is new.
     assert!(live() <= before + 3, "{before} threads before, {} after 40 batch searches", live());
 }
+
+/// Searches and gets while other threads delete, upsert and compact: no search returns an id
+/// whose delete returned before it started, every hit is a stored vector at its true distance,
+/// and nothing crashes (the ASan suite runs this too).
+#[test]
+fn searches_run_while_others_delete_upsert_and_compact() {
+    const N: usize = 6_000;
+    let data = Arc::new(clustered(N, DIM, 20, 77));
+    let options = Options { segment_capacity: 1_000, ..Options::new(DIM, Metric::L2) };
+    let index = Arc::new(Index::new(options).unwrap());
+    let ids: Vec<u64> = (0..N as u64).collect();
+    index.insert_batch(&ids, &data).unwrap();
+    // Ids below `deleted_below` (of the first half) are deleted, in order; the second half is
+    // upserted with the vectors it already has, so its hits keep their distances.
+    let deleted_below = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let searchers: Vec<_> = (0..2)
+        .map(|t| {
+            let (index, data, deleted_below, done) = (index.clone(), data.clone(), deleted_below.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut searches, mut q) = (0usize, t * 7);
+                while !done.load(Ordering::Acquire) || searches == 0 {
+                    let floor = deleted_below.load(Ordering::Acquire) as u64;
+                    let query = &data[(q % N) * DIM..(q % N + 1) * DIM];
+                    for hit in index.search(query, 10, 64).unwrap() {
+                        assert!(hit.id >= floor, "search returned id {} deleted before it started ({floor})", hit.id);
+                        let row = &data[hit.id as usize * DIM..(hit.id as usize + 1) * DIM];
+                        let exact = exact_distance(Metric::L2, query, row) as f32;
+                        assert!((hit.distance - exact).abs() <= 1e-3 * exact.max(1.0), "hit {hit:?} vs {exact}");
+                    }
+                    let (mut out, mut found) = (vec![0f32; DIM], [false]);
+                    let id = (q * 31 % N) as u64;
+                    index.get(&[id], &mut out, &mut found).unwrap();
+                    assert!(!found[0] || out == data[id as usize * DIM..(id as usize + 1) * DIM], "get({id})");
+                    assert!(found[0] || id < deleted_below.load(Ordering::Acquire) as u64, "get({id}) lost a live id");
+                    searches += 1;
+                    q += 13;
+                }
+                searches
+            })
+        })
+        .collect();
+    let deleter = {
+        let (index, deleted_below) = (index.clone(), deleted_below.clone());
+        std::thread::spawn(move || {
+            for start in (0..N / 2).step_by(100) {
+                let ids: Vec<u64> = (start as u64..start as u64 + 100).collect();
+                assert_eq!(index.delete(&ids).unwrap(), 100);
+                deleted_below.store(start + 100, Ordering::Release);
+            }
+        })
+    };
+    let upserter = {
+        let (index, data) = (index.clone(), data.clone());
+        std::thread::spawn(move || {
+            for start in (N / 2..N).step_by(150) {
+                let ids: Vec<u64> = (start as u64..start as u64 + 150).collect();
+                index.upsert(&ids, &data[start * DIM..(start + 150) * DIM]).unwrap();
+            }
+        })
+    };
+    let compactor = {
+        let index = index.clone();
+        std::thread::spawn(move || {
+            for _ in 0..6 {
+                index.compact().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    deleter.join().unwrap();
+    upserter.join().unwrap();
+    compactor.join().unwrap();
+    done.store(true, Ordering::Release);
+    let searches: usize = searchers.into_iter().map(|s| s.join().unwrap()).sum();
+    index.compact().unwrap();
+    assert_eq!(index.len(), N / 2);
+    assert_eq!(index.stats().deleted, 0);
+    println!("{searches} searches ran beside the changes");
+}

@@ -203,3 +203,74 @@ fn bad_changes_are_refused_and_change_nothing() {
     drop(reader);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Damaged, truncated and missing deletion files are refused by name; compaction leftovers (a
+/// half-written segment, a segment no manifest names) are ignored and removed, and the database
+/// opens with exactly what was acknowledged.
+#[test]
+fn damaged_deletion_files_and_compaction_leftovers() {
+    let dir = temp_dir("damage");
+    let mut rng = Rng::new(5);
+    let ids: Vec<u64> = (0..400).collect();
+    let vectors: Vec<f32> = (0..400 * DIM).map(|_| rng.uniform()).collect();
+    let index = Index::open(&dir, options(Metric::L2)).unwrap();
+    index.insert_batch(&ids, &vectors).unwrap();
+    assert_eq!(index.delete(&(0..400).step_by(3).collect::<Vec<u64>>()).unwrap(), 134);
+    drop(index);
+    let files = |prefix: &str| -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .collect();
+        found.sort();
+        found
+    };
+    let deletion_files = files("deleted-");
+    assert_eq!(deletion_files.len(), 3, "two sealed segments and the growing one have deletions");
+    let expect_len = |what: &str| {
+        let index = Index::open(&dir, options(Metric::L2)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(index.len(), 266, "{what}");
+        assert!(!index.contains(0) && index.contains(1), "{what}");
+    };
+    expect_len("intact");
+    let file = &deletion_files[0];
+    let original = std::fs::read(file).unwrap();
+    for at in (0..original.len()).step_by(3) {
+        for damage in ["flip", "cut"] {
+            let mut bytes = original.clone();
+            if damage == "flip" {
+                bytes[at] ^= 0x20;
+            } else {
+                bytes.truncate(at);
+            }
+            std::fs::write(file, &bytes).unwrap();
+            match Index::open(&dir, options(Metric::L2)) {
+                Err(Error::Corrupt { path, .. }) => {
+                    assert!(path.ends_with(&*file.file_name().unwrap().to_string_lossy()))
+                }
+                other => panic!("{damage} at {at}: {:?}", other.map(|i| i.len())),
+            }
+        }
+    }
+    std::fs::remove_file(file).unwrap();
+    assert!(matches!(Index::open(&dir, options(Metric::L2)), Err(Error::Io { path, .. }) if path.contains("deleted-")));
+    std::fs::write(file, &original).unwrap();
+    expect_len("restored");
+
+    // A compaction cut short: a half-written segment and a finished one the manifest never named.
+    let segment = &files("segment-")[0];
+    std::fs::write(dir.join("segment-0000000077.omen.tmp"), &std::fs::read(segment).unwrap()[..5000]).unwrap();
+    std::fs::copy(segment, dir.join("segment-0000000078.omen")).unwrap();
+    expect_len("leftovers");
+    assert!(files("segment-0000000077").is_empty() && files("segment-0000000078").is_empty(), "leftovers removed");
+
+    // After a compaction: no deletion files, and what was acknowledged.
+    let index = Index::open(&dir, options(Metric::L2)).unwrap();
+    index.compact().unwrap();
+    drop(index);
+    assert!(files("deleted-").is_empty());
+    expect_len("compacted");
+    let _ = std::fs::remove_dir_all(dir);
+}

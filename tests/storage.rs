@@ -151,6 +151,15 @@ fn child_process() {
                 }
             }
         }
+        // Runs the churn steps from OMENDB_FIRST on until killed, printing each acknowledged one.
+        "churn-forever" => {
+            let index = Index::open(&dir, options()).unwrap();
+            println!("@ready");
+            for step in env_u64("OMENDB_FIRST").. {
+                churn_step(step).apply(&index);
+                println!("@ack {step}");
+            }
+        }
         // Inserts batches until two segments were sealed, then three more that only the log
         // holds; prints exhaustive search results and dies without closing.
         "leave-log-tail" => {
@@ -267,6 +276,151 @@ fn reopen_replays_a_log_tail_to_identical_results() {
 /// Kills a child inserting batches at random moments (including during seals and flushes), then
 /// checks that every acknowledged batch is there in full, the one in flight is all or nothing,
 /// and recall holds. OMENDB_CRASH_ROUNDS raises the number of rounds (default 50).
+/// Runs a child in `mode` and kills it (SIGKILL) at a random moment within `max_ms` after it
+/// opened the database (however long opening took); returns one past the last step it
+/// acknowledged, if any.
+fn kill_at_random(
+    mode: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    max_ms: u64,
+    rng: &mut Rng,
+    round: u64,
+) -> Option<u64> {
+    let mut process = child(mode, dir, env);
+    let stdout = process.stdout.take().unwrap();
+    let (opened, ready) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = lines_with("", stdout);
+        let _ = opened.send(lines.next());
+        lines.filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok())).collect::<Vec<u64>>()
+    });
+    let ready = ready.recv_timeout(std::time::Duration::from_secs(120)).ok().flatten();
+    std::thread::sleep(std::time::Duration::from_millis(rng.next_u64() % max_ms));
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let acks = reader.join().unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"), "round {round}: the child did not open the database");
+    acks.last().map(|&step| step + 1)
+}
+
+/// One step of the deterministic churn stream: inserts, deletes, upserts and compactions.
+enum Churn {
+    Insert(Vec<u64>, Vec<f32>),
+    Delete(Vec<u64>),
+    Upsert(Vec<u64>, Vec<f32>),
+    Compact,
+}
+
+fn churn_step(step: u64) -> Churn {
+    if step % 13 == 12 {
+        return Churn::Compact;
+    }
+    let earlier = step.saturating_sub(2);
+    match step % 4 {
+        // Ids of the insert two steps back (every second of them), and one never inserted.
+        2 => Churn::Delete(batch(earlier).0.into_iter().step_by(2).chain([step * 1000 + 999]).collect()),
+        // Replaces up to 10 ids of the insert two steps back and adds three new ones.
+        3 => {
+            let (old, _) = batch(earlier);
+            let ids: Vec<u64> = old.into_iter().take(10).chain(step * 1000..step * 1000 + 3).collect();
+            let (_, fresh) = batch(step + 100_000);
+            let vectors = fresh.iter().copied().cycle().take(ids.len() * DIM).collect();
+            Churn::Upsert(ids, vectors)
+        }
+        _ => {
+            let (ids, vectors) = batch(step);
+            Churn::Insert(ids, vectors)
+        }
+    }
+}
+
+impl Churn {
+    fn apply(&self, index: &Index) {
+        match self {
+            Churn::Insert(ids, vectors) => index.insert_batch(ids, vectors).unwrap(),
+            Churn::Delete(ids) => drop(index.delete(ids).unwrap()),
+            Churn::Upsert(ids, vectors) => index.upsert(ids, vectors).unwrap(),
+            Churn::Compact => index.compact().unwrap(),
+        }
+    }
+
+    /// The same change on a model of the contents.
+    fn model(&self, model: &mut std::collections::BTreeMap<u64, Vec<f32>>) {
+        match self {
+            Churn::Insert(ids, vectors) | Churn::Upsert(ids, vectors) => {
+                for (id, vector) in ids.iter().zip(vectors.chunks_exact(DIM)) {
+                    model.insert(*id, vector.to_vec());
+                }
+            }
+            Churn::Delete(ids) => ids.iter().for_each(|id| drop(model.remove(id))),
+            Churn::Compact => {}
+        }
+    }
+}
+
+/// Whether `index` holds exactly `model`: the same ids, each with its vector.
+fn holds_exactly(index: &Index, model: &std::collections::BTreeMap<u64, Vec<f32>>, touched: &[u64]) -> bool {
+    let (mut out, mut found) = (vec![0.0; touched.len() * DIM], vec![false; touched.len()]);
+    index.get(touched, &mut out, &mut found).unwrap();
+    index.len() == model.len()
+        && touched.iter().zip(out.chunks_exact(DIM)).zip(&found).all(|((id, row), &found)| match model.get(id) {
+            Some(vector) => found && row == vector.as_slice(),
+            None => !found,
+        })
+}
+
+/// SIGKILL at random moments of a stream of inserts, deletes, upserts and compactions: every
+/// acknowledged change is there (deleted ids stay deleted, upserted ids hold their new vector),
+/// the change in flight is there whole or not at all, and nothing else.
+#[test]
+fn sigkill_during_deletes_upserts_and_compactions_loses_nothing() {
+    let rounds: u64 = std::env::var("OMENDB_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let mut rng = Rng::new(0xDE1E7E);
+    let dir = TempDir::new("churn-crash");
+    let (mut next, mut in_flight_applied) = (0u64, 0);
+    for round in 0..rounds.div_ceil(2) {
+        let env = [("OMENDB_FIRST", next.to_string())];
+        let acknowledged = kill_at_random("churn-forever", dir.path(), &env, 200, &mut rng, round).unwrap_or(next);
+
+        let mut model = std::collections::BTreeMap::new();
+        (0..acknowledged).for_each(|s| churn_step(s).model(&mut model));
+        let mut touched: Vec<u64> = (0..=acknowledged).flat_map(|s| batch(s).0).collect();
+        touched
+            .extend((0..=acknowledged).flat_map(|s| (s * 1000 + 999..s * 1000 + 1000).chain(s * 1000..s * 1000 + 3)));
+        touched.sort_unstable();
+        touched.dedup();
+        let index = Index::open(dir.path(), options()).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let next_step = if holds_exactly(&index, &model, &touched) {
+            acknowledged
+        } else {
+            churn_step(acknowledged).model(&mut model);
+            assert!(
+                holds_exactly(&index, &model, &touched),
+                "round {round}: neither {acknowledged} nor {} steps",
+                acknowledged + 1
+            );
+            in_flight_applied += 1;
+            acknowledged + 1
+        };
+        assert!(recall_of_model(&index, &model) >= 0.95, "round {round}");
+        drop(index);
+        next = next_step;
+    }
+    println!("{} rounds, {next} steps; {in_flight_applied} kills landed after a change was logged but before it was acknowledged", rounds.div_ceil(2));
+}
+
+/// Recall@10 of 20 queries against brute force over `model`.
+fn recall_of_model(index: &Index, model: &std::collections::BTreeMap<u64, Vec<f32>>) -> f64 {
+    let ids: Vec<u64> = model.keys().copied().collect();
+    let base: Vec<f32> = model.values().flatten().copied().collect();
+    let queries = queries(20, 9);
+    let truth = common::brute_force(Metric::L2, DIM, &base, &ids, &queries, 10);
+    let found: Vec<Vec<u64>> =
+        queries.chunks_exact(DIM).map(|q| index.search(q, 10, 64).unwrap().iter().map(|h| h.id).collect()).collect();
+    common::recall(&found, &truth, 10)
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
     let rounds: u64 = std::env::var("OMENDB_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
@@ -291,23 +445,7 @@ fn crash_rounds(rounds: u64, seed: u64, codes: &str) {
             next = 0;
         }
         let env = [("OMENDB_FIRST", next.to_string()), ("OMENDB_CODES", codes.to_string())];
-        let mut process = child("insert-forever", dir.path(), &env);
-        let stdout = process.stdout.take().unwrap();
-        let (opened, ready) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = lines_with("", stdout);
-            let _ = opened.send(lines.next());
-            lines.filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok())).collect::<Vec<u64>>()
-        });
-        // The kill lands at a random moment after the child opened the database (however long
-        // opening took), while it inserts.
-        let ready = ready.recv_timeout(std::time::Duration::from_secs(120)).ok().flatten();
-        std::thread::sleep(std::time::Duration::from_millis(rng.next_u64() % 250));
-        process.kill().unwrap();
-        process.wait().unwrap();
-        let acks = reader.join().unwrap();
-        assert_eq!(ready.as_deref(), Some("ready"), "round {round}: the child did not open the database");
-        let acknowledged = acks.last().map_or(next, |&b| b + 1);
+        let acknowledged = kill_at_random("insert-forever", dir.path(), &env, 250, &mut rng, round).unwrap_or(next);
 
         let index = Index::open(dir.path(), options()).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         let mut expected = 0;

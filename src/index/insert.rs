@@ -8,7 +8,7 @@ use super::ids::IdMap;
 use super::{Engine, Index, Writer};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
-use crate::segment::{Applied, SegmentSet};
+use crate::segment::{Applied, Placement, SegmentSet};
 use crate::storage::LogRecord;
 
 /// What a batch does with an id already in the index.
@@ -60,11 +60,11 @@ impl Engine {
         Ok(Cow::Owned(normalised))
     }
 
-    /// Checks a batch against `set` and the ids in `map`, hands the caller's rows to `log`
-    /// (which may refuse them), then applies it on the index's threads and records where each id
-    /// went; ids already present are refused or replaced as `present` says. `None` for an empty
-    /// batch; otherwise the new segments and what `log` returned. On any error nothing changed.
-    /// The caller holds the writer lock (or owns `set` and `map`).
+    /// Checks a batch against `set` and the ids in `map` (present ids are refused or not, as
+    /// `present` says), hands the caller's rows to `log` (which may refuse them), then adds it to
+    /// the segments on the index's threads. `None` for an empty batch; otherwise the new
+    /// segments and what `log` returned, for [`publish`]. On any error nothing changed. The
+    /// caller holds the writer lock (or owns `set` and `map`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_batch<L>(
         &self,
@@ -97,18 +97,38 @@ impl Engine {
         // Every check has passed: from here on the batch is applied whole. The log keeps the
         // caller's rows (replay prepares them again); the graph stores the prepared ones.
         let logged = log(ids, vectors)?;
-        if present == Present::Replace {
-            remove(map, set, ids);
-        }
         let applied = self.pool.install(|| set.with_batch(&self.layout, next_ordinal, ids, &prepared));
-        map.write().unwrap_or_else(PoisonError::into_inner).record(ids, &applied.placements);
         Ok(Some((applied, logged)))
     }
 }
 
+/// Makes an applied batch the index's: with `map` write-locked, so that `Index::get` sees
+/// locations and segments change together, deletes the old nodes of the ids it replaces (when
+/// `present` is `Replace`), has `swap` install the new segments, and records where `ids` went.
+/// The new nodes were linked before this, so a search during an upsert finds the old vector or
+/// the new one (`merge` keeps one hit per id).
+pub(super) fn publish(
+    map: &RwLock<IdMap>,
+    old: &SegmentSet,
+    ids: &[u64],
+    placements: &[Placement],
+    present: Present,
+    swap: impl FnOnce(),
+) {
+    let mut locked = map.write().unwrap_or_else(PoisonError::into_inner);
+    if present == Present::Replace {
+        delete_locked(&mut locked, old, ids);
+    }
+    swap();
+    locked.record(ids, placements);
+}
+
 /// Deletes the `ids` present in `map` from it and from `set`; how many were.
 fn remove(map: &RwLock<IdMap>, set: &SegmentSet, ids: &[u64]) -> usize {
-    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    delete_locked(&mut map.write().unwrap_or_else(PoisonError::into_inner), set, ids)
+}
+
+fn delete_locked(map: &mut IdMap, set: &SegmentSet, ids: &[u64]) -> usize {
     let mut removed = 0;
     for &id in ids {
         if let Some(location) = map.remove(id) {
@@ -188,10 +208,13 @@ impl Index {
         else {
             return Ok(());
         };
-        *self.segments.write().unwrap_or_else(PoisonError::into_inner) = std::sync::Arc::new(applied.set);
-        writer.next_ordinal = applied.next_ordinal;
+        let Applied { set, next_ordinal, sealed_any, placements } = applied;
+        publish(self.ids(), &current, ids, &placements, present, || {
+            *self.segments.write().unwrap_or_else(PoisonError::into_inner) = std::sync::Arc::new(set);
+        });
+        writer.next_ordinal = next_ordinal;
         let Some(store) = &self.store else { return Ok(()) };
-        if applied.sealed_any {
+        if sealed_any {
             // The batch is in the log already: a failed checkpoint loses nothing, and the next
             // one (seal, flush or close) retries it and reports the error.
             let _ = self.checkpoint(store, &writer);

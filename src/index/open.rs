@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use rayon::prelude::*;
 
 use super::ids::IdMap;
-use super::insert::{apply_delete, Present};
+use super::insert::{apply_delete, publish, Present};
 use super::{Engine, Index, Writer};
 use crate::distance::Metric;
 use crate::error::{corrupt, Error, Result};
@@ -161,6 +161,7 @@ impl Index {
             };
             let applied = engine.apply_batch(map, &set, next_ordinal, batch_ids, vectors, present, |_, _| Ok(()));
             if let Some((applied, ())) = applied.map_err(unusable)? {
+                publish(map, &set, batch_ids, &applied.placements, present, || ());
                 set = applied.set;
                 next_ordinal = applied.next_ordinal;
             }

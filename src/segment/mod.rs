@@ -337,8 +337,11 @@ impl SegmentSet {
     }
 }
 
-/// Keeps the `k` closest hits, sorted by distance then id (deterministic under ties).
+/// Keeps the `k` closest hits, sorted by distance then id (deterministic under ties), one per
+/// id: while an upsert is being applied, its id's old and new vectors may both be found.
 fn merge(hits: &mut Vec<SearchResult>, k: usize) {
+    hits.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.distance.total_cmp(&b.distance)));
+    hits.dedup_by_key(|hit| hit.id);
     hits.sort_unstable_by(|a, b| a.distance.total_cmp(&b.distance).then(a.id.cmp(&b.id)));
     hits.truncate(k);
 }
