@@ -115,6 +115,22 @@ impl IdMap {
         }
     }
 
+    /// Records where a compaction moved `ids`: row `r` was node `sources[r]` (segment, node) and
+    /// became a node of the placement holding `r`. Ids found elsewhere (replaced or deleted
+    /// since the rows were read) are left alone.
+    pub(crate) fn record_moves(&mut self, ids: &[u64], sources: &[(u32, u32)], placements: &[Placement]) {
+        for placement in placements {
+            for (i, row) in placement.rows.clone().enumerate() {
+                let (segment, node) = sources[row];
+                if let Some(location) = self.locations.get_mut(&ids[row]) {
+                    if *location == (Location { segment, node }) {
+                        *location = Location { segment: placement.ordinal, node: placement.first_node + i as u32 };
+                    }
+                }
+            }
+        }
+    }
+
     /// Heap bytes of the map (its table; the hash map's control bytes add about 1/16).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.locations.capacity() * (size_of::<u64>() + size_of::<Location>() + 1)

@@ -116,6 +116,7 @@ pub struct Index {
     segments: RwLock<Arc<SegmentSet>>,
     /// The database directory behind an index from [`Index::open`].
     store: Option<Store>,
+    compaction: compact::CompactionLock,
 }
 
 impl Index {
@@ -141,6 +142,7 @@ impl Index {
             ids: ids.map_or_else(OnceLock::new, |map| OnceLock::from(RwLock::new(map))),
             segments: RwLock::new(Arc::new(segments)),
             store,
+            compaction: Default::default(),
         }
     }
 

@@ -107,6 +107,29 @@ pub(crate) struct Applied {
     pub placements: Vec<Placement>,
 }
 
+/// What a compaction rewrites: these sealed segments, holding `rows` live vectors.
+pub(crate) struct CompactionPlan {
+    pub ordinals: Vec<u32>,
+    pub rows: usize,
+}
+
+impl CompactionPlan {
+    /// New segments the rewrite builds.
+    pub(crate) fn segments(&self, layout: &Layout) -> usize {
+        self.rows.div_ceil(layout.capacity)
+    }
+}
+
+/// Segments a compaction built, and for each of their rows (in order) the id and the
+/// (segment, node) it was copied from.
+pub(crate) struct Rebuilt {
+    pub segments: Vec<Arc<Sealed>>,
+    pub ids: Vec<u64>,
+    pub sources: Vec<(u32, u32)>,
+    /// Rows of `ids` that became nodes of each new segment.
+    pub placements: Vec<Placement>,
+}
+
 /// The segments a query sees: swapped as a whole by the writer, so a search holds one snapshot.
 pub(crate) struct SegmentSet {
     pub sealed: Vec<Arc<Sealed>>,
@@ -223,79 +246,81 @@ impl SegmentSet {
         Applied { set: SegmentSet { sealed, growing }, next_ordinal, sealed_any, placements }
     }
 
-    /// The set with every segment that holds deleted vectors rewritten without them, and sealed
-    /// segments less than half full merged, built in parallel on the current rayon pool; `None`
-    /// when there is nothing to do. Sealed segments are pooled and rebuilt into as few new
-    /// segments of `layout.capacity` as hold their live vectors (sealed, taking ordinals from
-    /// `next_ordinal`); a growing segment with deletions is rebuilt as a new growing one. Returns
-    /// the new set with the ids that moved and where (`Applied::placements` index those ids).
-    /// The caller keeps other changes out meanwhile.
-    pub(crate) fn compacted(&self, layout: &Layout, next_ordinal: u32) -> Option<(Applied, Vec<u64>)> {
+    /// This set with its growing segment sealed (an empty one takes its place, as ordinal
+    /// `next_ordinal`), so a compaction can rewrite it; node numbers and deletions stay.
+    pub(crate) fn with_growing_sealed(&self, layout: &Layout, next_ordinal: u32) -> SegmentSet {
+        let mut sealed = self.sealed.clone();
+        sealed.push(Arc::new(self.growing.seal()));
+        SegmentSet { sealed, growing: Arc::new(Growing::new(layout, next_ordinal)) }
+    }
+
+    /// The sealed segments a compaction rewrites: every one holding deleted vectors, and those
+    /// less than half full when there are two or more (merged); `None` when none need it.
+    pub(crate) fn compaction_plan(&self, layout: &Layout) -> Option<CompactionPlan> {
         let small = |s: &Sealed| s.live_len() * 2 < layout.capacity;
         let merge_small = self.sealed.iter().filter(|s| small(s)).count() >= 2;
-        let rewrite = |s: &Sealed| s.tombstones().count() > 0 || (merge_small && small(s));
-        let rewrite_growing = self.growing.tombstones().count() > 0;
-        if !rewrite_growing && !self.sealed.iter().any(|s| rewrite(s)) {
+        let chosen: Vec<&Arc<Sealed>> =
+            self.sealed.iter().filter(|s| s.tombstones().count() > 0 || (merge_small && small(s))).collect();
+        if chosen.is_empty() {
             return None;
         }
-        // The live rows of the rewritten sealed segments, then of the growing one.
-        let (mut ids, mut vectors) = (Vec::new(), Vec::new());
-        let mut vector = Vec::with_capacity(layout.dim);
-        let mut take_live = |ordinal: u32, segment_ids: &[u64], tombstones: &Tombstones| {
-            for (node, &id) in segment_ids.iter().enumerate().filter(|&(node, _)| !tombstones.is_deleted(node as u32)) {
-                self.vector_into(ordinal, node as u32, &mut vector);
-                ids.push(id);
-                vectors.extend_from_slice(&vector);
-            }
-        };
-        for segment in self.sealed.iter().filter(|s| rewrite(s)) {
-            take_live(segment.ordinal(), segment.ids(), segment.tombstones());
-        }
-        let sealed_rows = ids.len();
-        if rewrite_growing {
-            let mut live = Vec::with_capacity(self.growing.live_len());
-            self.growing.for_each_id(|node, id| live.push((node, id)));
-            for (node, id) in live {
-                self.vector_into(self.growing.ordinal(), node, &mut vector);
-                ids.push(id);
-                vectors.extend_from_slice(&vector);
-            }
-        }
+        let rows = chosen.iter().map(|s| s.live_len()).sum::<usize>();
+        Some(CompactionPlan { ordinals: chosen.iter().map(|s| s.ordinal()).collect(), rows })
+    }
 
-        let dim = layout.dim;
-        let chunks: Vec<Range<usize>> = (0..sealed_rows)
-            .step_by(layout.capacity)
-            .map(|start| start..(start + layout.capacity).min(sealed_rows))
-            .collect();
-        let mut next = next_ordinal;
-        let mut placements: Vec<Placement> = chunks
-            .iter()
+    /// Builds the segments of `plan` from the live vectors of its segments in this set, pooled
+    /// into segments of `layout.capacity` (sealed, ordinals from `first_ordinal` on), in
+    /// parallel on the current rayon pool. Reads only this set, so changes made meanwhile go on.
+    pub(crate) fn rebuild(&self, plan: &CompactionPlan, layout: &Layout, first_ordinal: u32) -> Rebuilt {
+        let (mut ids, mut vectors, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+        let mut vector = Vec::with_capacity(layout.dim);
+        for segment in self.sealed.iter().filter(|s| plan.ordinals.contains(&s.ordinal())) {
+            for (node, &id) in segment.ids().iter().enumerate() {
+                if !segment.tombstones().is_deleted(node as u32) {
+                    segment.vector_into(node as u32, &mut vector);
+                    ids.push(id);
+                    vectors.extend_from_slice(&vector);
+                    sources.push((segment.ordinal(), node as u32));
+                }
+            }
+        }
+        let (capacity, dim) = (layout.capacity, layout.dim);
+        let placements: Vec<Placement> = (0..ids.len())
+            .step_by(capacity)
             .enumerate()
-            .map(|(c, rows)| Placement { ordinal: next + c as u32, first_node: 0, rows: rows.clone() })
-            .collect();
-        next += chunks.len() as u32;
-        let built: Vec<Sealed> = chunks
-            .par_iter()
-            .zip(placements.par_iter())
-            .map(|(rows, placement)| {
-                let segment = Growing::new(layout, placement.ordinal);
-                segment.add(&ids[rows.clone()], &vectors[rows.start * dim..rows.end * dim]);
-                segment.into_sealed()
+            .map(|(c, start)| Placement {
+                ordinal: first_ordinal + c as u32,
+                first_node: 0,
+                rows: start..(start + capacity).min(ids.len()),
             })
             .collect();
-        let mut sealed: Vec<Arc<Sealed>> = self.sealed.iter().filter(|s| !rewrite(s)).cloned().collect();
-        sealed.extend(built.into_iter().map(Arc::new));
-        let growing = if rewrite_growing {
-            let growing = Growing::new(layout, next);
-            growing.add(&ids[sealed_rows..], &vectors[sealed_rows * dim..]);
-            placements.push(Placement { ordinal: next, first_node: 0, rows: sealed_rows..ids.len() });
-            next += 1;
-            Arc::new(growing)
-        } else {
-            self.growing.clone()
-        };
-        let applied = Applied { set: SegmentSet { sealed, growing }, next_ordinal: next, sealed_any: true, placements };
-        Some((applied, ids))
+        let segments = placements
+            .par_iter()
+            .map(|placement| {
+                let rows = placement.rows.clone();
+                let segment = Growing::new(layout, placement.ordinal);
+                segment.add(&ids[rows.clone()], &vectors[rows.start * dim..rows.end * dim]);
+                Arc::new(segment.into_sealed())
+            })
+            .collect();
+        Rebuilt { segments, ids, sources, placements }
+    }
+
+    /// This set with the segments of `plan` replaced by `rebuilt`, whose nodes take the
+    /// deletions their sources received since the rebuild read them. The caller keeps changes
+    /// out meanwhile.
+    pub(crate) fn with_rebuilt(&self, plan: &CompactionPlan, rebuilt: &Rebuilt) -> SegmentSet {
+        for (placement, segment) in rebuilt.placements.iter().zip(&rebuilt.segments) {
+            for (node, &(ordinal, source)) in rebuilt.sources[placement.rows.clone()].iter().enumerate() {
+                if self.tombstones(ordinal).is_some_and(|t| t.is_deleted(source)) {
+                    segment.tombstones().delete(node as u32);
+                }
+            }
+        }
+        let mut sealed: Vec<Arc<Sealed>> =
+            self.sealed.iter().filter(|s| !plan.ordinals.contains(&s.ordinal())).cloned().collect();
+        sealed.extend(rebuilt.segments.iter().cloned());
+        SegmentSet { sealed, growing: self.growing.clone() }
     }
 
     /// Searches every segment one after another and merges into `out` (the best `k`, closest first).
