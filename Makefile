@@ -20,7 +20,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
 .PHONY: all lib header demo install test test-rust test-npm51k test-c test-install test-go test-examples test-python test-asan lint \
-	bench bench-peers bench-clustered bench-quantized bench-ab bench-overhead clean bench-storage fuzz
+	bench bench-peers bench-clustered bench-quantized bench-deletes bench-ab bench-overhead clean bench-storage fuzz
 
 all: lib
 
@@ -191,6 +191,11 @@ bench-clustered: lib $(VENV)/bin/python | $(BUILD)
 	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/clustered.txt
 
 # omendb's codes beside usearch's and faiss's quantized modes on npm51k.
+bench-deletes: lib $(VENV)/bin/python | $(BUILD)
+	$(PEERS_VENV)
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/deletes.py \
+	  $(NPM51K_DATA) --metric cos --omendb python/ | tee $(BUILD)/deletes.txt
+
 bench-quantized: lib $(VENV)/bin/python | $(BUILD)
 	$(PEERS_VENV)
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/quantized.py \

@@ -36,7 +36,11 @@ impl Index {
             writer.next_ordinal += plan.segments(&engine.layout) as u32;
             (snapshot, plan, first_ordinal)
         };
-        let rebuilt = engine.pool.install(|| snapshot.rebuild(&plan, &engine.layout, first_ordinal));
+        // Half the index's threads: searches keep the rest (on two cores a compaction on both
+        // halved the queries/s beside it).
+        let threads = (engine.pool.current_num_threads() / 2).max(1);
+        let pool = engine.pool_of(threads)?;
+        let rebuilt = pool.install(|| snapshot.rebuild(&plan, &engine.layout, first_ordinal));
         let writer = self.writer();
         {
             // Moved ids and the segments change together (see `Index::get`); an id whose vector

@@ -56,7 +56,7 @@ pub struct Stats {
 struct Engine {
     options: Options,
     layout: Layout,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     /// Pools of other sizes that batch searches asked for, most recent first: kept, so a caller
     /// that passes the same count every time starts its threads once.
     batch_pools: Mutex<Vec<Arc<rayon::ThreadPool>>>,
@@ -75,12 +75,15 @@ impl Engine {
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
         let layout = Layout::of(&options);
-        Ok(Engine { options, layout, pool, batch_pools: Mutex::new(Vec::new()) })
+        Ok(Engine { options, layout, pool: Arc::new(pool), batch_pools: Mutex::new(Vec::new()) })
     }
 
-    /// A pool of `threads` threads (not the index's size): one kept from an earlier call, or a
-    /// new one that is then kept in place of the least recently used.
-    fn batch_pool(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+    /// A pool of `threads` threads: the index's own for 0 or its size, else one kept from an
+    /// earlier call, or a new one that is then kept in place of the least recently used.
+    fn pool_of(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+        if threads == 0 || threads == self.pool.current_num_threads() {
+            return Ok(self.pool.clone());
+        }
         let mut pools = self.batch_pools.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(at) = pools.iter().position(|pool| pool.current_num_threads() == threads) {
             let pool = pools.remove(at);
@@ -321,12 +324,7 @@ impl Index {
                             *count = one(query, ids, distances, hits)
                         })
                 };
-                let pool = &self.engine.pool;
-                if threads == 0 || threads == pool.current_num_threads() {
-                    pool.install(run);
-                } else {
-                    self.engine.batch_pool(threads)?.install(run);
-                }
+                self.engine.pool_of(threads)?.install(run);
             }
         }
         Ok(())

@@ -1,0 +1,204 @@
+"""Deletes side by side: omendb's delete, upsert and compaction against a fresh build of the same
+live set, with hnswlib (mark_deleted) and usearch (remove) on the same workload, in one run.
+
+    python benches/peers/deletes.py ../shared/data/npm51k --metric cos --omendb python/
+    python benches/peers/deletes.py build/clustered200k --metric l2 --omendb python/
+
+Prints, with the CPU:
+- recall@k / queries/s (one search thread) per ef for: a fresh build of the live half; the full
+  set with a random half deleted, before and after compact(); hnswlib and usearch with the same
+  half deleted;
+- delete rate (ids/s applied, batches of 10,000, in memory and on a database with one fsync a
+  call), upsert rate against the insert rate, compaction time, and queries/s while a compaction
+  runs against idle;
+- bytes on disk and resident after deleting half and compacting, against the fresh build;
+- churn: 20 cycles of deleting 5% and inserting 5% new vectors (compact() whenever more than 20%
+  of the vectors are deleted, the default threshold), recall drift and bytes against a fresh
+  build of the final live set.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ann_peers import cpu_model, load_dataset, recall  # noqa: E402
+
+METRICS = {"l2": "l2", "cos": "cosine", "ip": "ip"}
+
+
+def truth_of(base, ids, queries, metric, k):
+    """Exact top-k ids among `base` rows labelled `ids`."""
+    import faiss
+    index = faiss.IndexFlatL2(base.shape[1]) if metric == "l2" else faiss.IndexFlatIP(base.shape[1])
+    index.add(np.ascontiguousarray(base))
+    return ids[index.search(queries, k)[1]]
+
+
+def sweep(search, queries, truth, k, efs, repeat):
+    cells = []
+    for ef in efs:
+        search(queries[:50], ef)
+        best = float("inf")
+        for _ in range(repeat):
+            t = time.perf_counter()
+            found = np.asarray(search(queries, ef)).astype(np.int64)
+            best = min(best, time.perf_counter() - t)
+        cells.append(f"{recall(found, truth, k):.3f}/{len(queries) / best:.0f}")
+    return "  ".join(f"{c:>13}" for c in cells)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data")
+    ap.add_argument("--metric", default="cos", choices=list(METRICS))
+    ap.add_argument("--n", type=int, default=0)
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--efc", type=int, default=100)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--efs", default="32,64,128")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--omendb", metavar="DIR", required=True)
+    ap.add_argument("--peers", default="hnswlib,usearch")
+    a = ap.parse_args()
+    sys.path.insert(0, a.omendb)
+    import omendb
+
+    base, queries, _ = load_dataset(a.data, a.metric, a.n, a.k)
+    n, dim, k, efs = len(base), base.shape[1], a.k, [int(e) for e in a.efs.split(",")]
+    rng = np.random.default_rng(7)
+    ids = np.arange(n, dtype=np.uint64)
+    doomed = np.sort(rng.permutation(n)[: n // 2]).astype(np.uint64)
+    live = np.setdiff1d(ids, doomed)
+    truth = truth_of(base[live], live.astype(np.int64), queries, a.metric, k)
+    options = dict(dim=dim, metric=METRICS[a.metric], m=a.m, ef_construction=a.efc, threads=a.threads)
+    print(f"# {os.path.basename(a.data)} n={n} dim={dim} metric={a.metric} queries={len(queries)} M={a.m} "
+          f"efc={a.efc} k={k} half deleted, cpu={cpu_model()}")
+    print(f"{'case':34} " + "  ".join(f"{'ef' + str(e) + ' rec/qps':>13}" for e in efs))
+
+    def row(name, index, note=""):
+        line = sweep(lambda q, ef: index.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs, a.repeat)
+        print(f"{name:34} {line}  {note}", flush=True)
+
+    def database(path, vectors, labels):
+        index = omendb.Index.open(path, durability="never", **options)
+        t = time.perf_counter()
+        index.insert_batch(labels, vectors)
+        seconds = time.perf_counter() - t
+        index.flush()
+        return index, seconds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh, _ = database(os.path.join(tmp, "fresh"), base[live], live)
+        fresh_stats = fresh.stats()
+        row("omendb fresh build of the live half", fresh)
+
+        full, insert_s = database(os.path.join(tmp, "full"), base, ids)
+        t = time.perf_counter()
+        for start in range(0, len(doomed), 10_000):
+            full.delete(doomed[start:start + 10_000])
+        delete_s = time.perf_counter() - t
+        row("omendb half deleted", full)
+        idle = sweep(lambda q, ef: full.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], a.repeat)
+        t = time.perf_counter()
+        full.compact()
+        compact_s = time.perf_counter() - t
+        stats = full.stats()
+        row("omendb half deleted, compacted", full)
+        resident = lambda s: s["bytes_heap"] + s["bytes_mapped_resident"]
+        print(f"# durable delete (batches of 10,000, fsync each): {len(doomed) / delete_s:,.0f} ids/s; "
+              f"compaction {compact_s:.2f} s; insert {n / insert_s:,.0f} vec/s")
+        print(f"# after compaction: disk {stats['bytes_on_disk'] / fresh_stats['bytes_on_disk']:.3f}x and "
+              f"resident {resident(stats) / max(1, resident(fresh_stats)):.3f}x the fresh build "
+              f"({stats['bytes_on_disk'] / 2**20:.1f} vs {fresh_stats['bytes_on_disk'] / 2**20:.1f} MiB on disk)")
+        full.close()
+        fresh.close()
+
+        # In memory: delete rate, upsert rate, and searches while a compaction runs.
+        memory = omendb.Index(**options)
+        memory.insert_batch(ids, base)
+        t = time.perf_counter()
+        for start in range(0, len(doomed), 10_000):
+            memory.delete(doomed[start:start + 10_000])
+        delete_rate = len(doomed) / (time.perf_counter() - t)
+        # Upserts of present ids against inserts of as many new ones, into the same index.
+        replaced = live[: min(len(live), 20_000)]
+        noisy = base[replaced] + rng.normal(0, 1e-3, (len(replaced), dim)).astype(np.float32)
+        rates = {}
+        for name, call, labels in (("insert", memory.insert_batch, replaced + np.uint64(n)),
+                                   ("upsert", memory.upsert, replaced)):
+            t = time.perf_counter()
+            for start in range(0, len(replaced), 10_000):
+                call(labels[start:start + 10_000], noisy[start:start + 10_000])
+            rates[name] = len(replaced) / (time.perf_counter() - t)
+        memory.delete(replaced + np.uint64(n))
+        upsert_rate, insert_rate = rates["upsert"], rates["insert"]
+        compacting = threading.Thread(target=memory.compact)
+        compacting.start()
+        during = sweep(lambda q, ef: memory.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], 1)
+        compacting.join()
+        print(f"# in memory, batches of 10,000: delete {delete_rate:,.0f} ids/s; upsert {upsert_rate:,.0f} vec/s = "
+              f"{upsert_rate / insert_rate:.2f}x insert ({insert_rate:,.0f} vec/s)")
+        print(f"# ef{efs[1]} recall/qps idle (half deleted) {idle.strip()}, while compacting {during.strip()}")
+        memory.close()
+
+        # Churn: start from the live half, then 20 cycles of -5% / +5% (new vectors from the other half).
+        churn, _ = database(os.path.join(tmp, "churn"), base[live], live)
+        pool = list(doomed)
+        current = set(live.tolist())
+        step = n // 20
+        for cycle in range(20):
+            gone = rng.choice(np.fromiter(current, np.uint64), step // 2, replace=False)
+            churn.delete(gone)
+            current -= set(gone.tolist())
+            new = np.array(pool[cycle * (step // 2):(cycle + 1) * (step // 2)], dtype=np.uint64)
+            churn.insert_batch(new, base[new.astype(np.int64)])
+            current |= set(new.tolist())
+            s = churn.stats()
+            if s["deleted"] > 0.2 * (s["vectors"] + s["deleted"]):
+                churn.compact()
+        final = np.array(sorted(current), dtype=np.uint64)
+        churn_truth = truth_of(base[final.astype(np.int64)], final.astype(np.int64), queries, a.metric, k)
+        refresh, _ = database(os.path.join(tmp, "refresh"), base[final.astype(np.int64)], final)
+        for name, index in (("omendb after 20 churn cycles", churn), ("omendb fresh build of that set", refresh)):
+            line = sweep(lambda q, ef: index.search_batch(q, k=k, ef=ef, threads=1)[0], queries, churn_truth, k, efs, a.repeat)
+            s = index.stats()
+            print(f"{name:34} {line}  disk {s['bytes_on_disk'] / 2**20:.1f} MiB resident {resident(s) / 2**20:.1f} MiB")
+        churn.close()
+        refresh.close()
+
+    for peer in a.peers.split(",") if a.peers else []:
+        if peer == "hnswlib":
+            import hnswlib
+            index = hnswlib.Index(space={"l2": "l2", "cos": "cosine", "ip": "ip"}[a.metric], dim=dim)
+            index.init_index(max_elements=n, M=a.m, ef_construction=a.efc)
+            index.set_num_threads(a.threads)
+            index.add_items(base, ids)
+            for i in doomed:
+                index.mark_deleted(int(i))
+
+            def search(q, ef, index=index):
+                index.set_ef(ef)
+                return index.knn_query(q, k, num_threads=1)[0]
+        elif peer == "usearch":
+            from usearch.index import Index
+            index = Index(ndim=dim, metric={"l2": "l2sq", "cos": "cos", "ip": "ip"}[a.metric], dtype="f32",
+                          connectivity=a.m, expansion_add=a.efc)
+            index.add(ids, base, threads=a.threads)
+            index.remove(doomed)
+
+            def search(q, ef, index=index):
+                index.expansion_search = ef
+                return index.search(q, k, threads=1).keys
+        else:
+            raise SystemExit(f"unknown peer {peer}")
+        print(f"{peer + ' half deleted':34} {sweep(search, queries, truth, k, efs, a.repeat)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
