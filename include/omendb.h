@@ -342,6 +342,12 @@ typedef struct omen_options {
    * `omen_index_open`: one of `omen_log_recovery`. Default `OMEN_LOG_RECOVERY_DROP_TAIL`.
    */
   uint32_t log_recovery;
+  /**
+   * A background thread compacts (`omen_index_compact`) once deletes and upserts leave more
+   * than this fraction of some segment's vectors deleted; 0 = only when called. In 0..=1,
+   * default 0.2.
+   */
+  double compact_threshold;
 } omen_options;
 
 /**
@@ -847,7 +853,8 @@ void omen_index_free(struct omen_index *index);
  *
  * Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
  * you compiled against does not match it, and fails without writing. (Older layouts are still
- * accepted: 0.1.0's, which ends at `seed`, and the one that ends at `oversample`.)
+ * accepted: 0.1.0's, which ends at `seed`, and those that end at `oversample` and at
+ * `log_recovery`.)
  *
  * # Ownership
  * Writes into the caller's `*options`; nothing is allocated.

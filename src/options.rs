@@ -78,6 +78,10 @@ pub struct Options {
     pub verify: bool,
     /// `Index::open`: what to do with a log whose last record is torn or damaged.
     pub log_recovery: LogRecovery,
+    /// A background thread compacts (`Index::compact`) once deletes and upserts leave more than
+    /// this fraction of some segment's vectors deleted; 0 = only when `compact` is called.
+    /// In 0..=1, default 0.2.
+    pub compact_threshold: f64,
 }
 
 /// cbindgen:ignore
@@ -86,6 +90,7 @@ impl Options {
     pub const DEFAULT_EF_CONSTRUCTION: usize = 100;
     pub const DEFAULT_EF_SEARCH: usize = 64;
     pub const DEFAULT_SEGMENT_CAPACITY: usize = 1 << 20;
+    pub const DEFAULT_COMPACT_THRESHOLD: f64 = 0.2;
     pub const MAX_DIM: usize = 1 << 16;
     pub const MAX_M: usize = 128;
     /// Node numbers and link offsets inside a segment are 32-bit.
@@ -114,6 +119,7 @@ impl Options {
             quantization: Quantization::None,
             oversample: 0,
             log_recovery: LogRecovery::DropTail,
+            compact_threshold: Self::DEFAULT_COMPACT_THRESHOLD,
         }
     }
 
@@ -134,6 +140,10 @@ impl Options {
         check(
             self.quantization.serves(self.metric),
             format!("{} quantization cannot serve the {} metric", self.quantization, self.metric),
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.compact_threshold),
+            format!("compact_threshold must be in 0..=1, got {}", self.compact_threshold),
         )?;
         check_threads(self.threads)
     }

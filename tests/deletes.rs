@@ -213,7 +213,9 @@ fn damaged_deletion_files_and_compaction_leftovers() {
     let mut rng = Rng::new(5);
     let ids: Vec<u64> = (0..400).collect();
     let vectors: Vec<f32> = (0..400 * DIM).map(|_| rng.uniform()).collect();
-    let index = Index::open(&dir, options(Metric::L2)).unwrap();
+    // No background compaction: the deletion files are what is tested.
+    let manual = Options { compact_threshold: 0.0, ..options(Metric::L2) };
+    let index = Index::open(&dir, manual.clone()).unwrap();
     index.insert_batch(&ids, &vectors).unwrap();
     assert_eq!(index.delete(&(0..400).step_by(3).collect::<Vec<u64>>()).unwrap(), 134);
     drop(index);
@@ -230,7 +232,7 @@ fn damaged_deletion_files_and_compaction_leftovers() {
     let deletion_files = files("deleted-");
     assert_eq!(deletion_files.len(), 3, "two sealed segments and the growing one have deletions");
     let expect_len = |what: &str| {
-        let index = Index::open(&dir, options(Metric::L2)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let index = Index::open(&dir, manual.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(index.len(), 266, "{what}");
         assert!(!index.contains(0) && index.contains(1), "{what}");
     };
@@ -246,7 +248,7 @@ fn damaged_deletion_files_and_compaction_leftovers() {
                 bytes.truncate(at);
             }
             std::fs::write(file, &bytes).unwrap();
-            match Index::open(&dir, options(Metric::L2)) {
+            match Index::open(&dir, manual.clone()) {
                 Err(Error::Corrupt { path, .. }) => {
                     assert!(path.ends_with(&*file.file_name().unwrap().to_string_lossy()))
                 }
@@ -255,7 +257,7 @@ fn damaged_deletion_files_and_compaction_leftovers() {
         }
     }
     std::fs::remove_file(file).unwrap();
-    assert!(matches!(Index::open(&dir, options(Metric::L2)), Err(Error::Io { path, .. }) if path.contains("deleted-")));
+    assert!(matches!(Index::open(&dir, manual.clone()), Err(Error::Io { path, .. }) if path.contains("deleted-")));
     std::fs::write(file, &original).unwrap();
     expect_len("restored");
 
@@ -267,10 +269,38 @@ fn damaged_deletion_files_and_compaction_leftovers() {
     assert!(files("segment-0000000077").is_empty() && files("segment-0000000078").is_empty(), "leftovers removed");
 
     // After a compaction: no deletion files, and what was acknowledged.
-    let index = Index::open(&dir, options(Metric::L2)).unwrap();
+    let index = Index::open(&dir, manual.clone()).unwrap();
     index.compact().unwrap();
     drop(index);
     assert!(files("deleted-").is_empty());
     expect_len("compacted");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Past `compact_threshold`, a background thread compacts on its own; 0 leaves it to the caller.
+#[test]
+fn deletes_past_the_threshold_are_compacted_in_the_background() {
+    let mut rng = Rng::new(11);
+    let vectors: Vec<f32> = (0..2000 * DIM).map(|_| rng.uniform()).collect();
+    let ids: Vec<u64> = (0..2000).collect();
+    let doomed: Vec<u64> = (0..2000).step_by(2).collect();
+    let manual = Index::new(Options { compact_threshold: 0.0, ..options(Metric::L2) }).unwrap();
+    manual.insert_batch(&ids, &vectors).unwrap();
+    manual.delete(&doomed).unwrap();
+    let automatic = Index::new(options(Metric::L2)).unwrap();
+    automatic.insert_batch(&ids, &vectors).unwrap();
+    automatic.delete(&doomed).unwrap();
+    // Bounded wait for the outcome (not a timing assertion): the thread compacts within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while automatic.stats().deleted > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(automatic.stats().deleted, 0, "no background compaction");
+    assert_eq!(automatic.len(), 1000);
+    assert_eq!(manual.stats().deleted, 1000, "compacted although the threshold is 0");
+    assert!(matches!(
+        Index::new(Options { compact_threshold: f64::NAN, ..options(Metric::L2) }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(Index::new(Options { compact_threshold: 1.5, ..options(Metric::L2) }).is_err());
 }

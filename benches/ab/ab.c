@@ -5,6 +5,7 @@
  * CPU second. Usage: ab DATA_PREFIX [repeats]  (make bench-ab runs it against a base commit). */
 #define _POSIX_C_SOURCE 199309L
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,9 +64,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n * dim; i++) base[i] = half_to_float(halves[i]);
     for (size_t i = 0; i < n; i++) ids[i] = i;
 
+    /* 0.1.0's layout (up to `seed`), which every version accepts: the base library may predate
+     * fields this header has. */
     omen_options options;
     omen_error *err = NULL;
-    if (omen_options_default(&options, sizeof options, &err) != OMEN_STATUS_OK) return 1;
+    if (omen_options_default(&options, offsetof(omen_options, create), &err) != OMEN_STATUS_OK) return 1;
     options.dim = dim;
     options.metric = OMEN_METRIC_COSINE;
     options.threads = 2;

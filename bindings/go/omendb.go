@@ -154,6 +154,10 @@ type Options struct {
 	Durability   Durability    // default EveryBatch
 	SyncInterval time.Duration // for Interval (default 1s)
 	LogRecovery  LogRecovery   // default DropTail
+
+	// CompactThreshold: a background thread compacts once more than this fraction of some
+	// segment's vectors is deleted; 0 = only when Compact is called. Default 0.2.
+	CompactThreshold float64
 }
 
 // Stats is an index's segments, vectors and bytes on disk and in memory.
@@ -177,6 +181,7 @@ func DefaultOptions(dim int, metric Metric) Options {
 		EfSearch: int(raw.ef_search), SegmentCapacity: int(raw.segment_capacity), Threads: int(raw.threads),
 		Seed: uint64(raw.seed), Create: raw.create != 0, ReadOnly: raw.read_only != 0, NoVerify: raw.verify == 0,
 		Durability: Durability(raw.durability), SyncInterval: time.Duration(raw.sync_interval_ms) * time.Millisecond,
+		CompactThreshold: float64(raw.compact_threshold),
 	}
 }
 
@@ -202,6 +207,7 @@ func (opts Options) raw() (C.omen_options, error) {
 	raw.create, raw.read_only, raw.verify = flag(opts.Create), flag(opts.ReadOnly), flag(!opts.NoVerify)
 	raw.durability = C.uint32_t(opts.Durability)
 	raw.log_recovery = C.uint32_t(opts.LogRecovery)
+	raw.compact_threshold = C.double(opts.CompactThreshold)
 	raw.quantization = C.uint32_t(opts.Quantization)
 	if _, err := size(opts.Oversample); err != nil {
 		return raw, err

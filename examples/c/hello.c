@@ -25,8 +25,20 @@ int main(void) {
     size_t count = 0;
     if (omen_index_search(index, query, 3, 2, 0, found, distances, &count, &err) != OMEN_STATUS_OK) goto fail;
     for (size_t i = 0; i < count; i++) printf("id %llu distance %.4f\n", (unsigned long long)found[i], distances[i]);
+    int ok = found[0] == 7;
+
+    /* Change the contents: replace 8's vector, delete 7, read a vector back. */
+    const uint64_t eight = 8, doomed[] = {7, 12345};
+    if (omen_index_upsert(index, &eight, query, 1, 3, &err) != OMEN_STATUS_OK) goto fail;
+    size_t deleted = 0;
+    if (omen_index_delete(index, doomed, 2, &deleted, &err) != OMEN_STATUS_OK) goto fail;
+    float stored[2 * 3];
+    uint8_t present[2];
+    const uint64_t wanted[] = {8, 7};
+    if (omen_index_get(index, wanted, 2, stored, 3, present, &err) != OMEN_STATUS_OK) goto fail;
+    printf("deleted %zu; 8 is now (%.3f, %.3f, %.3f); 7 found: %d\n", deleted, stored[0], stored[1], stored[2], present[1]);
     omen_index_free(index);
-    return found[0] == 7 ? 0 : 1;
+    return ok && deleted == 1 && present[0] && !present[1] ? 0 : 1;
 
 fail:
     fprintf(stderr, "%s: %s\n", omen_status_name(omen_error_code(err)), omen_error_message(err));

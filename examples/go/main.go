@@ -37,4 +37,17 @@ func main() {
 	if results[0].ID != 7 {
 		log.Fatalf("expected id 7 first, got %d", results[0].ID)
 	}
+	// Change the contents: replace 8's vector, delete 7, read a vector back.
+	if err := index.Upsert([]uint64{8}, []float32{0.9, 0.1, 0}); err != nil {
+		log.Fatal(err)
+	}
+	deleted, err := index.Delete([]uint64{7, 12345})
+	if err != nil {
+		log.Fatal(err)
+	}
+	vectors, found, err := index.Get([]uint64{8, 7})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("deleted", deleted, "; 8 is now", vectors[:3], "; 7 found:", found[1])
 }

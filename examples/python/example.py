@@ -17,3 +17,10 @@ with omendb.Index(dim=3, metric="cosine") as index:
     except omendb.InvalidInputError as e:
         print("rejected:", e)
     assert ids[0] == 7
+
+    # Change the contents: replace 8's vector, delete 7, read a vector back.
+    index.upsert([8], np.array([[0.9, 0.1, 0]], dtype=np.float32))
+    print("deleted", index.delete([7, 12345]))
+    vectors, found = index.get([8, 7])
+    print("8 is now", np.round(vectors[0], 3), "; 7 found:", bool(found[1]))
+    assert index.search(np.array([0.9, 0.1, 0], dtype=np.float32), k=1)[0][0] == 8

@@ -162,6 +162,7 @@ class _Options(ctypes.Structure):
         ("quantization", ctypes.c_uint32),
         ("oversample", ctypes.c_size_t),
         ("log_recovery", ctypes.c_uint32),
+        ("compact_threshold", ctypes.c_double),
     ]
 
 
@@ -287,7 +288,8 @@ class _Handle:
             _call(_lib.omen_index_close, pointer)
 
 
-def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed, quantization, oversample):
+def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed, quantization, oversample,
+             compact_threshold):
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
     if quantization not in _QUANTIZATION:
@@ -296,6 +298,9 @@ def _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threa
     _call(_lib.omen_options_default, ctypes.byref(options), ctypes.sizeof(options))
     options.dim, options.metric, options.m = _size(dim, "dim"), _METRICS[metric], _size(m, "m")
     options.quantization, options.oversample = _QUANTIZATION[quantization], _size(oversample, "oversample")
+    if isinstance(compact_threshold, bool) or not isinstance(compact_threshold, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"compact_threshold must be a number, got {compact_threshold!r}")
+    options.compact_threshold = float(compact_threshold)
     options.ef_construction, options.threads = _size(ef_construction, "ef_construction"), _size(threads, "threads")
     if ef_search is not None:
         options.ef_search = _size(ef_search, "ef_search")
@@ -342,12 +347,14 @@ class Index:
     (`Index.open(...)`). Safe to share between threads, `close()` included."""
 
     def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
-                 threads=0, seed=None, quantization="none", oversample=0):
+                 threads=0, seed=None, quantization="none", oversample=0, compact_threshold=0.2):
         """quantization: "none", "binary" (1 bit a dimension; not for "ip"), "4bit" or "8bit": the
         codes the graph walk reads; the best max(k * oversample, ef / 2) candidates are re-scored
-        with the exact vectors (oversample 0: the code's default, binary 20, 4bit 2, 8bit 2)."""
+        with the exact vectors (oversample 0: the code's default, binary 20, 4bit 2, 8bit 2).
+        compact_threshold: a background thread compacts once more than this fraction of some
+        segment's vectors is deleted (0: only when compact() is called)."""
         options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,
-                           quantization, oversample)
+                           quantization, oversample, compact_threshold)
         handle = ctypes.c_void_p()
         _call(_lib.omen_index_create, ctypes.byref(options), ctypes.byref(handle))
         self._adopt(handle)
@@ -355,7 +362,8 @@ class Index:
     @classmethod
     def open(cls, path, dim=0, metric="l2", m=16, ef_construction=100, create=True, read_only=False,
              durability="batch", sync_interval_ms=1000, verify=True, ef_search=None, segment_capacity=None,
-             threads=0, seed=None, quantization="none", oversample=0, log_recovery="drop_tail"):
+             threads=0, seed=None, quantization="none", oversample=0, log_recovery="drop_tail",
+             compact_threshold=0.2):
         """Opens the database in directory `path`, creating it when `create` and it holds none.
 
         dim=0 accepts the stored dimension; a nonzero dim and the metric must match the
@@ -369,13 +377,13 @@ class Index:
         log_recovery: what to do when the log's last record is torn or damaged, as a crash during
         its write leaves it: "drop_tail" (the default) moves its bytes to a `.damaged` file beside
         the log and reports them (`recovery_notice`, stats `log_dropped_bytes`/`_records`);
-        "strict" raises CorruptError and changes nothing."""
+        "strict" raises CorruptError and changes nothing. compact_threshold as for Index()."""
         if durability not in _DURABILITY:
             raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, got {durability!r}")
         if log_recovery not in _LOG_RECOVERY:
             raise ValueError(f"log_recovery must be one of {sorted(_LOG_RECOVERY)}, got {log_recovery!r}")
         options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,
-                           quantization, oversample)
+                           quantization, oversample, compact_threshold)
         options.create, options.read_only, options.verify = bool(create), bool(read_only), bool(verify)
         options.durability, options.sync_interval_ms = _DURABILITY[durability], sync_interval_ms
         options.log_recovery = _LOG_RECOVERY[log_recovery]

@@ -109,7 +109,7 @@ def test_a_damaged_log_tail_is_moved_aside_and_reported_or_refused(tmp_path):
 def test_delete_upsert_get_and_compact_survive_reopening(tmp_path):
     path = tmp_path / "db"
     vectors = data(1200, 16)
-    with omendb.Index.open(path, dim=16, m=8, segment_capacity=400) as index:
+    with omendb.Index.open(path, dim=16, m=8, segment_capacity=400, compact_threshold=0) as index:
         index.insert_batch(np.arange(1200, dtype=np.uint64), vectors)
         assert index.delete(np.arange(0, 1200, 2)) == 600
         assert index.delete([0, 2, 5000]) == 0
@@ -123,7 +123,7 @@ def test_delete_upsert_get_and_compact_survive_reopening(tmp_path):
         assert stats["live"] == stats["vectors"] == 601 and stats["deleted"] == 601
         ids, _ = index.search_batch(vectors[:200], k=10, ef=200)
         assert not np.isin(ids, np.arange(0, 1200, 2)).any()
-    with omendb.Index.open(path) as index:
+    with omendb.Index.open(path, compact_threshold=0) as index:
         assert len(index) == 601
         got, found = index.get([1, 2, 5001])
         assert found.tolist() == [True, False, True]

@@ -188,7 +188,8 @@ pub(crate) fn check_size<T>(size: usize, older: &[usize]) -> Result<(), Failure>
 ///
 /// # Safety
 /// A non-NULL `ptr` must point to a readable struct of the size its first field states; `T`
-/// must be `#[repr(C)]`, start with a `usize`, and accept any bytes in its fields (integers).
+/// must be `#[repr(C)]`, start with a `usize`, and accept any bytes in its fields (integers and
+/// floats).
 pub(crate) unsafe fn read_sized<T: Copy>(
     ptr: *const T,
     name: &str,

@@ -108,6 +108,10 @@ pub struct omen_options {
     pub oversample: usize,
     /// `omen_index_open`: one of `omen_log_recovery`. Default `OMEN_LOG_RECOVERY_DROP_TAIL`.
     pub log_recovery: u32,
+    /// A background thread compacts (`omen_index_compact`) once deletes and upserts leave more
+    /// than this fraction of some segment's vectors deleted; 0 = only when called. In 0..=1,
+    /// default 0.2.
+    pub compact_threshold: f64,
 }
 
 /// `sizeof(omen_options)` in 0.1.0, before the fields from `create` on: such callers still
@@ -118,8 +122,12 @@ const SIZE_0_1: usize = 72;
 const SIZE_BEFORE_LOG_RECOVERY: usize = 104;
 const _: () = assert!(std::mem::offset_of!(omen_options, log_recovery) == SIZE_BEFORE_LOG_RECOVERY);
 
+/// `sizeof(omen_options)` before `compact_threshold`: such callers get its default.
+const SIZE_BEFORE_COMPACT_THRESHOLD: usize = 112;
+const _: () = assert!(std::mem::offset_of!(omen_options, compact_threshold) == SIZE_BEFORE_COMPACT_THRESHOLD);
+
 /// Every older `omen_options` layout still accepted.
-const OLDER_SIZES: [usize; 2] = [SIZE_0_1, SIZE_BEFORE_LOG_RECOVERY];
+const OLDER_SIZES: [usize; 3] = [SIZE_0_1, SIZE_BEFORE_LOG_RECOVERY, SIZE_BEFORE_COMPACT_THRESHOLD];
 
 impl omen_options {
     fn defaults() -> Self {
@@ -142,6 +150,7 @@ impl omen_options {
             quantization: o.quantization.code(),
             oversample: o.oversample,
             log_recovery: omen_log_recovery::DropTail as u32,
+            compact_threshold: o.compact_threshold,
         }
     }
 
@@ -151,7 +160,7 @@ impl omen_options {
     /// `options` is non-NULL, aligned, and points to a readable `omen_options` of the size its
     /// first field states.
     pub(crate) unsafe fn read(options: *const omen_options) -> Result<Options, Failure> {
-        // SAFETY: `omen_options` is repr(C), starts with its size and holds only integers; the
+        // SAFETY: `omen_options` is repr(C), starts with its size and holds only integers and a double (any bytes are a value); the
         // rest is the caller's contract.
         unsafe { read_sized(options, "options", &OLDER_SIZES, Self::defaults()) }?.to_options()
     }
@@ -199,6 +208,7 @@ impl omen_options {
                     )))
                 }
             },
+            compact_threshold: self.compact_threshold,
         })
     }
 }
@@ -207,7 +217,8 @@ impl omen_options {
 ///
 /// Pass `sizeof(omen_options)` as `size`: a size this library does not know means the header
 /// you compiled against does not match it, and fails without writing. (Older layouts are still
-/// accepted: 0.1.0's, which ends at `seed`, and the one that ends at `oversample`.)
+/// accepted: 0.1.0's, which ends at `seed`, and those that end at `oversample` and at
+/// `log_recovery`.)
 ///
 /// # Ownership
 /// Writes into the caller's `*options`; nothing is allocated.

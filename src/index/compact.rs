@@ -1,9 +1,15 @@
-//! Compaction: rewriting segments without their deleted vectors, so memory and disk come back.
+//! Compaction: rewriting segments without their deleted vectors, so memory and disk come back;
+//! on request, and in the background once a segment's deleted fraction passes the threshold.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
 
-use super::Index;
+use super::{Index, Shared};
 use crate::error::Result;
+
+/// Held while a compaction runs.
+pub(super) type CompactionLock = Mutex<()>;
 
 impl Index {
     /// Rewrites every segment that holds deleted vectors without them, and merges sealed segments
@@ -14,8 +20,33 @@ impl Index {
     /// The rebuild runs without the writer lock: searches, inserts, upserts and deletes go on
     /// meanwhile (deletes of rewritten vectors are carried over), and only the final swap and
     /// checkpoint hold it. A crash at any moment reopens to exactly the acknowledged contents.
-    /// One compaction runs at a time.
+    /// One compaction runs at a time; the background one (see `Options::compact_threshold`) is
+    /// the same.
     pub fn compact(&self) -> Result<()> {
+        self.shared.compact()
+    }
+
+    /// Wakes the background compactor when a segment's deleted fraction passed the threshold.
+    pub(super) fn compact_if_due(&self) {
+        if let Some(compactor) = &self.compactor {
+            if self.shared.compaction_due() {
+                let _ = compactor.wake.send(());
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Whether some segment holds more than `Options::compact_threshold` deleted vectors.
+    fn compaction_due(&self) -> bool {
+        let threshold = self.engine.options.compact_threshold;
+        let set = self.snapshot();
+        let due = |deleted: usize, len: usize| threshold > 0.0 && deleted as f64 > threshold * len.max(1) as f64;
+        due(set.growing.tombstones().count(), set.growing.len())
+            || set.sealed.iter().any(|s| due(s.tombstones().count(), s.len()))
+    }
+
+    fn compact(&self) -> Result<()> {
         let _one_at_a_time = self.compaction.lock().unwrap_or_else(PoisonError::into_inner);
         let engine = &self.engine;
         let (snapshot, plan, first_ordinal) = {
@@ -58,5 +89,38 @@ impl Index {
     }
 }
 
-/// Held while a compaction runs.
-pub(super) type CompactionLock = Mutex<()>;
+/// The background compaction thread: woken after a delete or upsert leaves a segment past the
+/// threshold; holds the index only weakly, and stops when the index is dropped.
+pub(super) struct Compactor {
+    wake: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Compactor {
+    /// Starts the thread; `None` when the system refuses one (compaction then runs only when
+    /// called).
+    pub(super) fn start(shared: &Arc<Shared>) -> Option<Compactor> {
+        let (wake, woken) = mpsc::channel::<()>();
+        let shared: Weak<Shared> = Arc::downgrade(shared);
+        let thread = std::thread::Builder::new()
+            .name("omendb-compact".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    while woken.try_recv().is_ok() {}
+                    let Some(shared) = shared.upgrade() else { return };
+                    // A failure leaves the database as it was; the next call of compact() reports it.
+                    let _ = shared.compaction_due().then(|| shared.compact());
+                }
+            })
+            .ok()?;
+        Some(Compactor { wake, thread: Some(thread) })
+    }
+
+    /// Stops the thread after the compaction it runs, if any.
+    pub(super) fn stop(mut self) {
+        drop(std::mem::replace(&mut self.wake, mpsc::channel().0));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::{MutexGuard, PoisonError, RwLock};
 
 use super::ids::IdMap;
-use super::{Engine, Index, Writer};
+use super::{Engine, Index, Shared, Writer};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::segment::{Applied, Placement, SegmentSet};
@@ -161,13 +161,15 @@ pub(super) fn apply_delete<L>(
     Ok((remove(map, set, &present), Some(logged)))
 }
 
-impl Index {
+impl Shared {
     pub(super) fn writer(&self) -> MutexGuard<'_, Writer> {
         // Writer state is changed only after every check passed and the segments were swapped
         // in, so a panic cannot leave it half-updated.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
+impl Index {
     /// Inserts one vector.
     pub fn insert(&self, id: u64, vector: &[f32]) -> Result<()> {
         self.insert_batch(&[id], vector)
@@ -187,37 +189,46 @@ impl Index {
     /// its vector replaced: its old node is deleted and never returned again. One atomic, durable
     /// change; an id repeated within `ids` is refused.
     pub fn upsert(&self, ids: &[u64], vectors: &[f32]) -> Result<()> {
-        self.write_batch(ids, vectors, Present::Replace)
+        self.write_batch(ids, vectors, Present::Replace)?;
+        self.compact_if_due();
+        Ok(())
     }
 
     fn write_batch(&self, ids: &[u64], vectors: &[f32], present: Present) -> Result<()> {
-        let mut writer = self.writer();
-        if let Some(store) = &self.store {
+        let mut writer = self.shared.writer();
+        if let Some(store) = &self.shared.store {
             store.check_writable()?;
         }
-        let current = self.snapshot();
+        let current = self.shared.snapshot();
         let log = |ids: &[u64], vectors: &[f32]| {
             let change = match present {
                 Present::Refuse => LogRecord::Insert { ids, vectors },
                 Present::Replace => LogRecord::Upsert { ids, vectors },
             };
-            self.store.as_ref().map(|store| store.log(change)).transpose()
+            self.shared.store.as_ref().map(|store| store.log(change)).transpose()
         };
-        let Some((applied, lsn)) =
-            self.engine.apply_batch(self.ids(), &current, writer.next_ordinal, ids, vectors, present, log)?
+        let Some((applied, lsn)) = self.shared.engine.apply_batch(
+            self.shared.ids(),
+            &current,
+            writer.next_ordinal,
+            ids,
+            vectors,
+            present,
+            log,
+        )?
         else {
             return Ok(());
         };
         let Applied { set, next_ordinal, sealed_any, placements } = applied;
-        publish(self.ids(), &current, ids, &placements, present, || {
-            *self.segments.write().unwrap_or_else(PoisonError::into_inner) = std::sync::Arc::new(set);
+        publish(self.shared.ids(), &current, ids, &placements, present, || {
+            *self.shared.segments.write().unwrap_or_else(PoisonError::into_inner) = std::sync::Arc::new(set);
         });
         writer.next_ordinal = next_ordinal;
-        let Some(store) = &self.store else { return Ok(()) };
+        let Some(store) = &self.shared.store else { return Ok(()) };
         if sealed_any {
             // The batch is in the log already: a failed checkpoint loses nothing, and the next
             // one (seal, flush or close) retries it and reports the error.
-            let _ = self.checkpoint(store, &writer);
+            let _ = self.shared.checkpoint(store, &writer);
         }
         drop(writer);
         lsn.map_or(Ok(()), |lsn| store.sync(lsn))
@@ -229,19 +240,20 @@ impl Index {
     /// searches, until [`Index::compact`] rewrites those segments. Durable before it returns, as
     /// inserts are.
     pub fn delete(&self, ids: &[u64]) -> Result<usize> {
-        let writer = self.writer();
-        if let Some(store) = &self.store {
+        let writer = self.shared.writer();
+        if let Some(store) = &self.shared.store {
             store.check_writable()?;
         }
-        let current = self.snapshot();
+        let current = self.shared.snapshot();
         let log = |present: &[u64]| {
-            self.store.as_ref().map(|store| store.log(LogRecord::Delete { ids: present })).transpose()
+            self.shared.store.as_ref().map(|store| store.log(LogRecord::Delete { ids: present })).transpose()
         };
-        let (removed, lsn) = apply_delete(self.ids(), &current, ids, log)?;
+        let (removed, lsn) = apply_delete(self.shared.ids(), &current, ids, log)?;
         drop(writer);
-        if let (Some(store), Some(lsn)) = (&self.store, lsn.flatten()) {
+        if let (Some(store), Some(lsn)) = (&self.shared.store, lsn.flatten()) {
             store.sync(lsn)?;
         }
+        self.compact_if_due();
         Ok(removed)
     }
 
@@ -263,8 +275,8 @@ impl Index {
         }
         // The map is read-locked while the segments are read: a compaction moves vectors only
         // with the map write-locked, so every location resolves in this snapshot.
-        let map = self.ids().read().unwrap_or_else(PoisonError::into_inner);
-        let set = self.snapshot();
+        let map = self.shared.ids().read().unwrap_or_else(PoisonError::into_inner);
+        let set = self.shared.snapshot();
         let mut vector = Vec::with_capacity(dim);
         let mut count = 0;
         for ((&id, row), found) in ids.iter().zip(out.chunks_exact_mut(dim)).zip(found.iter_mut()) {

@@ -18,6 +18,18 @@ use crate::segment::{Growing, Layout, SearchResult, SegmentSet};
 use crate::storage::{DroppedTail, Store};
 use ids::IdMap;
 
+impl Shared {
+    /// The id map, built from the segments if an open left it unbuilt. An insert asks for it
+    /// before it swaps in new segments, so a map built meanwhile never misses its ids.
+    fn ids(&self) -> &RwLock<IdMap> {
+        self.ids.get_or_init(|| RwLock::new(IdMap::of(&self.snapshot())))
+    }
+
+    fn snapshot(&self) -> Arc<SegmentSet> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 /// Disk and memory use of an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -110,6 +122,14 @@ struct Writer {
 /// A segmented HNSW index. Every method takes `&self`: searches run concurrently with each other
 /// and with inserts; inserts are serialised among themselves (each one is parallel inside).
 pub struct Index {
+    shared: Arc<Shared>,
+    /// Compacts in the background once a segment's deleted fraction passes
+    /// `Options::compact_threshold`; `None` when that is 0 or the database is read-only.
+    compactor: Option<compact::Compactor>,
+}
+
+/// An index's state, shared with its background compactor.
+struct Shared {
     engine: Engine,
     writer: Mutex<Writer>,
     /// Apart from `writer`, so `contains` never waits for a running insert. Built from the
@@ -139,31 +159,35 @@ impl Index {
         ids: Option<IdMap>,
         store: Option<Store>,
     ) -> Index {
-        Index {
+        let read_only = store.as_ref().is_some_and(Store::read_only);
+        let shared = Arc::new(Shared {
             engine,
             writer: Mutex::new(Writer { next_ordinal }),
             ids: ids.map_or_else(OnceLock::new, |map| OnceLock::from(RwLock::new(map))),
             segments: RwLock::new(Arc::new(segments)),
             store,
             compaction: Default::default(),
-        }
+        });
+        let threshold = shared.engine.options.compact_threshold;
+        let compactor = (threshold > 0.0 && !read_only).then(|| compact::Compactor::start(&shared));
+        Index { shared, compactor: compactor.flatten() }
     }
 
     pub fn options(&self) -> &Options {
-        &self.engine.options
+        &self.shared.engine.options
     }
 
     pub fn dim(&self) -> usize {
-        self.engine.options.dim
+        self.shared.engine.options.dim
     }
 
     pub fn metric(&self) -> Metric {
-        self.engine.options.metric
+        self.shared.engine.options.metric
     }
 
     /// Number of vectors.
     pub fn len(&self) -> usize {
-        self.snapshot().len()
+        self.shared.snapshot().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,22 +196,12 @@ impl Index {
 
     /// Number of non-empty segments (sealed ones plus the growing one if it holds data).
     pub fn segment_count(&self) -> usize {
-        self.snapshot().count()
+        self.shared.snapshot().count()
     }
 
     /// True when `id` is in the index.
     pub fn contains(&self, id: u64) -> bool {
-        self.ids().read().unwrap_or_else(PoisonError::into_inner).get(id).is_some()
-    }
-
-    /// The id map, built from the segments if an open left it unbuilt. An insert asks for it
-    /// before it swaps in new segments, so a map built meanwhile never misses its ids.
-    fn ids(&self) -> &RwLock<IdMap> {
-        self.ids.get_or_init(|| RwLock::new(IdMap::of(&self.snapshot())))
-    }
-
-    fn snapshot(&self) -> Arc<SegmentSet> {
-        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared.ids().read().unwrap_or_else(PoisonError::into_inner).get(id).is_some()
     }
 
     /// The `k` nearest neighbours of `query`, closest first (fewer when the index holds fewer).
@@ -195,16 +209,16 @@ impl Index {
     /// uses `Options::ef_search`, and a value below `k` is raised to `k`. Segments are searched
     /// in parallel on the index's threads.
     pub fn search(&self, query: &[f32], k: usize, params: impl Into<SearchParams>) -> Result<Vec<SearchResult>> {
-        let params = self.engine.options.resolve(k, params.into())?;
+        let params = self.shared.engine.options.resolve(k, params.into())?;
         let query = self.prepare_queries(query, 1)?;
-        let set = self.snapshot();
+        let set = self.shared.snapshot();
         let mut hits = Vec::with_capacity(k.min(set.len()));
         // Handing a query to the pool costs tens of microseconds: worth it only when several
         // segments hold data (measured: a lone sealed segment searched 1.5x faster in place).
         if set.count() <= 1 {
             set.search(&query, k, params, &mut hits);
         } else {
-            self.engine.pool.install(|| set.par_search(&query, k, params, &mut hits));
+            self.shared.engine.pool.install(|| set.par_search(&query, k, params, &mut hits));
         }
         Ok(hits)
     }
@@ -238,7 +252,7 @@ impl Index {
                 queries.len()
             )));
         }
-        self.engine.prepare(queries)
+        self.shared.engine.prepare(queries)
     }
 
     /// Searches many queries (row-major in `queries`); see [`Index::search_batch_into`].
@@ -250,7 +264,7 @@ impl Index {
         threads: usize,
     ) -> Result<Vec<Vec<SearchResult>>> {
         let params = params.into();
-        self.engine.options.resolve(k, params)?;
+        self.shared.engine.options.resolve(k, params)?;
         // No query can return more hits than the index holds: size the buffers for that, so a
         // huge `k` costs nothing.
         let k = k.min(self.len()).max(1);
@@ -284,7 +298,7 @@ impl Index {
         counts: &mut [usize],
     ) -> Result<()> {
         let count = counts.len();
-        let params = self.engine.options.resolve(k, params.into())?;
+        let params = self.shared.engine.options.resolve(k, params.into())?;
         let slots = slots(count, k)?;
         if ids.len() != slots || distances.len() != slots {
             return Err(Error::InvalidArgument(format!(
@@ -298,7 +312,7 @@ impl Index {
         if count == 0 {
             return Ok(());
         }
-        let set = self.snapshot();
+        let set = self.shared.snapshot();
         // Writes one query's hits into its row of the outputs; returns how many there are.
         let one = |query: &[f32], ids: &mut [u64], distances: &mut [f32], hits: &mut Vec<SearchResult>| {
             set.search(query, k, params, hits);
@@ -324,7 +338,7 @@ impl Index {
                             *count = one(query, ids, distances, hits)
                         })
                 };
-                self.engine.pool_of(threads)?.install(run);
+                self.shared.engine.pool_of(threads)?.install(run);
             }
         }
         Ok(())
@@ -341,19 +355,20 @@ impl Index {
     }
 
     fn dropped_tail(&self) -> Option<&DroppedTail> {
-        self.store.as_ref().and_then(Store::dropped_tail)
+        self.shared.store.as_ref().and_then(Store::dropped_tail)
     }
 
     /// Segments, vectors, and the bytes the index holds on disk and in memory.
     pub fn stats(&self) -> Stats {
-        let set = self.snapshot();
-        let ids_heap = self.ids.get().map_or(0, |ids| ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes());
+        let set = self.shared.snapshot();
+        let ids_heap =
+            self.shared.ids.get().map_or(0, |ids| ids.read().unwrap_or_else(PoisonError::into_inner).heap_bytes());
         let mut stats = Stats {
             segments: set.count(),
             vectors: set.len(),
             deleted: set.deleted(),
-            bytes_on_disk: self.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
-            log_syncs: self.store.as_ref().map_or(0, |s| s.log_syncs()),
+            bytes_on_disk: self.shared.store.as_ref().map_or(0, |s| s.bytes_on_disk()),
+            log_syncs: self.shared.store.as_ref().map_or(0, |s| s.log_syncs()),
             log_dropped_bytes: self.dropped_tail().map_or(0, |tail| tail.bytes),
             log_dropped_records: self.dropped_tail().map_or(0, |tail| tail.records),
             bytes_heap: (set.growing.heap_bytes() + ids_heap) as u64,
@@ -366,7 +381,7 @@ impl Index {
             stats.bytes_mapped_resident += resident as u64;
         }
         let per_vector = |bytes: u64| (bytes as f64 / stats.vectors.max(1) as f64).round() as u64;
-        let options = &self.engine.options;
+        let options = &self.shared.engine.options;
         stats.code_bytes_per_vector = options.quantization.code_len(options.dim) as u64;
         stats.bytes_per_vector_on_disk = per_vector(stats.bytes_on_disk);
         stats.bytes_per_vector_resident = per_vector(stats.bytes_heap + stats.bytes_mapped_resident);

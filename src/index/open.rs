@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::ids::IdMap;
 use super::insert::{apply_delete, publish, Present};
-use super::{Engine, Index, Writer};
+use super::{Engine, Index, Shared, Writer};
 use crate::distance::Metric;
 use crate::error::{corrupt, Error, Result};
 use crate::options::Options;
@@ -183,14 +183,41 @@ impl Index {
     /// then empties the write-ahead log, so the next open replays nothing. Does nothing on an
     /// in-memory index; fails with [`Error::ReadOnly`] on a read-only one.
     pub fn flush(&self) -> Result<()> {
-        let Some(store) = &self.store else { return Ok(()) };
+        let Some(store) = &self.shared.store else { return Ok(()) };
         if store.read_only() {
             return Err(Error::ReadOnly { path: store.dir().display().to_string() });
         }
-        let writer = self.writer();
-        self.checkpoint(store, &writer)
+        let writer = self.shared.writer();
+        self.shared.checkpoint(store, &writer)
     }
 
+    /// Closes the index, checkpointing a database first (see [`Index::flush`]) and reporting
+    /// what failed. Dropping an index does the same but cannot report errors.
+    pub fn close(mut self) -> Result<()> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<()> {
+        if let Some(compactor) = self.compactor.take() {
+            compactor.stop();
+        }
+        let Some(store) = &self.shared.store else { return Ok(()) };
+        let result = if store.read_only() {
+            Ok(())
+        } else if store.has_log_records() {
+            self.flush()
+        } else {
+            store.sync_all()
+        };
+        // The compactor, the only other owner, has stopped: the store closes now, not again.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.store = None;
+        }
+        result
+    }
+}
+
+impl Shared {
     /// Makes the current segments the database's (see `Store::checkpoint`). Holding `writer`
     /// keeps inserts out, so the segments are exactly what the log recorded.
     pub(super) fn checkpoint(&self, store: &Store, writer: &Writer) -> Result<()> {
@@ -219,25 +246,6 @@ impl Index {
                 write_deletions(path, ordinal, nodes as u64, &marks)
             }
         })
-    }
-
-    /// Closes the index, checkpointing a database first (see [`Index::flush`]) and reporting
-    /// what failed. Dropping an index does the same but cannot report errors.
-    pub fn close(mut self) -> Result<()> {
-        self.shut_down()
-    }
-
-    fn shut_down(&mut self) -> Result<()> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let result = if store.read_only() {
-            Ok(())
-        } else if store.has_log_records() {
-            self.flush()
-        } else {
-            store.sync_all()
-        };
-        self.store = None;
-        result
     }
 }
 
