@@ -54,7 +54,7 @@ impl Graph {
     /// (`RING`) reach the copies instead. A copy scores as the node it copies, so equal scores
     /// (and `copy_distance`, the base's score for its own high halves) gate the comparison of
     /// the halves.
-    fn select(
+    pub(super) fn select(
         &self,
         base: u32,
         copy_distance: f32,
@@ -341,13 +341,13 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::distance::{Distance, Metric};
     use crate::hnsw::Params;
     use crate::options::SearchParams;
 
-    fn graph(n: usize, dim: usize) -> Graph {
+    pub(in crate::hnsw) fn graph(n: usize, dim: usize) -> Graph {
         let mut state = 7u64;
         let mut next = || {
             state ^= state << 13;
@@ -363,7 +363,7 @@ mod tests {
         graph
     }
 
-    fn reachable(graph: &Graph) -> usize {
+    pub(in crate::hnsw) fn reachable(graph: &Graph) -> usize {
         let mut reached = vec![false; graph.len()];
         graph.mark_reachable(unpack(graph.entry.load(Acquire)).0, &mut reached, &mut Vec::new());
         reached.iter().filter(|&&r| r).count()

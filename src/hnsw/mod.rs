@@ -14,6 +14,7 @@
 
 mod build;
 mod file;
+mod repair;
 mod scratch;
 mod search;
 mod vectors;

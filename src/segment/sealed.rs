@@ -81,6 +81,20 @@ impl Sealed {
         self.graph.vector_into(node, out);
     }
 
+    /// This segment with only the nodes `kept` (ascending), as segment `ordinal`: the graph
+    /// repaired (`Graph::without`), their ids in order, nothing deleted. The caller lists the
+    /// nodes once, as deletes may go on meanwhile. Parallel on the current rayon pool.
+    pub(crate) fn repaired(&self, ordinal: u32, kept: &[u32]) -> Sealed {
+        let mut keep = vec![false; self.len()];
+        kept.iter().for_each(|&node| keep[node as usize] = true);
+        let deleted = |node: u32| !keep[node as usize];
+        let graph = self.graph.without(&deleted);
+        let ids: Vec<u64> =
+            self.ids.iter().enumerate().filter(|&(node, _)| !deleted(node as u32)).map(|(_, &id)| id).collect();
+        let tombstones = Arc::new(Tombstones::new(ids.len()));
+        Sealed::new(ordinal, graph, ids, tombstones)
+    }
+
     pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
         search_graph(&self.graph, &self.ids, &self.tombstones, query, k, params, out);
     }
