@@ -1,7 +1,8 @@
-//! Repairing a graph after deletions (FreshDiskANN's delete consolidation, Singh et al. 2021):
-//! a copy without the deleted nodes in which every list that lost a neighbour is chosen again,
-//! by the insertion heuristic, from its live neighbours and the live neighbours of the deleted
-//! ones. Far cheaper than rebuilding while few nodes are deleted: no beam search per node.
+//! Repairing a graph after deletions (after FreshDiskANN's delete consolidation, Singh et al.
+//! 2021): a copy without the deleted nodes in which every list that lost a neighbour keeps its
+//! live links and fills the freed slots, by the insertion heuristic, from the live neighbours of
+//! the deleted ones. Far cheaper than rebuilding while few nodes are deleted: no beam search
+//! per node.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ struct Lists {
 impl Graph {
     /// A copy of this graph without the nodes `deleted` marks; kept nodes are renumbered in
     /// order (new node `i` is the `i`-th kept one) and keep their levels. Lists without a
-    /// deleted neighbour carry over; the others are chosen again (see the module docs); rings of
+    /// deleted neighbour carry over; the others are mended (see the module docs); rings of
     /// copies skip their deleted members. Ends with the reachability pass. Parallel on the
     /// current rayon pool.
     pub(crate) fn without(&self, deleted: &(impl Fn(u32) -> bool + Sync)) -> Graph {
@@ -118,10 +119,15 @@ impl Graph {
                 levels.push(links);
                 continue;
             }
-            let mut candidates: Vec<u32> = links.iter().copied().filter(|&n| !deleted(n)).collect();
+            // The live links stay; the slots of the deleted ones go to the deleted nodes' live
+            // neighbours that the heuristic picks (choosing all links again by the heuristic
+            // alone thinned the lists, and cost 0.01-0.02 recall on npm51k).
+            let mut kept: Vec<u32> = links.iter().copied().filter(|&n| !deleted(n)).collect();
+            let mut candidates = Vec::new();
             for &gone in links.iter().filter(|&&n| deleted(n)) {
                 self.copy_neighbors(gone, level, &mut s.neighbors);
-                candidates.extend(s.neighbors.iter().copied().filter(|&n| n != node && !deleted(n)));
+                candidates
+                    .extend(s.neighbors.iter().copied().filter(|&n| n != node && !deleted(n) && !kept.contains(&n)));
             }
             candidates.sort_unstable();
             candidates.dedup();
@@ -131,8 +137,9 @@ impl Graph {
                 .collect();
             scored.sort_unstable();
             let room = self.params.capacity(level) - usize::from(level == 0 && ring.is_some());
-            self.select(node, copy_distance, &scored, room, &mut s.selected, &mut s.vector);
-            levels.push(s.selected.iter().map(|c| c.node).collect());
+            self.select(node, copy_distance, &scored, room.saturating_sub(kept.len()), &mut s.selected, &mut s.vector);
+            kept.extend(s.selected.iter().map(|c| c.node));
+            levels.push(kept);
         }
         s.query = query;
         Lists { ring, levels }
