@@ -191,10 +191,14 @@ bench-clustered: lib $(VENV)/bin/python | $(BUILD)
 	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/clustered.txt
 
 # omendb's codes beside usearch's and faiss's quantized modes on npm51k.
+# On npm51k by default; `make bench-deletes DELETES_DATA=build/clustered1000000 DELETES_METRIC=l2`
+# after `make bench-clustered` has generated that set.
+DELETES_DATA ?= $(NPM51K_DATA)
+DELETES_METRIC ?= cos
 bench-deletes: lib $(VENV)/bin/python | $(BUILD)
 	$(PEERS_VENV)
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/deletes.py \
-	  $(NPM51K_DATA) --metric cos --omendb python/ | tee $(BUILD)/deletes.txt
+	  $(DELETES_DATA) --metric $(DELETES_METRIC) --omendb python/ | tee $(BUILD)/deletes.txt
 
 bench-quantized: lib $(VENV)/bin/python | $(BUILD)
 	$(PEERS_VENV)
