@@ -1,8 +1,8 @@
 //! Repairing a graph after deletions (after FreshDiskANN's delete consolidation, Singh et al.
 //! 2021): a copy without the deleted nodes in which every list that lost a neighbour keeps its
-//! live links and fills the freed slots, by the insertion heuristic, from the live neighbours of
-//! the deleted ones. Far cheaper than rebuilding while few nodes are deleted: no beam search
-//! per node.
+//! live links and fills its free slots (up to its capacity), by the insertion heuristic, from
+//! the live neighbours of the deleted ones, which get a link back where they have room. Far
+//! cheaper than rebuilding while few nodes are deleted: no beam search per node.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Mutex;
