@@ -93,7 +93,7 @@ impl Shared {
 /// threshold; holds the index only weakly, and stops when the index is dropped.
 pub(super) struct Compactor {
     wake: Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 impl Compactor {
@@ -113,14 +113,13 @@ impl Compactor {
                 }
             })
             .ok()?;
-        Some(Compactor { wake, thread: Some(thread) })
+        Some(Compactor { wake, thread })
     }
 
     /// Stops the thread after the compaction it runs, if any.
-    pub(super) fn stop(mut self) {
-        drop(std::mem::replace(&mut self.wake, mpsc::channel().0));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub(super) fn stop(self) {
+        // Closing the channel ends the thread's loop.
+        drop(self.wake);
+        let _ = self.thread.join();
     }
 }

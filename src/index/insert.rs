@@ -124,10 +124,6 @@ pub(super) fn publish(
 }
 
 /// Deletes the `ids` present in `map` from it and from `set`; how many were.
-fn remove(map: &RwLock<IdMap>, set: &SegmentSet, ids: &[u64]) -> usize {
-    delete_locked(&mut map.write().unwrap_or_else(PoisonError::into_inner), set, ids)
-}
-
 fn delete_locked(map: &mut IdMap, set: &SegmentSet, ids: &[u64]) -> usize {
     let mut removed = 0;
     for &id in ids {
@@ -158,7 +154,8 @@ pub(super) fn apply_delete<L>(
         return Ok((0, None));
     }
     let logged = log(&present)?;
-    Ok((remove(map, set, &present), Some(logged)))
+    let removed = delete_locked(&mut map.write().unwrap_or_else(PoisonError::into_inner), set, &present);
+    Ok((removed, Some(logged)))
 }
 
 impl Shared {

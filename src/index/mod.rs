@@ -18,18 +18,6 @@ use crate::segment::{Growing, Layout, SearchResult, SegmentSet};
 use crate::storage::{DroppedTail, Store};
 use ids::IdMap;
 
-impl Shared {
-    /// The id map, built from the segments if an open left it unbuilt. An insert asks for it
-    /// before it swaps in new segments, so a map built meanwhile never misses its ids.
-    fn ids(&self) -> &RwLock<IdMap> {
-        self.ids.get_or_init(|| RwLock::new(IdMap::of(&self.snapshot())))
-    }
-
-    fn snapshot(&self) -> Arc<SegmentSet> {
-        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
 /// Disk and memory use of an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -140,6 +128,18 @@ struct Shared {
     /// The database directory behind an index from [`Index::open`].
     store: Option<Store>,
     compaction: compact::CompactionLock,
+}
+
+impl Shared {
+    /// The id map, built from the segments if an open left it unbuilt. An insert asks for it
+    /// before it swaps in new segments, so a map built meanwhile never misses its ids.
+    fn ids(&self) -> &RwLock<IdMap> {
+        self.ids.get_or_init(|| RwLock::new(IdMap::of(&self.snapshot())))
+    }
+
+    fn snapshot(&self) -> Arc<SegmentSet> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl Index {

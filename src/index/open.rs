@@ -237,12 +237,7 @@ impl Shared {
             NewFile::Sealed(position) => set.sealed[position].write(path),
             NewFile::Growing => set.growing.write(path),
             NewFile::Deletions(ordinal) => {
-                let nodes = if ordinal == set.growing.ordinal() {
-                    set.growing.len()
-                } else {
-                    set.sealed.iter().find(|s| s.ordinal() == ordinal).map_or(0, |s| s.len())
-                };
-                let marks = set.tombstones(ordinal).map(|t| t.snapshot(nodes)).unwrap_or_default();
+                let (nodes, marks) = set.deletion_marks(ordinal);
                 write_deletions(path, ordinal, nodes as u64, &marks)
             }
         })

@@ -142,6 +142,36 @@ pub(crate) struct Rebuilt {
     pub placements: Vec<Placement>,
 }
 
+/// One segment of a set, growing or sealed, for what both answer alike.
+#[derive(Clone, Copy)]
+enum SegmentRef<'a> {
+    Growing(&'a Growing),
+    Sealed(&'a Sealed),
+}
+
+impl<'a> SegmentRef<'a> {
+    fn len(self) -> usize {
+        match self {
+            SegmentRef::Growing(segment) => segment.len(),
+            SegmentRef::Sealed(segment) => segment.len(),
+        }
+    }
+
+    fn tombstones(self) -> &'a Tombstones {
+        match self {
+            SegmentRef::Growing(segment) => segment.tombstones(),
+            SegmentRef::Sealed(segment) => segment.tombstones(),
+        }
+    }
+
+    fn vector_into(self, node: u32, out: &mut Vec<f32>) {
+        match self {
+            SegmentRef::Growing(segment) => segment.vector_into(node, out),
+            SegmentRef::Sealed(segment) => segment.vector_into(node, out),
+        }
+    }
+}
+
 /// The segments a query sees: swapped as a whole by the writer, so a search holds one snapshot.
 pub(crate) struct SegmentSet {
     pub sealed: Vec<Arc<Sealed>>,
@@ -163,30 +193,32 @@ impl SegmentSet {
         self.sealed.iter().map(|s| s.tombstones().count()).sum::<usize>() + self.growing.tombstones().count()
     }
 
+    /// The segment with this ordinal, growing or sealed.
+    fn find(&self, ordinal: u32) -> Option<SegmentRef<'_>> {
+        if self.growing.ordinal() == ordinal {
+            return Some(SegmentRef::Growing(&self.growing));
+        }
+        self.sealed.iter().find(|s| s.ordinal() == ordinal).map(|s| SegmentRef::Sealed(s))
+    }
+
     /// The tombstones of the segment with this ordinal.
     pub(crate) fn tombstones(&self, ordinal: u32) -> Option<&Tombstones> {
-        if self.growing.ordinal() == ordinal {
-            return Some(self.growing.tombstones());
-        }
-        self.sealed.iter().find(|s| s.ordinal() == ordinal).map(|s| s.tombstones())
+        self.find(ordinal).map(|segment| segment.tombstones())
+    }
+
+    /// The node count of segment `ordinal` and its deletion marks, for its deletion file.
+    pub(crate) fn deletion_marks(&self, ordinal: u32) -> (usize, Vec<u64>) {
+        self.find(ordinal).map_or((0, Vec::new()), |segment| {
+            let nodes = segment.len();
+            (nodes, segment.tombstones().snapshot(nodes))
+        })
     }
 
     /// Writes the stored vector of `node` in segment `ordinal` into `out`; false when this set
     /// has no such node (the caller's location is from a later set).
     pub(crate) fn vector_into(&self, ordinal: u32, node: u32, out: &mut Vec<f32>) -> bool {
-        if self.growing.ordinal() == ordinal {
-            let held = (node as usize) < self.growing.len();
-            if held {
-                self.growing.vector_into(node, out);
-            }
-            return held;
-        }
-        let Some(segment) = self.sealed.iter().find(|s| s.ordinal() == ordinal) else { return false };
-        let held = (node as usize) < segment.len();
-        if held {
-            segment.vector_into(node, out);
-        }
-        held
+        let held = self.find(ordinal).filter(|segment| (node as usize) < segment.len());
+        held.map(|segment| segment.vector_into(node, out)).is_some()
     }
 
     /// Fails unless a batch of `rows` vectors can take segment ordinals from `next_ordinal` on:
@@ -291,15 +323,16 @@ impl SegmentSet {
         let (mut ids, mut vectors, mut sources) = (Vec::new(), Vec::new(), Vec::new());
         let mut vector = Vec::with_capacity(layout.dim);
         // Repaired segments first, one new segment each, then the pooled rows.
+        let repaired: Vec<&Sealed> =
+            self.sealed.iter().filter(|s| plan.repaired.contains(&s.ordinal())).map(|s| &**s).collect();
         let mut placements = Vec::new();
-        for (at, &ordinal) in plan.repaired.iter().enumerate() {
-            let Some(segment) = self.sealed.iter().find(|s| s.ordinal() == ordinal) else { continue };
+        for (at, segment) in repaired.iter().enumerate() {
             let start = ids.len();
             for (node, &id) in
                 segment.ids().iter().enumerate().filter(|&(n, _)| !segment.tombstones().is_deleted(n as u32))
             {
                 ids.push(id);
-                sources.push((ordinal, node as u32));
+                sources.push((segment.ordinal(), node as u32));
             }
             placements.push(Placement { ordinal: first_ordinal + at as u32, first_node: 0, rows: start..ids.len() });
         }
@@ -315,7 +348,7 @@ impl SegmentSet {
             }
         }
         let (capacity, dim) = (layout.capacity, layout.dim);
-        let first_pooled = first_ordinal + plan.repaired.len() as u32;
+        let first_pooled = first_ordinal + repaired.len() as u32;
         placements.extend((pooled_start..ids.len()).step_by(capacity).enumerate().map(|(c, start)| Placement {
             ordinal: first_pooled + c as u32,
             first_node: 0,
@@ -324,12 +357,10 @@ impl SegmentSet {
         let segments = placements
             .par_iter()
             .enumerate()
-            .map(|(at, placement)| match plan.repaired.get(at) {
-                Some(&ordinal) => {
+            .map(|(at, placement)| match repaired.get(at) {
+                Some(segment) => {
                     let kept: Vec<u32> = sources[placement.rows.clone()].iter().map(|&(_, node)| node).collect();
-                    let source = self.sealed.iter().find(|s| s.ordinal() == ordinal);
-                    let repaired = source.map(|s| s.repaired(placement.ordinal, &kept));
-                    Arc::new(repaired.unwrap_or_else(|| unreachable!("planned from this set")))
+                    Arc::new(segment.repaired(placement.ordinal, &kept))
                 }
                 None => {
                     let rows = placement.rows.clone();

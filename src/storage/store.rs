@@ -304,10 +304,12 @@ impl Store {
         let old = lock(&self.manifest).clone();
         let listed = |ordinal: u32| old.sealed.iter().any(|e| e.ordinal == ordinal);
         let unsaved = next.sealed.iter().any(|e| !listed(e.ordinal));
-        let same_deletions = |e: &SegmentEntry| {
-            old.entries().any(|o| (o.ordinal, o.count, o.deleted) == (e.ordinal, e.count, e.deleted))
+        // The old entry of a segment whose nodes and deletions are unchanged (deletions are only
+        // ever added): its deletion file still holds.
+        let unchanged = |e: &SegmentEntry| {
+            old.entries().find(|o| (o.ordinal, o.count, o.deleted) == (e.ordinal, e.count, e.deleted)).copied()
         };
-        let deletions_changed = next.sealed.iter().chain([&next.growing]).any(|e| !same_deletions(e));
+        let deletions_changed = next.sealed.iter().chain([&next.growing]).any(|e| unchanged(e).is_none());
         let same_growing = (old.growing.ordinal, old.growing.count) == (next.growing.ordinal, next.growing.count);
         if !unsaved && !deletions_changed && same_growing && !self.has_log_records() {
             return Ok(());
@@ -326,12 +328,9 @@ impl Store {
         if next.growing.count > 0 {
             write(NewFile::Growing, &self.growing_path(&next))?;
         }
-        // A deletion file is kept while its segment and deletions stay the same (deletions are
-        // only ever added), else written anew.
+        // A deletion file is kept while its segment is unchanged, else written anew.
         for entry in next.sealed.iter_mut().chain([&mut next.growing]) {
-            let kept =
-                old.entries().find(|o| (o.ordinal, o.count, o.deleted) == (entry.ordinal, entry.count, entry.deleted));
-            entry.deletions = match kept {
+            entry.deletions = match unchanged(entry) {
                 _ if entry.deleted == 0 => 0,
                 Some(kept) => kept.deletions,
                 None => {
