@@ -416,15 +416,32 @@ typedef struct omen_stats {
 } omen_stats;
 
 /**
- * Per-call search settings for `omen_index_search_with` / `omen_index_search_batch_with`.
+ * Accepts (returns true) or refuses an id for a filtered search; `context` is
+ * `omen_search_params.predicate_context`.
+ *
+ * It may be called from several threads at once, more than once for one id, and never for
+ * an id the allow-list refused. It must return, must not unwind (no C++ exception may leave
+ * it), and must not call back into the index.
+ */
+typedef bool (*omen_predicate)(uint64_t id, void *context);
+
+/**
+ * Per-call search settings for `omen_index_search_with`, `omen_index_search_batch_with` and
+ * `omen_index_search_range_with`.
+ *
+ * Zero-fill it and set `size`: every zero field means the default. A filter (`allow_ids`,
+ * `predicate`, or both: an id must pass both) makes a search return only the live ids that
+ * pass, `min(k, their number)` of them; a batch shares one filter, resolved once.
  */
 typedef struct omen_search_params {
   /**
-   * `sizeof(omen_search_params)` as the caller compiled it; set it before the call.
+   * `sizeof(omen_search_params)` as the caller compiled it; set it before the call. (Sizes
+   * of older headers, without the filter fields, are accepted.)
    */
   size_t size;
   /**
-   * Beam width: 0 = `options.ef_search`; below k is raised to k.
+   * Beam width: 0 = `options.ef_search`; below k is raised to k. For a range search, how
+   * many of the vectors outside the radius the walk keeps in view to cross gaps.
    */
   size_t ef;
   /**
@@ -437,6 +454,27 @@ typedef struct omen_search_params {
    * `omen_index_search_batch_with` only: as `threads` of `omen_index_search_batch`.
    */
   size_t threads;
+  /**
+   * Allowed ids, `allow_count` of them, any order, repeats allowed; ids not in the index
+   * are ignored. NULL with `allow_count` 0: no allow-list (every id passes); non-NULL with
+   * `allow_count` 0: nothing passes. Borrowed during the call; costs one hash lookup per id.
+   */
+  const uint64_t *allow_ids;
+  size_t allow_count;
+  /**
+   * NULL, or called to accept or refuse ids (see `omen_predicate`). With an allow-list it is
+   * called once per allowed id per call; alone, for the ids a walk meets, or for every id of
+   * a segment that is scanned.
+   */
+  omen_predicate predicate;
+  /**
+   * Passed to `predicate` unchanged.
+   */
+  void *predicate_context;
+  /**
+   * One of `omen_search_plan`; 0 = `OMEN_SEARCH_PLAN_AUTO`.
+   */
+  uint32_t plan;
 } omen_search_params;
 
 #ifdef __cplusplus
@@ -712,82 +750,6 @@ OMEN_MUST_USE omen_status omen_index_get(const struct omen_index *index, const u
 OMEN_MUST_USE omen_status omen_index_compact(const struct omen_index *index, struct omen_error **err);
 
 /**
- * Finds the `k` nearest neighbours of one query, closest first.
- *
- * `query` holds `dim` floats (`dim` must equal the index dimension). `ef` is the beam width:
- * 0 uses `options.ef_search`, and a value below `k` is raised to `k` (larger = better recall,
- * slower). `out_ids` and `out_distances` must each hold `k` slots; `*out_count` receives the
- * number of hits (less than `k` only when the index holds fewer vectors); the slots after it
- * are set to `OMEN_NO_ID` and `INFINITY`. Sealed segments are searched in parallel.
- *
- * # Ownership
- * Borrows every pointer during the call only; writes the outputs only on success.
- *
- * # Thread safety
- * May run concurrently with any call on the same index except `omen_index_free`/`close`; sees every
- * batch whose insert returned before the search started.
- *
- * # Errors
- * `OMEN_STATUS_NULL_ARGUMENT` for a NULL pointer; `OMEN_STATUS_INVALID_ARGUMENT` for k = 0,
- * misaligned or overlapping buffers; `OMEN_STATUS_DIMENSION_MISMATCH`; `OMEN_STATUS_NON_FINITE`;
- * `OMEN_STATUS_ZERO_VECTOR` for a zero query under cosine.
- */
-OMEN_MUST_USE omen_status omen_index_search(const struct omen_index *index, const float *query, size_t dim, size_t k, size_t ef, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
-
-/**
- * `omen_index_search` with per-call settings (`ef`, and `oversample` for quantized indexes).
- *
- * # Ownership
- * As `omen_index_search`; `params` is borrowed during the call.
- *
- * # Thread safety
- * As `omen_index_search`.
- *
- * # Errors
- * As `omen_index_search`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
- * `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
- */
-OMEN_MUST_USE omen_status omen_index_search_with(const struct omen_index *index, const float *query, size_t dim, size_t k, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
-
-/**
- * `omen_index_search_batch` with per-call settings (`ef`, `oversample`, `threads`).
- *
- * # Ownership
- * As `omen_index_search_batch`; `params` is borrowed during the call.
- *
- * # Thread safety
- * As `omen_index_search`.
- *
- * # Errors
- * As `omen_index_search_batch`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
- * `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
- */
-OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
-
-/**
- * Searches `n_queries` queries at once, spread over `threads` threads.
- *
- * `queries` is row-major, `n_queries * dim` floats. Query q's hits go to
- * `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
- * unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
- * thread, 0 on the index's own threads, any other value up to 256 on a pool of that size that
- * the index keeps for later calls (the two most recently used sizes).
- * `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
- *
- * # Ownership
- * Borrows every pointer during the call only; writes the outputs only on success.
- *
- * # Thread safety
- * As `omen_index_search`.
- *
- * # Errors
- * As `omen_index_search`, checked for every query before any search runs;
- * `OMEN_STATUS_INVALID_ARGUMENT` for more than 256 threads; `OMEN_STATUS_RESOURCE_EXHAUSTED`
- * when the requested threads cannot start.
- */
-OMEN_MUST_USE omen_status omen_index_search_batch(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, size_t ef, size_t threads, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
-
-/**
  * What opening the database dropped from the end of its write-ahead log, in words: how many
  * bytes and records from which byte, why, and the file they were moved to. NULL when nothing was
  * dropped (always for an in-memory index) and for a NULL `index`.
@@ -867,6 +829,124 @@ void omen_index_free(struct omen_index *index);
  * differs from the library's `sizeof(omen_options)`.
  */
 OMEN_MUST_USE omen_status omen_options_default(struct omen_options *options, size_t size, struct omen_error **err);
+
+/**
+ * Finds the `k` nearest neighbours of one query, closest first.
+ *
+ * `query` holds `dim` floats (`dim` must equal the index dimension). `ef` is the beam width:
+ * 0 uses `options.ef_search`, and a value below `k` is raised to `k` (larger = better recall,
+ * slower). `out_ids` and `out_distances` must each hold `k` slots; `*out_count` receives the
+ * number of hits (less than `k` only when the index holds fewer vectors); the slots after it
+ * are set to `OMEN_NO_ID` and `INFINITY`. Sealed segments are searched in parallel.
+ *
+ * # Ownership
+ * Borrows every pointer during the call only; writes the outputs only on success.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`; sees every
+ * batch whose insert returned before the search started.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT` for a NULL pointer; `OMEN_STATUS_INVALID_ARGUMENT` for k = 0,
+ * misaligned or overlapping buffers; `OMEN_STATUS_DIMENSION_MISMATCH`; `OMEN_STATUS_NON_FINITE`;
+ * `OMEN_STATUS_ZERO_VECTOR` for a zero query under cosine.
+ */
+OMEN_MUST_USE omen_status omen_index_search(const struct omen_index *index, const float *query, size_t dim, size_t k, size_t ef, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
+
+/**
+ * `omen_index_search` with per-call settings: `ef`, `oversample` for quantized indexes, a
+ * filter and a plan. With a filter, `*out_count` is `min(k, live ids that pass)`.
+ *
+ * # Ownership
+ * As `omen_index_search`; `params` and its `allow_ids` are borrowed during the call.
+ *
+ * # Thread safety
+ * As `omen_index_search`; `params->predicate` may be called from several threads during the
+ * call (and from none after it returns).
+ *
+ * # Errors
+ * As `omen_index_search`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`, or a NULL
+ * `allow_ids` with a nonzero `allow_count`; `OMEN_STATUS_INVALID_ARGUMENT` for a wrong
+ * `params->size` or an unknown `plan`.
+ */
+OMEN_MUST_USE omen_status omen_index_search_with(const struct omen_index *index, const float *query, size_t dim, size_t k, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
+
+/**
+ * `omen_index_search_batch` with per-call settings (`ef`, `oversample`, `threads`, a filter
+ * and a plan). The filter applies to every query and is resolved once for the batch.
+ *
+ * # Ownership
+ * As `omen_index_search_batch`; `params` and its `allow_ids` are borrowed during the call.
+ *
+ * # Thread safety
+ * As `omen_index_search_with`.
+ *
+ * # Errors
+ * As `omen_index_search_batch` and `omen_index_search_with`.
+ */
+OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
+
+/**
+ * Searches `n_queries` queries at once, spread over `threads` threads.
+ *
+ * `queries` is row-major, `n_queries * dim` floats. Query q's hits go to
+ * `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
+ * unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
+ * thread, 0 on the index's own threads, any other value up to 256 on a pool of that size that
+ * the index keeps for later calls (the two most recently used sizes).
+ * `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
+ *
+ * # Ownership
+ * Borrows every pointer during the call only; writes the outputs only on success.
+ *
+ * # Thread safety
+ * As `omen_index_search`.
+ *
+ * # Errors
+ * As `omen_index_search`, checked for every query before any search runs;
+ * `OMEN_STATUS_INVALID_ARGUMENT` for more than 256 threads; `OMEN_STATUS_RESOURCE_EXHAUSTED`
+ * when the requested threads cannot start.
+ */
+OMEN_MUST_USE omen_status omen_index_search_batch(const struct omen_index *index, const float *queries, size_t n_queries, size_t dim, size_t k, size_t ef, size_t threads, uint64_t *out_ids, float *out_distances, size_t *out_counts, struct omen_error **err);
+
+/**
+ * Finds every vector within `radius` of one query, closest first, at most `max_results` of
+ * them (the closest).
+ *
+ * `radius` is a distance as searches report it: squared L2, 1 - cosine similarity, or the
+ * negated inner product (which may be negative). The graph walk expands every vector it meets
+ * inside the radius and, to cross gaps between them, the best `ef` outside it (0 =
+ * `options.ef_search`; larger finds more of a scattered neighbourhood);
+ * `OMEN_SEARCH_PLAN_EXACT` through `omen_index_search_range_with` finds all of them.
+ * `out_ids` and `out_distances` must each hold `max_results` slots; `*out_count` receives the
+ * number of hits, and the slots after it are set to `OMEN_NO_ID` and `INFINITY`.
+ *
+ * # Ownership
+ * Borrows every pointer during the call only; writes the outputs only on success.
+ *
+ * # Thread safety
+ * As `omen_index_search`.
+ *
+ * # Errors
+ * As `omen_index_search`; `OMEN_STATUS_INVALID_ARGUMENT` for `max_results` 0 or a radius that
+ * is NaN, infinite, or (under L2 and cosine) negative.
+ */
+OMEN_MUST_USE omen_status omen_index_search_range(const struct omen_index *index, const float *query, size_t dim, float radius, size_t max_results, size_t ef, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
+
+/**
+ * `omen_index_search_range` with per-call settings (`ef`, a filter and a plan, as in
+ * `omen_index_search_with`; `oversample` and `threads` are ignored).
+ *
+ * # Ownership
+ * As `omen_index_search_with`.
+ *
+ * # Thread safety
+ * As `omen_index_search_with`.
+ *
+ * # Errors
+ * As `omen_index_search_range` and `omen_index_search_with`.
+ */
+OMEN_MUST_USE omen_status omen_index_search_range_with(const struct omen_index *index, const float *query, size_t dim, float radius, size_t max_results, const struct omen_search_params *params, uint64_t *out_ids, float *out_distances, size_t *out_count, struct omen_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -41,6 +41,6 @@ mod storage;
 pub use distance::Metric;
 pub use error::{Error, Result};
 pub use index::{Index, Stats};
-pub use options::{Durability, LogRecovery, Options, SearchParams};
+pub use options::{Durability, Filter, LogRecovery, Options, Plan, SearchParams};
 pub use quant::Quantization;
 pub use segment::SearchResult;

@@ -150,13 +150,13 @@ impl Options {
 
     /// `params` with every 0 replaced by this index's default and `ef` raised to at least `k`;
     /// fails for `k = 0`.
-    pub(crate) fn resolve(&self, k: usize, params: SearchParams) -> Result<SearchParams> {
+    pub(crate) fn resolve<'a>(&self, k: usize, params: SearchParams<'a>) -> Result<SearchParams<'a>> {
         if k == 0 {
             return Err(Error::InvalidArgument("k must be at least 1".into()));
         }
         let ef = if params.ef == 0 { self.ef_search } else { params.ef };
         let oversample = if params.oversample == 0 { self.oversample } else { params.oversample };
-        Ok(SearchParams { ef: ef.max(k), oversample })
+        Ok(SearchParams { ef: ef.max(k), oversample, ..params })
     }
 }
 
@@ -169,9 +169,9 @@ pub(crate) fn check_threads(threads: usize) -> Result<()> {
     }
 }
 
-/// Per-query search settings; a plain number converts to `ef` with the default oversample.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SearchParams {
+/// Per-query search settings; a plain number converts to `ef` with the defaults for the rest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SearchParams<'a> {
     /// Beam width: 0 uses `Options::ef_search`; a value below `k` is raised to `k`.
     pub ef: usize,
     /// With quantized codes: candidates re-scored exactly per result. The beam is widened to
@@ -179,10 +179,74 @@ pub struct SearchParams {
     /// `Options::oversample`, whose 0 means the code's default (binary 20, 4-bit 2, 8-bit 2).
     /// Ignored without codes, where every candidate of the beam is re-scored.
     pub oversample: usize,
+    /// Which ids the search may return; the default allows every id.
+    pub filter: Filter<'a>,
+    /// How each segment is searched; the default lets the planner choose.
+    pub plan: Plan,
 }
 
-impl From<usize> for SearchParams {
+impl From<usize> for SearchParams<'_> {
     fn from(ef: usize) -> Self {
-        SearchParams { ef, oversample: 0 }
+        SearchParams { ef, ..SearchParams::default() }
     }
+}
+
+/// Which ids a search may return: those in `allow` (when given) that `predicate` (when given)
+/// accepts. A filtered search returns `min(k, live ids that pass)` results, closest first.
+///
+/// Each segment is planned on its own: when few of its vectors pass (counted exactly for an
+/// allow-list, estimated by sampling for a predicate alone) it is scanned exactly, otherwise
+/// its graph is walked through the vectors that do not pass, without returning them.
+#[derive(Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Allowed ids, in any order, repeats allowed; ids not in the index are ignored. Resolved
+    /// once per call (a batch shares it), at a cost of one hash lookup per id.
+    pub allow: Option<&'a [u64]>,
+    /// Accepts or refuses an id. It may be called from several threads at once, more than once
+    /// for one id, and for ids `allow` already refused is never called; it must not call back
+    /// into the index. With an allow-list it is called once per allowed id per call; alone,
+    /// for the ids a walk meets (or every id of a segment that is scanned). A panic in it
+    /// propagates to the caller of the search.
+    pub predicate: Option<&'a (dyn Fn(u64) -> bool + Sync)>,
+}
+
+impl<'a> Filter<'a> {
+    /// Allows only `ids`.
+    pub fn allow(ids: &'a [u64]) -> Self {
+        Filter { allow: Some(ids), predicate: None }
+    }
+
+    /// Allows the ids `predicate` accepts.
+    pub fn predicate(predicate: &'a (dyn Fn(u64) -> bool + Sync)) -> Self {
+        Filter { allow: None, predicate: Some(predicate) }
+    }
+
+    /// True when the filter allows every id.
+    pub fn is_none(&self) -> bool {
+        self.allow.is_none() && self.predicate.is_none()
+    }
+}
+
+impl std::fmt::Debug for Filter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter")
+            .field("allow", &self.allow.map(<[u64]>::len))
+            .field("predicate", &self.predicate.is_some())
+            .finish()
+    }
+}
+
+/// How a search covers each segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Plan {
+    /// Per segment, an exact scan when few of its vectors may be returned (a filter or deletes
+    /// leave few), else a graph walk that turns to an exact scan once it has visited more
+    /// vectors than may be returned.
+    #[default]
+    Auto,
+    /// Every segment scanned exactly: every result is a true nearest neighbour (slow on large
+    /// segments; for ground truth and small filtered sets).
+    Exact,
+    /// Always the graph walk, never a scan (to measure the walk alone).
+    Graph,
 }

@@ -37,7 +37,7 @@ fn with_duplicates(distinct: usize, share: f64, groups: usize, near: bool, seed:
 /// there the rows' recall@10 against brute force is checked instead.
 fn check_findable(index: &Index, data: &[f32], metric: Metric, case: &str) {
     let n = data.len() / DIM;
-    let everything = index.search(&data[..DIM], n, SearchParams { ef: n, oversample: 0 }).unwrap();
+    let everything = index.search(&data[..DIM], n, SearchParams::from(n)).unwrap();
     let mut ids: Vec<u64> = everything.iter().map(|h| h.id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -140,13 +140,13 @@ fn a_vector_inserted_after_many_copies_is_found() {
         index.insert(100, &distinct).unwrap();
         let hits = index.search(&distinct, 1, 0).unwrap();
         assert_eq!(hits[0].id, 100, "{metric}: the distinct vector is not found: {hits:?}");
-        let all = index.search(&copy, 101, SearchParams { ef: 101, oversample: 0 }).unwrap();
+        let all = index.search(&copy, 101, SearchParams::from(101)).unwrap();
         assert_eq!(all.len(), 101, "{metric}: an exhaustive search returns {}", all.len());
         // And batches of one copy at a time stay findable too.
         for id in 101..200u64 {
             index.insert(id, &copy).unwrap();
         }
-        let all = index.search(&copy, 200, SearchParams { ef: 200, oversample: 0 }).unwrap();
+        let all = index.search(&copy, 200, SearchParams::from(200)).unwrap();
         assert_eq!(all.len(), 200, "{metric}: after single-copy batches, an exhaustive search returns {}", all.len());
         assert_eq!(index.search(&distinct, 1, 0).unwrap()[0].id, 100, "{metric}");
     }

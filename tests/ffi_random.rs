@@ -87,6 +87,11 @@ fn random_calls_never_panic_and_keep_the_index_consistent() {
                     ef,
                     oversample: (rng.next_u64() % 5) as usize,
                     threads,
+                    allow_ids: std::ptr::null(),
+                    allow_count: 0,
+                    predicate: None,
+                    predicate_context: null_mut(),
+                    plan: 0,
                 };
                 omen_index_search_batch_with(
                     index,

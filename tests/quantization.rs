@@ -40,8 +40,9 @@ fn rescored_codes_reach_the_recall_of_the_vectors() {
         for code in CODES.into_iter().filter(|c| c.serves(metric)) {
             let index = build(code, metric, dim, base);
             assert!(index.segment_count() >= 3);
-            let rescored = recall_at(&index, queries, dim, &truth, SearchParams { ef: 0, oversample: 0 });
-            let codes_only = recall_at(&index, queries, dim, &truth, SearchParams { ef: 0, oversample: 1 });
+            let rescored = recall_at(&index, queries, dim, &truth, SearchParams::default());
+            let codes_only =
+                recall_at(&index, queries, dim, &truth, SearchParams { oversample: 1, ..SearchParams::default() });
             println!("{dim}-d {metric} {code}: recall@10 {rescored:.4} re-scored (default oversample {}), {codes_only:.4} from the codes' top 10", code.default_oversample());
             assert!(rescored >= 0.95, "{dim}-d {metric} {code}: recall {rescored}");
         }
@@ -125,7 +126,7 @@ fn codes_do_not_depend_on_how_inserts_were_batched() {
         let trickled = Index::new(options).unwrap();
         trickled.insert_batch(&ids[..1], &base[..dim]).unwrap();
         trickled.insert_batch(&ids[1..], &base[dim..]).unwrap();
-        let params = SearchParams { ef: 64, oversample: 0 };
+        let params = SearchParams::from(64);
         let (r_whole, r_trickled) =
             (recall_at(&whole, queries, dim, &truth, params), recall_at(&trickled, queries, dim, &truth, params));
         println!("{code}: recall@10 at ef 64 {r_whole:.3} in one batch, {r_trickled:.3} after a batch of one");

@@ -2,8 +2,7 @@
 
 use super::error::{omen_error, omen_status, Failure};
 use super::guard::{
-    check_size, disjoint, guard, infallible, read_sized, require, size_field, slice, slice_mut, span, write_out,
-    write_sized,
+    check_size, disjoint, guard, infallible, require, size_field, slice, slice_mut, span, write_out, write_sized,
 };
 use std::ffi::{c_char, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -11,7 +10,6 @@ use std::path::Path;
 
 use super::options::omen_options;
 use crate::index::Index;
-use crate::options::SearchParams;
 
 /// An index handle. Opaque: make it with `omen_index_create` or `omen_index_open`, release it
 /// with `omen_index_close` or `omen_index_free`.
@@ -33,17 +31,17 @@ impl omen_index {
 ///
 /// # Safety
 /// A non-NULL `handle` must come from `omen_index_create` and not be freed during `'a`.
-unsafe fn index<'a>(handle: *const omen_index) -> Result<&'a Index, Failure> {
+pub(super) unsafe fn index<'a>(handle: *const omen_index) -> Result<&'a Index, Failure> {
     require(handle, "index")?;
     // SAFETY: non-NULL and aligned (checked); live by the caller's contract.
     Ok(unsafe { &(*handle).index })
 }
 
-fn product(a: usize, b: usize, what: &str) -> Result<usize, Failure> {
+pub(super) fn product(a: usize, b: usize, what: &str) -> Result<usize, Failure> {
     a.checked_mul(b).ok_or_else(|| Failure::invalid(format!("{what} overflows size_t")))
 }
 
-fn check_dim(index: &Index, dim: usize) -> Result<(), Failure> {
+pub(super) fn check_dim(index: &Index, dim: usize) -> Result<(), Failure> {
     if dim == index.dim() {
         Ok(())
     } else {
@@ -491,226 +489,6 @@ pub extern "C" fn omen_index_compact(index: *const omen_index, err: *mut *mut om
         unsafe { self::index(index) }?.compact()?;
         Ok(())
     })
-}
-
-/// Finds the `k` nearest neighbours of one query, closest first.
-///
-/// `query` holds `dim` floats (`dim` must equal the index dimension). `ef` is the beam width:
-/// 0 uses `options.ef_search`, and a value below `k` is raised to `k` (larger = better recall,
-/// slower). `out_ids` and `out_distances` must each hold `k` slots; `*out_count` receives the
-/// number of hits (less than `k` only when the index holds fewer vectors); the slots after it
-/// are set to `OMEN_NO_ID` and `INFINITY`. Sealed segments are searched in parallel.
-///
-/// # Ownership
-/// Borrows every pointer during the call only; writes the outputs only on success.
-///
-/// # Thread safety
-/// May run concurrently with any call on the same index except `omen_index_free`/`close`; sees every
-/// batch whose insert returned before the search started.
-///
-/// # Errors
-/// `OMEN_STATUS_NULL_ARGUMENT` for a NULL pointer; `OMEN_STATUS_INVALID_ARGUMENT` for k = 0,
-/// misaligned or overlapping buffers; `OMEN_STATUS_DIMENSION_MISMATCH`; `OMEN_STATUS_NON_FINITE`;
-/// `OMEN_STATUS_ZERO_VECTOR` for a zero query under cosine.
-#[no_mangle]
-#[must_use]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn omen_index_search(
-    index: *const omen_index,
-    query: *const f32,
-    dim: usize,
-    k: usize,
-    ef: usize,
-    out_ids: *mut u64,
-    out_distances: *mut f32,
-    out_count: *mut usize,
-    err: *mut *mut omen_error,
-) -> omen_status {
-    let params = omen_search_params { ef, ..omen_search_params::defaults() };
-    omen_index_search_with(index, query, dim, k, &params, out_ids, out_distances, out_count, err)
-}
-
-/// Per-call search settings for `omen_index_search_with` / `omen_index_search_batch_with`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct omen_search_params {
-    /// `sizeof(omen_search_params)` as the caller compiled it; set it before the call.
-    pub size: usize,
-    /// Beam width: 0 = `options.ef_search`; below k is raised to k.
-    pub ef: usize,
-    /// With quantized codes, candidates re-scored exactly per result: the beam widens to at
-    /// least `k * oversample` and the best `max(k * oversample, ef / 2)` are re-scored. 0 =
-    /// `options.oversample` (whose 0 is the code's default). Ignored without codes.
-    pub oversample: usize,
-    /// `omen_index_search_batch_with` only: as `threads` of `omen_index_search_batch`.
-    pub threads: usize,
-}
-
-impl omen_search_params {
-    fn defaults() -> Self {
-        omen_search_params { size: size_of::<omen_search_params>(), ef: 0, oversample: 0, threads: 0 }
-    }
-
-    /// Reads the caller's params, checking their size.
-    ///
-    /// # Safety
-    /// A non-NULL `params` is readable for the size its first field states.
-    unsafe fn read(params: *const omen_search_params) -> Result<(SearchParams, usize), Failure> {
-        // SAFETY: repr(C), starts with its size, integers only; the rest is the caller's contract.
-        let params = unsafe { read_sized(params, "params", &[], Self::defaults()) }?;
-        Ok((SearchParams { ef: params.ef, oversample: params.oversample }, params.threads))
-    }
-}
-
-/// `omen_index_search` with per-call settings (`ef`, and `oversample` for quantized indexes).
-///
-/// # Ownership
-/// As `omen_index_search`; `params` is borrowed during the call.
-///
-/// # Thread safety
-/// As `omen_index_search`.
-///
-/// # Errors
-/// As `omen_index_search`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
-/// `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
-#[no_mangle]
-#[must_use]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn omen_index_search_with(
-    index: *const omen_index,
-    query: *const f32,
-    dim: usize,
-    k: usize,
-    params: *const omen_search_params,
-    out_ids: *mut u64,
-    out_distances: *mut f32,
-    out_count: *mut usize,
-    err: *mut *mut omen_error,
-) -> omen_status {
-    guard(err, || {
-        // SAFETY: `params` is checked for NULL, alignment and size inside (caller's contract).
-        let (params, _) = unsafe { omen_search_params::read(params) }?;
-        // SAFETY: the caller passes a live handle (documented).
-        let index = unsafe { self::index(index) }?;
-        check_dim(index, dim)?;
-        require(query, "query")?;
-        // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
-        // each and `out_count` one (caller's contract); overlaps are rejected below before any
-        // write.
-        let (query, ids, distances, count) = unsafe {
-            (
-                slice(query, dim, "query")?,
-                slice_mut(out_ids, k, "out_ids")?,
-                slice_mut(out_distances, k, "out_distances")?,
-                slice_mut(out_count, 1, "out_count")?,
-            )
-        };
-        disjoint(&[
-            span("query", query),
-            span("out_ids", ids),
-            span("out_distances", distances),
-            span("out_count", count),
-        ])?;
-        count[0] = index.search_into(query, k, params, ids, distances)?;
-        Ok(())
-    })
-}
-
-/// `omen_index_search_batch` with per-call settings (`ef`, `oversample`, `threads`).
-///
-/// # Ownership
-/// As `omen_index_search_batch`; `params` is borrowed during the call.
-///
-/// # Thread safety
-/// As `omen_index_search`.
-///
-/// # Errors
-/// As `omen_index_search_batch`; `OMEN_STATUS_NULL_ARGUMENT` for a NULL `params`,
-/// `OMEN_STATUS_INVALID_ARGUMENT` for a wrong `params->size`.
-#[no_mangle]
-#[must_use]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn omen_index_search_batch_with(
-    index: *const omen_index,
-    queries: *const f32,
-    n_queries: usize,
-    dim: usize,
-    k: usize,
-    params: *const omen_search_params,
-    out_ids: *mut u64,
-    out_distances: *mut f32,
-    out_counts: *mut usize,
-    err: *mut *mut omen_error,
-) -> omen_status {
-    guard(err, || {
-        // SAFETY: `params` is checked for NULL, alignment and size inside (caller's contract).
-        let (params, threads) = unsafe { omen_search_params::read(params) }?;
-        // SAFETY: the caller passes a live handle (documented).
-        let index = unsafe { self::index(index) }?;
-        check_dim(index, dim)?;
-        if k == 0 {
-            return Err(Failure::invalid("k must be at least 1"));
-        }
-        let floats = product(n_queries, dim, "n_queries * dim")?;
-        let slots = product(n_queries, k, "n_queries * k")?;
-        // SAFETY: sizes as documented (caller's contract); overlaps are rejected below before
-        // any write.
-        let (queries, ids, distances, counts) = unsafe {
-            (
-                slice(queries, floats, "queries")?,
-                slice_mut(out_ids, slots, "out_ids")?,
-                slice_mut(out_distances, slots, "out_distances")?,
-                slice_mut(out_counts, n_queries, "out_counts")?,
-            )
-        };
-        disjoint(&[
-            span("queries", queries),
-            span("out_ids", ids),
-            span("out_distances", distances),
-            span("out_counts", counts),
-        ])?;
-        index.search_batch_into(queries, k, params, threads, ids, distances, counts)?;
-        Ok(())
-    })
-}
-
-/// Searches `n_queries` queries at once, spread over `threads` threads.
-///
-/// `queries` is row-major, `n_queries * dim` floats. Query q's hits go to
-/// `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
-/// unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
-/// thread, 0 on the index's own threads, any other value up to 256 on a pool of that size that
-/// the index keeps for later calls (the two most recently used sizes).
-/// `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
-///
-/// # Ownership
-/// Borrows every pointer during the call only; writes the outputs only on success.
-///
-/// # Thread safety
-/// As `omen_index_search`.
-///
-/// # Errors
-/// As `omen_index_search`, checked for every query before any search runs;
-/// `OMEN_STATUS_INVALID_ARGUMENT` for more than 256 threads; `OMEN_STATUS_RESOURCE_EXHAUSTED`
-/// when the requested threads cannot start.
-#[no_mangle]
-#[must_use]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn omen_index_search_batch(
-    index: *const omen_index,
-    queries: *const f32,
-    n_queries: usize,
-    dim: usize,
-    k: usize,
-    ef: usize,
-    threads: usize,
-    out_ids: *mut u64,
-    out_distances: *mut f32,
-    out_counts: *mut usize,
-    err: *mut *mut omen_error,
-) -> omen_status {
-    let params = omen_search_params { ef, threads, ..omen_search_params::defaults() };
-    omen_index_search_batch_with(index, queries, n_queries, dim, k, &params, out_ids, out_distances, out_counts, err)
 }
 
 /// What opening the database dropped from the end of its write-ahead log, in words: how many

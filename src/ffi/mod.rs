@@ -20,12 +20,14 @@ pub mod error;
 mod guard;
 pub mod index;
 pub mod options;
+pub mod search;
 
 use std::ffi::c_char;
 
 pub use error::{omen_error, omen_error_code, omen_error_free, omen_error_message, omen_status, omen_status_name};
 pub use index::*;
 pub use options::{omen_metric, omen_options, omen_options_default};
+pub use search::*;
 
 /// Version of the C ABI this header describes; must equal `omen_abi_version()` of the linked
 /// library. Raised on every incompatible change.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering::*};
 use rayon::prelude::*;
 
 use super::scratch::{with_scratch, Scored, Scratch};
-use super::search::{CoarseWalk, Everyone};
+use super::search::{CoarseWalk, Everyone, Reach};
 use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
 use crate::memory::reserve_huge;
 use crate::quant::{Codes, Quantization};
@@ -116,7 +116,7 @@ impl Graph {
         let copy_distance = self.distance.coarse(&query, self.vectors.high(node));
         let mut in_ring = false;
         for l in (0..=level.min(top)).rev() {
-            self.search_layer(&walk, &Everyone, self.params.ef_construction, l, s);
+            self.search_layer(&walk, &Everyone, self.params.ef_construction, l, Reach::FULL, s);
             // The node itself can be reached through a back-link added by a concurrent insert.
             s.found.retain(|c| c.node != node);
             self.select(node, copy_distance, &s.found, self.params.m, &mut s.selected, &mut s.vector);
@@ -189,6 +189,7 @@ impl Graph {
                         &Everyone,
                         self.params.ef_construction,
                         entry,
+                        Reach::FULL,
                         s,
                     );
                     s.query = query;
@@ -393,7 +394,7 @@ pub(super) mod tests {
         for &orphan in &orphans {
             graph.vectors.exact_into(orphan, &mut query);
             let found = with_scratch(|s| {
-                graph.search(&query, 1, SearchParams { ef: 32, oversample: 0 }, &Everyone, s).to_vec()
+                graph.search(&query, 1, SearchParams { ef: 32, ..SearchParams::default() }, &Everyone, s).to_vec()
             });
             assert_eq!(found[0].node, orphan, "orphan {orphan} is findable again");
         }

@@ -26,9 +26,8 @@ use crate::distance::Distance;
 use crate::memory::{reserve_huge, Array};
 use crate::quant::{Codes, Quantization};
 pub(crate) use file::{read_segment, write_segment, StoredSegment};
-pub(crate) use scratch::with_scratch;
-use scratch::Scored;
-pub(crate) use search::{Admit, Everyone};
+pub(crate) use scratch::{with_scratch, Scored, Scratch};
+pub(crate) use search::{Admit, Everyone, Reach};
 use vectors::SplitVectors;
 
 /// Highest layer a node can be assigned: with m >= 2 the chance to exceed it is below 2^-15.

@@ -200,7 +200,7 @@ mod tests {
         for &q in &queries {
             graph.vectors.exact_into(q, &mut old);
             let found = with_scratch(|s| {
-                repaired.search(&old, 10, SearchParams { ef: 64, oversample: 0 }, &Everyone, s).to_vec()
+                repaired.search(&old, 10, SearchParams { ef: 64, ..SearchParams::default() }, &Everyone, s).to_vec()
             });
             let mut truth: Vec<(f32, u32)> = kept
                 .iter()

@@ -86,6 +86,12 @@ pub(crate) struct Scratch {
     pub selected: Vec<Scored>,
     /// One node's neighbour list, copied out of the graph.
     pub neighbors: Vec<u32>,
+    /// The neighbours of a refused neighbour, during a two-hop walk.
+    pub hop: Vec<u32>,
+    /// The refused neighbours of the node a two-hop walk expands.
+    pub refused: Vec<u32>,
+    /// A range search's results: the admitted nodes within the radius, farthest on top.
+    pub within: BinaryHeap<Scored>,
     /// Neighbours not yet visited, waiting for their distances.
     pub unvisited: Vec<u32>,
     /// Candidates while re-pruning an overfull list.

@@ -35,6 +35,22 @@ impl Admit for Everyone {
     }
 }
 
+/// How far a layer-0 walk may go, and how it steps past nodes it may not return.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reach {
+    /// Distances the walk may compute before it gives up (the caller then scans instead).
+    pub budget: usize,
+    /// Steps over refused neighbours to their admitted neighbours instead of ranking them
+    /// (ACORN-1, Patel et al. 2024): at low selectivity most neighbours are refused, and ranking
+    /// them costs a vector read each where their links cost one line.
+    pub two_hop: bool,
+}
+
+impl Reach {
+    /// No limit, every neighbour ranked: building, and walks with few refusals.
+    pub(crate) const FULL: Reach = Reach { budget: usize::MAX, two_hop: false };
+}
+
 /// Ranks by the bfloat16 high halves of the vectors (building, and searches without codes).
 pub(super) struct CoarseWalk<'a> {
     pub graph: &'a Graph,
@@ -101,8 +117,19 @@ impl Graph {
     /// since nothing else could beat the worst of them.
     ///
     /// Nodes `admit` refuses are expanded like the others but kept out of the results [W], so the
-    /// beam holds `ef` admitted nodes when it ends.
-    pub(super) fn search_layer(&self, walk: &impl Walk, admit: &impl Admit, ef: usize, level: usize, s: &mut Scratch) {
+    /// beam holds `ef` admitted nodes when it ends; with `reach.two_hop` they are not ranked
+    /// at all, their admitted neighbours are taken in their place. False when the walk stopped
+    /// at `reach.budget` distances, its results incomplete.
+    pub(super) fn search_layer(
+        &self,
+        walk: &impl Walk,
+        admit: &impl Admit,
+        ef: usize,
+        level: usize,
+        reach: Reach,
+        s: &mut Scratch,
+    ) -> bool {
+        let mut budget = reach.budget;
         s.visited.begin(self.len());
         s.candidates.clear();
         s.results.clear();
@@ -138,11 +165,19 @@ impl Graph {
             // all of them at once floods the line-fill buffers and is slower).
             const LOOKAHEAD: usize = 4;
             s.unvisited.clear();
-            for &n in &s.neighbors {
-                if s.visited.insert(n) {
-                    s.unvisited.push(n);
+            if reach.two_hop {
+                self.admitted_within_two_hops(admit, level, s);
+            } else {
+                for &n in &s.neighbors {
+                    if s.visited.insert(n) {
+                        s.unvisited.push(n);
+                    }
                 }
             }
+            if s.unvisited.len() > budget {
+                return false;
+            }
+            budget -= s.unvisited.len();
             for &n in s.unvisited.iter().take(LOOKAHEAD) {
                 walk.prefetch(n);
             }
@@ -173,6 +208,39 @@ impl Graph {
         s.found.clear();
         s.found.extend(s.results.drain());
         s.found.sort_unstable();
+        true
+    }
+
+    /// Fills `s.unvisited` from `s.neighbors` as ACORN-1 does: each unvisited neighbour that
+    /// `admit` admits, and for each one it refuses, that one's unvisited admitted neighbours.
+    /// When that finds none (the walk is among refused nodes, far from any it may return), the
+    /// refused neighbours themselves, to be ranked and walked through as in a plain walk.
+    fn admitted_within_two_hops(&self, admit: &impl Admit, level: usize, s: &mut Scratch) {
+        // The refused neighbours' lists are read one after another: start loading them all.
+        for &n in &s.neighbors {
+            prefetch_all(self.list(n, level));
+        }
+        s.refused.clear();
+        for i in 0..s.neighbors.len() {
+            let n = s.neighbors[i];
+            if !s.visited.insert(n) {
+                continue;
+            }
+            if admit.admits(n) {
+                s.unvisited.push(n);
+                continue;
+            }
+            s.refused.push(n);
+            self.copy_neighbors(n, level, &mut s.hop);
+            for &w in &s.hop {
+                if admit.admits(w) && s.visited.insert(w) {
+                    s.unvisited.push(w);
+                }
+            }
+        }
+        if s.unvisited.is_empty() {
+            s.unvisited.append(&mut s.refused);
+        }
     }
 
     /// Decides where `scored`, about to enter the beam on layer 0, goes: false when it is a copy
@@ -227,13 +295,9 @@ impl Graph {
         current
     }
 
-    /// The `k` nearest nodes to `query`, closest first, with exact distances.
-    ///
-    /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and all
-    /// of the beam is re-scored exactly. With codes it ranks by them, with a beam of
-    /// `max(ef, k * oversample)`, and re-scores the best `max(k * oversample, ef / 2)`
-    /// (`oversample` 0: the code's default).
-    /// Only nodes `admit` admits are returned.
+    /// The `k` nearest nodes to `query`, closest first, with exact distances, walking the whole
+    /// graph if need be (the tests' shorthand for `search_within`).
+    #[cfg(test)]
     pub(crate) fn search<'s>(
         &self,
         query: &[f32],
@@ -242,17 +306,40 @@ impl Graph {
         admit: &impl Admit,
         s: &'s mut Scratch,
     ) -> &'s [Scored] {
-        let SearchParams { ef, oversample } = params;
+        let complete = self.search_within(query, k, params, admit, Reach::FULL, s);
+        debug_assert!(complete, "an unbounded walk always completes");
+        &s.found
+    }
+
+    /// The `k` nearest nodes to `query` that `admit` admits, closest first, with exact
+    /// distances, into `s.found`; false when the walk used up `reach.budget` first (`s.found`
+    /// then holds nothing useful).
+    ///
+    /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and all
+    /// of the beam is re-scored exactly. With codes it ranks by them, with a beam of
+    /// `max(ef, k * oversample)`, and re-scores the best `max(k * oversample, ef / 2)`
+    /// (`oversample` 0: the code's default).
+    pub(crate) fn search_within(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: SearchParams,
+        admit: &impl Admit,
+        reach: Reach,
+        s: &mut Scratch,
+    ) -> bool {
+        let SearchParams { ef, oversample, .. } = params;
         let entry = self.entry.load(Acquire);
         s.found.clear();
+        s.rings.copies.clear();
         if entry == NO_ENTRY || k == 0 {
-            return &s.found;
+            return true;
         }
-        let rescored = match &self.codes {
+        let (complete, rescored) = match &self.codes {
             None => {
                 let walk = CoarseWalk { graph: self, query };
-                self.walk_layer0(&walk, admit, ef.max(k), entry, s);
-                s.found.len()
+                let complete = self.walk_layer0(&walk, admit, ef.max(k), entry, reach, s);
+                (complete, s.found.len())
             }
             Some(codes) => {
                 let oversample = if oversample == 0 { codes.codebook.kind.default_oversample() } else { oversample };
@@ -260,12 +347,16 @@ impl Graph {
                 let kernels = quant::best_kernels();
                 let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query, &kernels);
                 let walk = CodeWalk { codes, query: &prepared, kernels };
-                self.walk_layer0(&walk, admit, ef.max(candidates), entry, s);
+                let complete = self.walk_layer0(&walk, admit, ef.max(candidates), entry, reach, s);
                 // Half the beam at least, so a wider beam still raises recall where the codes
                 // rank poorly (as re-scoring the whole beam does without codes).
-                candidates.max(ef / 2).min(s.found.len())
+                (complete, candidates.max(ef / 2).min(s.found.len()))
             }
         };
+        if !complete {
+            s.found.clear();
+            return false;
+        }
         // Copies join the walk's best when they rank among them: they must not take the places
         // of distinct candidates, or a thousand copies would push the answer out.
         s.found.truncate(rescored);
@@ -273,12 +364,45 @@ impl Graph {
         s.rings.copies.retain(|c| c.distance <= last);
         s.rings.copies.truncate(ef.max(k));
         s.found.append(&mut s.rings.copies);
-        // Rank them exactly. Their low halves (with codes, all of them) were never read: keep
-        // the next few loading while each is re-scored, as in `search_layer`.
+        self.rescore(query, self.codes.is_some(), s);
+        s.found.truncate(k);
+        true
+    }
+
+    /// The `k` nearest of `nodes` to `query`, closest first, with exact distances, into
+    /// `s.found`: every node ranked by its bfloat16 halves and the best `max(ef, k)` re-scored
+    /// exactly, so that the result is exact (the halves are within 0.4% of each value; the
+    /// codes would not be).
+    pub(crate) fn scan(&self, query: &[f32], k: usize, ef: usize, nodes: impl Iterator<Item = u32>, s: &mut Scratch) {
+        let width = ef.max(k);
+        let walk = CoarseWalk { graph: self, query };
+        s.results.clear();
+        for node in nodes {
+            let distance = walk.distance(node);
+            if s.results.len() < width {
+                s.results.push(Scored { distance, node });
+            } else if distance < s.results.peek().map_or(f32::INFINITY, |w| w.distance) {
+                s.results.push(Scored { distance, node });
+                s.results.pop();
+            }
+        }
+        s.found.clear();
+        s.found.extend(s.results.drain());
+        self.rescore(query, false, s);
+        s.found.truncate(k);
+    }
+
+    /// Replaces the distances of `s.found` by exact ones and sorts it. Their low halves (with
+    /// codes, `read_both`, all of them) were never read: keep the next few loading while each
+    /// is re-scored, as in `search_layer`.
+    fn rescore(&self, query: &[f32], read_both: bool, s: &mut Scratch) {
         const LOOKAHEAD: usize = 4;
-        let prefetch = |node| match self.codes {
-            None => self.vectors.prefetch_low(node),
-            Some(_) => self.vectors.prefetch_exact(node),
+        let prefetch = |node| {
+            if read_both {
+                self.vectors.prefetch_exact(node)
+            } else {
+                self.vectors.prefetch_low(node)
+            }
         };
         for found in s.found.iter().take(LOOKAHEAD) {
             prefetch(found.node);
@@ -291,8 +415,126 @@ impl Graph {
             s.found[i].distance = self.distance.eval(query, &s.vector);
         }
         s.found.sort_unstable();
-        s.found.truncate(k);
-        &s.found
+    }
+
+    /// The nodes `admit` admits within `radius` of `query` (exact distance), the closest
+    /// `limit` of them, closest first, into `s.found`; false when the walk used up
+    /// `budget` distances first.
+    ///
+    /// A walk by exact distances: a node is expanded while it lies within the radius, or
+    /// within the best `ef` admitted nodes met so far (a beam that crosses the gaps between
+    /// the nodes inside the radius); once `limit` nodes are inside, the `limit`-th closest
+    /// replaces the radius.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn search_range(
+        &self,
+        query: &[f32],
+        radius: f32,
+        limit: usize,
+        ef: usize,
+        admit: &impl Admit,
+        mut budget: usize,
+        s: &mut Scratch,
+    ) -> bool {
+        s.found.clear();
+        let entry = self.entry.load(Acquire);
+        if entry == NO_ENTRY || limit == 0 {
+            return true;
+        }
+        let (node, top) = unpack(entry);
+        let coarse = CoarseWalk { graph: self, query };
+        let start = self.descend_from(&coarse, 0, Scored { distance: coarse.distance(node), node }, top, s);
+        s.visited.begin(self.len());
+        s.candidates.clear();
+        s.results.clear();
+        s.within.clear();
+        let bound = |within: &BinaryHeap<Scored>, beam: &BinaryHeap<Scored>| {
+            let radius = if within.len() >= limit { within.peek().map_or(radius, |w| w.distance) } else { radius };
+            let full = beam.len() >= ef + within.len();
+            let beam = if full { beam.peek().map_or(f32::INFINITY, |w| w.distance) } else { f32::INFINITY };
+            radius.max(beam)
+        };
+        for seed in [start.node, node] {
+            if s.visited.insert(seed) {
+                self.vectors.exact_into(seed, &mut s.vector);
+                let scored = Scored { distance: self.distance.eval(query, &s.vector), node: seed };
+                s.candidates.push(Reverse(scored));
+                self.keep_in_range(scored, radius, limit, ef, admit, s);
+            }
+        }
+        while let Some(Reverse(closest)) = s.candidates.pop() {
+            if closest.distance > bound(&s.within, &s.results) {
+                break;
+            }
+            self.copy_neighbors(closest.node, 0, &mut s.neighbors);
+            s.unvisited.clear();
+            for &n in &s.neighbors {
+                if s.visited.insert(n) {
+                    s.unvisited.push(n);
+                }
+            }
+            if s.unvisited.len() > budget {
+                return false;
+            }
+            budget -= s.unvisited.len();
+            for i in 0..s.unvisited.len() {
+                let n = s.unvisited[i];
+                self.vectors.exact_into(n, &mut s.vector);
+                let scored = Scored { distance: self.distance.eval(query, &s.vector), node: n };
+                if scored.distance <= bound(&s.within, &s.results) {
+                    s.candidates.push(Reverse(scored));
+                    self.keep_in_range(scored, radius, limit, ef, admit, s);
+                }
+            }
+        }
+        s.found.extend(s.within.drain());
+        s.found.sort_unstable();
+        true
+    }
+
+    /// Adds an admitted node to the beam of `search_range`, and to its results when it lies
+    /// within `radius`.
+    fn keep_in_range(&self, scored: Scored, radius: f32, limit: usize, ef: usize, admit: &impl Admit, s: &mut Scratch) {
+        if !admit.admits(scored.node) {
+            return;
+        }
+        s.results.push(scored);
+        // `ef` beyond the results: a large neighbourhood has a long border to cross.
+        if s.results.len() > ef + s.within.len() {
+            s.results.pop();
+        }
+        if scored.distance <= radius {
+            s.within.push(scored);
+            if s.within.len() > limit {
+                s.within.pop();
+            }
+        }
+    }
+
+    /// The nodes of `nodes` within `radius` of `query`, the closest `limit`, closest first, into
+    /// `s.found`.
+    pub(crate) fn scan_range(
+        &self,
+        query: &[f32],
+        radius: f32,
+        limit: usize,
+        nodes: impl Iterator<Item = u32>,
+        s: &mut Scratch,
+    ) {
+        s.within.clear();
+        for node in nodes {
+            self.vectors.exact_into(node, &mut s.vector);
+            let distance = self.distance.eval(query, &s.vector);
+            if distance <= radius {
+                s.within.push(Scored { distance, node });
+                if s.within.len() > limit {
+                    s.within.pop();
+                }
+            }
+        }
+        s.found.clear();
+        s.found.extend(s.within.drain());
+        s.found.sort_unstable();
     }
 
     /// Descends from `entry` and beam-searches layer 0 with `ef`, ranking by `walk`. The beam
@@ -300,7 +542,15 @@ impl Graph {
     /// entry point reaches, which is what the reachability pass (`connect`) guarantees, whatever
     /// node the descent ended at. (The descent scored the entry point already; a far one is
     /// never expanded.)
-    pub(super) fn walk_layer0(&self, walk: &impl Walk, admit: &impl Admit, ef: usize, entry: u64, s: &mut Scratch) {
+    pub(super) fn walk_layer0(
+        &self,
+        walk: &impl Walk,
+        admit: &impl Admit,
+        ef: usize,
+        entry: u64,
+        reach: Reach,
+        s: &mut Scratch,
+    ) -> bool {
         let (node, top) = unpack(entry);
         let at_entry = Scored { distance: walk.distance(node), node };
         let start = self.descend_from(walk, 0, at_entry, top, s);
@@ -309,6 +559,6 @@ impl Graph {
         if start.node != node {
             s.seeds.push(at_entry);
         }
-        self.search_layer(walk, admit, ef, 0, s);
+        self.search_layer(walk, admit, ef, 0, reach, s)
     }
 }

@@ -1,20 +1,18 @@
-//! The `Index`: what a caller holds. This file builds one and searches it; `insert` adds
-//! batches, `open` keeps an index in a database directory.
+//! The `Index`: what a caller holds. This file builds one; `search` searches it, `insert` adds
+//! and deletes, `open` keeps an index in a database directory, `compact` rewrites segments.
 
 mod compact;
 mod ids;
 mod insert;
 mod open;
+mod search;
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-
-use rayon::prelude::*;
 
 use crate::distance::Metric;
 use crate::error::{Error, Result};
-use crate::options::{check_threads, Options, SearchParams};
-use crate::segment::{Growing, Layout, SearchResult, SegmentSet};
+use crate::options::Options;
+use crate::segment::{Growing, Layout, SegmentSet};
 use crate::storage::{DroppedTail, Store};
 use ids::IdMap;
 
@@ -204,146 +202,6 @@ impl Index {
         self.shared.ids().read().unwrap_or_else(PoisonError::into_inner).get(id).is_some()
     }
 
-    /// The `k` nearest neighbours of `query`, closest first (fewer when the index holds fewer).
-    /// `params` is the beam width `ef` (a plain number converts) or [`SearchParams`]: `ef` 0
-    /// uses `Options::ef_search`, and a value below `k` is raised to `k`. Segments are searched
-    /// in parallel on the index's threads.
-    pub fn search(&self, query: &[f32], k: usize, params: impl Into<SearchParams>) -> Result<Vec<SearchResult>> {
-        let params = self.shared.engine.options.resolve(k, params.into())?;
-        let query = self.prepare_queries(query, 1)?;
-        let set = self.shared.snapshot();
-        let mut hits = Vec::with_capacity(k.min(set.len()));
-        // Handing a query to the pool costs tens of microseconds: worth it only when several
-        // segments hold data (measured: a lone sealed segment searched 1.5x faster in place).
-        if set.count() <= 1 {
-            set.search(&query, k, params, &mut hits);
-        } else {
-            self.shared.engine.pool.install(|| set.par_search(&query, k, params, &mut hits));
-        }
-        Ok(hits)
-    }
-
-    /// [`Index::search`] into caller buffers of `k` slots each; returns the number of hits and
-    /// pads the rest with id `u64::MAX` and distance `+inf`. On error nothing is written.
-    pub fn search_into(
-        &self,
-        query: &[f32],
-        k: usize,
-        params: impl Into<SearchParams>,
-        ids: &mut [u64],
-        distances: &mut [f32],
-    ) -> Result<usize> {
-        if ids.len() != k || distances.len() != k {
-            return Err(Error::InvalidArgument(format!(
-                "output buffers must hold k = {k} slots, got {} ids and {} distances",
-                ids.len(),
-                distances.len()
-            )));
-        }
-        Ok(fill(&self.search(query, k, params)?, ids, distances))
-    }
-
-    fn prepare_queries<'a>(&self, queries: &'a [f32], count: usize) -> Result<Cow<'a, [f32]>> {
-        let dim = self.dim();
-        if queries.len() != count * dim {
-            return Err(Error::DimensionMismatch(format!(
-                "{count} queries need {} floats at dim {dim}, got {}",
-                count * dim,
-                queries.len()
-            )));
-        }
-        self.shared.engine.prepare(queries)
-    }
-
-    /// Searches many queries (row-major in `queries`); see [`Index::search_batch_into`].
-    pub fn search_batch(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: impl Into<SearchParams>,
-        threads: usize,
-    ) -> Result<Vec<Vec<SearchResult>>> {
-        let params = params.into();
-        self.shared.engine.options.resolve(k, params)?;
-        // No query can return more hits than the index holds: size the buffers for that, so a
-        // huge `k` costs nothing.
-        let k = k.min(self.len()).max(1);
-        let count = queries.len() / self.dim();
-        let slots = slots(count, k)?;
-        let mut ids = vec![0; slots];
-        let mut distances = vec![0.0; slots];
-        let mut counts = vec![0; count];
-        self.search_batch_into(queries, k, params, threads, &mut ids, &mut distances, &mut counts)?;
-        Ok((0..count)
-            .map(|q| {
-                (0..counts[q]).map(|j| SearchResult { id: ids[q * k + j], distance: distances[q * k + j] }).collect()
-            })
-            .collect())
-    }
-
-    /// Searches `counts.len()` queries and writes query `q`'s hits to `ids[q*k..]` and
-    /// `distances[q*k..]`, their number to `counts[q]`; unused slots get id `u64::MAX` and
-    /// distance `+inf`. `threads`: 1 runs on the calling thread, 0 on the index's threads, any
-    /// other number (up to [`Options::MAX_THREADS`]) on a pool of that size, which the index
-    /// keeps for the next call (two such pools at most). On error nothing is written.
-    #[allow(clippy::too_many_arguments)]
-    pub fn search_batch_into(
-        &self,
-        queries: &[f32],
-        k: usize,
-        params: impl Into<SearchParams>,
-        threads: usize,
-        ids: &mut [u64],
-        distances: &mut [f32],
-        counts: &mut [usize],
-    ) -> Result<()> {
-        let count = counts.len();
-        let params = self.shared.engine.options.resolve(k, params.into())?;
-        let slots = slots(count, k)?;
-        if ids.len() != slots || distances.len() != slots {
-            return Err(Error::InvalidArgument(format!(
-                "output buffers must hold {count} × {k} = {slots} slots, got {} ids and {} distances",
-                ids.len(),
-                distances.len()
-            )));
-        }
-        check_threads(threads)?;
-        let queries = self.prepare_queries(queries, count)?;
-        if count == 0 {
-            return Ok(());
-        }
-        let set = self.shared.snapshot();
-        // Writes one query's hits into its row of the outputs; returns how many there are.
-        let one = |query: &[f32], ids: &mut [u64], distances: &mut [f32], hits: &mut Vec<SearchResult>| {
-            set.search(query, k, params, hits);
-            fill(hits, ids, distances)
-        };
-        let dim = self.dim();
-        match threads {
-            1 => {
-                let mut hits = Vec::new();
-                let rows = queries.chunks_exact(dim).zip(ids.chunks_exact_mut(k)).zip(distances.chunks_exact_mut(k));
-                for (((query, ids), distances), count) in rows.zip(counts.iter_mut()) {
-                    *count = one(query, ids, distances, &mut hits);
-                }
-            }
-            _ => {
-                let run = || {
-                    queries
-                        .par_chunks_exact(dim)
-                        .zip(ids.par_chunks_exact_mut(k))
-                        .zip(distances.par_chunks_exact_mut(k))
-                        .zip(counts.par_iter_mut())
-                        .for_each_init(Vec::new, |hits, (((query, ids), distances), count)| {
-                            *count = one(query, ids, distances, hits)
-                        })
-                };
-                self.shared.engine.pool_of(threads)?.install(run);
-            }
-        }
-        Ok(())
-    }
-
     /// What opening this database dropped from the end of its write-ahead log, in words (`None`
     /// when nothing was dropped): how many bytes and records from which byte, why, and the file
     /// they were moved to. The log's last record is dropped when its bytes do not match its
@@ -387,20 +245,4 @@ impl Index {
         stats.bytes_per_vector_resident = per_vector(stats.bytes_heap + stats.bytes_mapped_resident);
         stats
     }
-}
-
-/// `count * k` output slots, or an error when that overflows.
-fn slots(count: usize, k: usize) -> Result<usize> {
-    count.checked_mul(k).ok_or_else(|| Error::InvalidArgument(format!("{count} queries × k = {k} overflows")))
-}
-
-/// Writes `hits` into a row of output slots, padding the rest with `u64::MAX` / `+inf`; returns
-/// the number of hits.
-fn fill(hits: &[SearchResult], ids: &mut [u64], distances: &mut [f32]) -> usize {
-    for (slot, (id, distance)) in ids.iter_mut().zip(distances.iter_mut()).enumerate() {
-        let hit = hits.get(slot);
-        *id = hit.map_or(u64::MAX, |h| h.id);
-        *distance = hit.map_or(f32::INFINITY, |h| h.distance);
-    }
-    hits.len()
 }

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::sealed::Sealed;
-use super::{mapped_bytes, search_graph, Layout, SearchResult, Tombstones};
+use super::{mapped_bytes, Layout, SearchResult, SegmentPlan, Tombstones, Wanted};
 use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, StoredSegment};
 use crate::memory::{Array, Mapping};
-use crate::options::SearchParams;
+use crate::options::{Filter, Plan};
 
 struct GrowingState {
     graph: Graph,
@@ -167,8 +167,19 @@ impl Growing {
         mapped_bytes(read(&self.state).mapping.as_deref())
     }
 
-    pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
+    pub(crate) fn plan<'f>(
+        &self,
+        filter: &Filter<'f>,
+        listed: Option<Vec<u32>>,
+        wanted: Wanted,
+        plan: Plan,
+    ) -> SegmentPlan<'f> {
         let state = read(&self.state);
-        search_graph(&state.graph, &state.ids, &self.tombstones, query, k, params, out);
+        SegmentPlan::new(state.graph.len(), &self.tombstones, &state.ids, filter, listed, wanted, plan)
+    }
+
+    pub(crate) fn search(&self, query: &[f32], wanted: Wanted, plan: &SegmentPlan, out: &mut Vec<SearchResult>) {
+        let state = read(&self.state);
+        plan.search(&state.graph, &state.ids, &self.tombstones, query, wanted, out);
     }
 }

@@ -3,6 +3,7 @@
 //! fans out over every segment and the per-segment top-k lists merge into one.
 
 mod growing;
+mod plan;
 mod sealed;
 mod tombstones;
 
@@ -13,14 +14,15 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 pub(crate) use growing::Growing;
+pub(crate) use plan::{SegmentPlan, Wanted};
 pub(crate) use sealed::Sealed;
 pub(crate) use tombstones::Tombstones;
 
 use crate::distance::Distance;
 use crate::error::{Error, Result};
-use crate::hnsw::{read_segment, with_scratch, Everyone, Graph, Params, StoredSegment};
+use crate::hnsw::{read_segment, Graph, Params, StoredSegment};
 use crate::memory::Mapping;
-use crate::options::{Options, SearchParams};
+use crate::options::{Filter, Options, Plan};
 
 /// One neighbour of a query.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,27 +69,6 @@ impl Layout {
 
 fn mapped_bytes(mapping: Option<&Mapping>) -> (usize, usize) {
     mapping.map_or((0, 0), |m| (m.bytes().len(), m.resident()))
-}
-
-/// Searches one segment's graph for its `k` nearest nodes that are not deleted.
-fn search_graph(
-    graph: &Graph,
-    ids: &[u64],
-    tombstones: &Tombstones,
-    query: &[f32],
-    k: usize,
-    params: SearchParams,
-    out: &mut Vec<SearchResult>,
-) {
-    with_scratch(|s| {
-        // Nothing deleted: the walk without the check, as fast as before deletes existed.
-        let found = if tombstones.count() == 0 {
-            graph.search(query, k, params, &Everyone, s)
-        } else {
-            graph.search(query, k, params, tombstones, s)
-        };
-        out.extend(found.iter().map(|f| SearchResult { distance: f.distance, id: ids[f.node as usize] }));
-    });
 }
 
 /// Rows `rows` of a batch became nodes `first_node..` of segment `ordinal`.
@@ -391,28 +372,55 @@ impl SegmentSet {
         SegmentSet { sealed, growing: self.growing.clone() }
     }
 
-    /// Searches every segment one after another and merges into `out` (the best `k`, closest first).
-    pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
-        out.clear();
-        for segment in &self.sealed {
-            segment.search(query, k, params, out);
-        }
-        self.growing.search(query, k, params, out);
-        merge(out, k);
+    /// Plans the search of every segment (sealed ones in order, then the growing one) for
+    /// `filter`; `listed` holds, when the filter has an allow-list, the (ordinal, node) of each
+    /// listed id this set holds.
+    pub(crate) fn plan<'f>(
+        &self,
+        filter: &Filter<'f>,
+        listed: Option<Vec<(u32, u32)>>,
+        wanted: Wanted,
+        plan: Plan,
+    ) -> Vec<SegmentPlan<'f>> {
+        let mut per_segment: Option<Vec<Vec<u32>>> = listed.map(|listed| {
+            let mut nodes = vec![Vec::new(); self.sealed.len() + 1];
+            for (ordinal, node) in listed {
+                let at = self.sealed.iter().position(|s| s.ordinal() == ordinal).unwrap_or(self.sealed.len());
+                nodes[at].push(node);
+            }
+            nodes
+        });
+        let mut take = |at: usize| per_segment.as_mut().map(|nodes| std::mem::take(&mut nodes[at]));
+        let mut plans: Vec<_> =
+            self.sealed.iter().enumerate().map(|(at, s)| s.plan(filter, take(at), wanted, plan)).collect();
+        plans.push(self.growing.plan(filter, take(self.sealed.len()), wanted, plan));
+        plans
     }
 
-    /// Searches the segments in parallel on the current rayon pool, then merges.
-    pub(crate) fn par_search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
+    /// Searches every segment as `plans` say, one after another, and merges into `out` (the
+    /// best `k` or `limit`, closest first).
+    pub(crate) fn search(&self, query: &[f32], wanted: Wanted, plans: &[SegmentPlan], out: &mut Vec<SearchResult>) {
+        out.clear();
+        for (segment, plan) in self.sealed.iter().zip(plans) {
+            segment.search(query, wanted, plan, out);
+        }
+        self.growing.search(query, wanted, &plans[self.sealed.len()], out);
+        merge(out, wanted.count());
+    }
+
+    /// [`SegmentSet::search`] with the segments searched in parallel on the current rayon pool.
+    pub(crate) fn par_search(&self, query: &[f32], wanted: Wanted, plans: &[SegmentPlan], out: &mut Vec<SearchResult>) {
         if self.sealed.is_empty() {
-            return self.search(query, k, params, out);
+            return self.search(query, wanted, plans, out);
         }
         let (mut hits, growing) = rayon::join(
             || {
                 self.sealed
                     .par_iter()
-                    .map(|segment| {
+                    .zip(plans)
+                    .map(|(segment, plan)| {
                         let mut hits = Vec::new();
-                        segment.search(query, k, params, &mut hits);
+                        segment.search(query, wanted, plan, &mut hits);
                         hits
                     })
                     .flatten_iter()
@@ -420,12 +428,12 @@ impl SegmentSet {
             },
             || {
                 let mut hits = Vec::new();
-                self.growing.search(query, k, params, &mut hits);
+                self.growing.search(query, wanted, &plans[self.sealed.len()], &mut hits);
                 hits
             },
         );
         hits.extend(growing);
-        merge(&mut hits, k);
+        merge(&mut hits, wanted.count());
         *out = hits;
     }
 }

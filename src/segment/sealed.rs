@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{mapped_bytes, search_graph, Layout, SearchResult, Tombstones};
+use super::{mapped_bytes, Layout, SearchResult, SegmentPlan, Tombstones, Wanted};
 use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, StoredSegment};
 use crate::memory::{Array, Mapping};
-use crate::options::SearchParams;
+use crate::options::{Filter, Plan};
 
 pub(crate) struct Sealed {
     ordinal: u32,
@@ -95,7 +95,17 @@ impl Sealed {
         Sealed::new(ordinal, graph, ids, tombstones)
     }
 
-    pub(crate) fn search(&self, query: &[f32], k: usize, params: SearchParams, out: &mut Vec<SearchResult>) {
-        search_graph(&self.graph, &self.ids, &self.tombstones, query, k, params, out);
+    pub(crate) fn plan<'f>(
+        &self,
+        filter: &Filter<'f>,
+        listed: Option<Vec<u32>>,
+        wanted: Wanted,
+        plan: Plan,
+    ) -> SegmentPlan<'f> {
+        SegmentPlan::new(self.len(), &self.tombstones, &self.ids, filter, listed, wanted, plan)
+    }
+
+    pub(crate) fn search(&self, query: &[f32], wanted: Wanted, plan: &SegmentPlan, out: &mut Vec<SearchResult>) {
+        plan.search(&self.graph, &self.ids, &self.tombstones, query, wanted, out);
     }
 }

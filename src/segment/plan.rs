@@ -1,0 +1,251 @@
+//! Planning the search of one segment: which of its nodes the search may return (the live ones
+//! that pass the caller's filter), how many, and whether to walk its graph through the others
+//! or to scan those nodes exactly.
+//!
+//! The walk's cost grows as the share of nodes it may return shrinks (it steps through the
+//! others to reach them), the scan's with their number: the planner scans when few pass, and
+//! a walk that has computed more distances than there are nodes to scan stops and scans them
+//! instead (Lucene's guard), so a search never costs much more than the cheaper of the two.
+
+use super::{SearchResult, Tombstones};
+use crate::hnsw::{with_scratch, Admit, Everyone, Graph, Reach, Scratch};
+use crate::options::{Filter, Plan, SearchParams};
+
+/// The caller's predicate over ids.
+type Predicate<'f> = &'f (dyn Fn(u64) -> bool + Sync);
+
+/// What a search asks of every segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wanted<'p> {
+    /// The `k` nearest, with `params` resolved (`ef >= k`).
+    Nearest { k: usize, params: SearchParams<'p> },
+    /// Those within `radius`, the closest `limit`, the walk crossing gaps with a beam of `ef`.
+    Range { radius: f32, limit: usize, ef: usize },
+}
+
+impl Wanted<'_> {
+    /// How many results at most.
+    pub(crate) fn count(&self) -> usize {
+        match *self {
+            Wanted::Nearest { k, .. } => k,
+            Wanted::Range { limit, .. } => limit,
+        }
+    }
+
+    fn ef(&self) -> usize {
+        match *self {
+            Wanted::Nearest { params, .. } => params.ef,
+            Wanted::Range { ef, .. } => ef,
+        }
+    }
+}
+
+/// Scan when at most `sqrt(SCAN_FACTOR * ef * len)` of a segment's `len` nodes may be returned.
+///
+/// A walk with beam `ef` that may return a share `p` of the nodes computes about `c * ef / p`
+/// distances (it passes about `1/p` refused nodes per admitted one); a scan computes `p * len`,
+/// each cheaper (the nodes are read in order). They cost the same at `p * len =
+/// sqrt(c' * ef * len)`: the factor was measured by timing both plans across selectivities on
+/// npm51k and 1M generated vectors (`benches/peers/filtered.py --plans`; docs in README).
+const SCAN_FACTOR: f64 = 32.0;
+
+/// Below this share of admitted nodes a walk steps over refused neighbours to their admitted
+/// neighbours (ACORN-1) rather than ranking them (measured with the same bench).
+const TWO_HOP_BELOW: f64 = 0.1;
+
+/// How many live nodes a predicate is tried on to estimate how many it accepts.
+const SAMPLES: usize = 256;
+
+/// Nodes a walk over `len` nodes with beam `ef` would cost as much as scanning.
+fn scan_limit(len: usize, ef: usize) -> usize {
+    (SCAN_FACTOR * ef as f64 * len as f64).sqrt() as usize
+}
+
+/// Which nodes of a segment a search may return.
+enum Passing<'f> {
+    /// Every live node.
+    Live,
+    /// The live nodes of an allow-list (the predicate already applied), sorted, and as bits
+    /// when the segment is walked.
+    Listed { nodes: Vec<u32>, bits: Vec<u64> },
+    /// The live nodes whose ids the predicate accepts.
+    Accepted(Predicate<'f>),
+}
+
+enum How {
+    /// Nothing in the segment may be returned.
+    Skip,
+    Scan,
+    Walk(Reach),
+}
+
+/// How one segment is searched, decided once per call (a batch shares it).
+pub(crate) struct SegmentPlan<'f> {
+    passing: Passing<'f>,
+    /// Nodes that may be returned: counted, or for a predicate alone, estimated.
+    admitted: usize,
+    counted: bool,
+    how: How,
+}
+
+impl<'f> SegmentPlan<'f> {
+    /// Plans a segment of `len` nodes: `listed` holds its nodes that an allow-list names (the
+    /// filter has an allow-list exactly when it is given).
+    pub(crate) fn new(
+        len: usize,
+        tombstones: &Tombstones,
+        ids: &[u64],
+        filter: &Filter<'f>,
+        listed: Option<Vec<u32>>,
+        wanted: Wanted,
+        plan: Plan,
+    ) -> Self {
+        let live = len - tombstones.count().min(len);
+        let (mut passing, admitted, counted) = match (listed, filter.predicate) {
+            (Some(mut nodes), predicate) => {
+                nodes.sort_unstable();
+                nodes.dedup();
+                nodes.retain(|&n| {
+                    (n as usize) < len
+                        && !tombstones.is_deleted(n)
+                        && predicate.is_none_or(|accepts| accepts(ids[n as usize]))
+                });
+                let count = nodes.len();
+                (Passing::Listed { nodes, bits: Vec::new() }, count, true)
+            }
+            (None, Some(accepts)) => (Passing::Accepted(accepts), estimate(len, live, tombstones, ids, accepts), false),
+            (None, None) => (Passing::Live, live, true),
+        };
+        let limit = scan_limit(len, wanted.ef());
+        let two_hop = (admitted as f64) < TWO_HOP_BELOW * len as f64;
+        let how = match plan {
+            _ if counted && admitted == 0 => How::Skip,
+            Plan::Exact => How::Scan,
+            Plan::Graph => How::Walk(Reach { budget: usize::MAX, two_hop }),
+            Plan::Auto if admitted <= limit => How::Scan,
+            // An estimate may be low: give the walk room before it turns to a scan.
+            Plan::Auto => How::Walk(Reach { budget: if counted { admitted } else { 2 * admitted }, two_hop }),
+        };
+        if let (How::Walk(_), Passing::Listed { nodes, bits }) = (&how, &mut passing) {
+            *bits = vec![0; len.div_ceil(64)];
+            for &n in nodes.iter() {
+                bits[n as usize / 64] |= 1 << (n % 64);
+            }
+        }
+        SegmentPlan { passing, admitted, counted, how }
+    }
+
+    /// Searches the segment (`graph`, its `ids` and `tombstones`) as planned and appends what
+    /// it finds to `out`.
+    pub(crate) fn search(
+        &self,
+        graph: &Graph,
+        ids: &[u64],
+        tombstones: &Tombstones,
+        query: &[f32],
+        wanted: Wanted,
+        out: &mut Vec<SearchResult>,
+    ) {
+        with_scratch(|s| {
+            match self.how {
+                How::Skip => return,
+                How::Scan => self.scan(graph, ids, tombstones, query, wanted, s),
+                How::Walk(reach) => {
+                    let complete = match &self.passing {
+                        // Nothing deleted: the walk without the check, as fast as before
+                        // deletes existed.
+                        Passing::Live if tombstones.count() == 0 => walk(graph, query, wanted, &Everyone, reach, s),
+                        Passing::Live => walk(graph, query, wanted, tombstones, reach, s),
+                        Passing::Listed { bits, .. } => walk(graph, query, wanted, &Bits(bits), reach, s),
+                        Passing::Accepted(accepts) => {
+                            walk(graph, query, wanted, &LiveAccepted { tombstones, ids, accepts: *accepts }, reach, s)
+                        }
+                    };
+                    // A two-hop walk can strand itself where too few admitted nodes lie near
+                    // each other: then the scan finds what it missed.
+                    let short = match wanted {
+                        Wanted::Nearest { k, .. } if self.counted => s.found.len() < k.min(self.admitted),
+                        Wanted::Nearest { k, .. } => s.found.len() < k,
+                        Wanted::Range { .. } => false,
+                    };
+                    if !complete || short && reach.budget != usize::MAX {
+                        self.scan(graph, ids, tombstones, query, wanted, s);
+                    }
+                }
+            }
+            out.extend(s.found.iter().map(|f| SearchResult { distance: f.distance, id: ids[f.node as usize] }));
+        });
+    }
+
+    /// Scores exactly every node the search may return.
+    fn scan(
+        &self,
+        graph: &Graph,
+        ids: &[u64],
+        tombstones: &Tombstones,
+        query: &[f32],
+        wanted: Wanted,
+        s: &mut Scratch,
+    ) {
+        let live = (0..graph.len() as u32).filter(|&n| !tombstones.is_deleted(n));
+        match &self.passing {
+            Passing::Live => scan(graph, query, wanted, live, s),
+            Passing::Listed { nodes, .. } => scan(graph, query, wanted, nodes.iter().copied(), s),
+            Passing::Accepted(accepts) => scan(graph, query, wanted, live.filter(|&n| accepts(ids[n as usize])), s),
+        }
+    }
+}
+
+/// Estimates how many of a segment's `live` nodes `accepts` accepts, from up to `SAMPLES` live
+/// nodes spread evenly over it.
+fn estimate(len: usize, live: usize, tombstones: &Tombstones, ids: &[u64], accepts: Predicate) -> usize {
+    let step = len.div_ceil(SAMPLES).max(1);
+    let (mut tried, mut passed) = (0usize, 0usize);
+    for n in (0..len).step_by(step).filter(|&n| !tombstones.is_deleted(n as u32)) {
+        tried += 1;
+        passed += usize::from(accepts(ids[n]));
+    }
+    if tried == 0 {
+        0
+    } else {
+        (live as f64 * passed as f64 / tried as f64).ceil() as usize
+    }
+}
+
+fn walk(graph: &Graph, query: &[f32], wanted: Wanted, admit: &impl Admit, reach: Reach, s: &mut Scratch) -> bool {
+    match wanted {
+        Wanted::Nearest { k, params } => graph.search_within(query, k, params, admit, reach, s),
+        Wanted::Range { radius, limit, ef } => graph.search_range(query, radius, limit, ef, admit, reach.budget, s),
+    }
+}
+
+fn scan(graph: &Graph, query: &[f32], wanted: Wanted, nodes: impl Iterator<Item = u32>, s: &mut Scratch) {
+    match wanted {
+        Wanted::Nearest { k, params } => graph.scan(query, k, params.ef, nodes, s),
+        Wanted::Range { radius, limit, .. } => graph.scan_range(query, radius, limit, nodes, s),
+    }
+}
+
+/// Admits the nodes whose bits are set.
+struct Bits<'a>(&'a [u64]);
+
+impl Admit for Bits<'_> {
+    #[inline]
+    fn admits(&self, node: u32) -> bool {
+        self.0.get(node as usize / 64).is_some_and(|word| word & (1 << (node % 64)) != 0)
+    }
+}
+
+/// Admits the live nodes whose ids a predicate accepts.
+struct LiveAccepted<'a> {
+    tombstones: &'a Tombstones,
+    ids: &'a [u64],
+    accepts: Predicate<'a>,
+}
+
+impl Admit for LiveAccepted<'_> {
+    #[inline]
+    fn admits(&self, node: u32) -> bool {
+        !self.tombstones.is_deleted(node) && self.ids.get(node as usize).is_some_and(|&id| (self.accepts)(id))
+    }
+}
