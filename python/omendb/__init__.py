@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 __all__ = [
-    "Index", "Error", "InvalidInputError", "NullArgumentError", "InvalidArgumentError", "DimensionMismatchError",
+    "Index", "Filter", "Error", "InvalidInputError", "NullArgumentError", "InvalidArgumentError", "DimensionMismatchError",
     "NonFiniteError", "ZeroVectorError", "DuplicateIdError", "ResourceExhaustedError", "PanicError", "ClosedError",
     "StorageError", "IoError", "CorruptError", "VersionError", "LockedError", "ReadOnlyError", "NotFoundError",
     "library_path", "version",
@@ -166,9 +166,73 @@ class _Options(ctypes.Structure):
     ]
 
 
+_PREDICATE = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_uint64, ctypes.c_void_p)
+
+
 class _SearchParams(ctypes.Structure):
     _fields_ = [("size", ctypes.c_size_t), ("ef", ctypes.c_size_t), ("oversample", ctypes.c_size_t),
-                ("threads", ctypes.c_size_t)]
+                ("threads", ctypes.c_size_t), ("allow_ids", ctypes.c_void_p), ("allow_count", ctypes.c_size_t),
+                ("predicate", _PREDICATE), ("predicate_context", ctypes.c_void_p), ("plan", ctypes.c_uint32)]
+
+
+_PLANS = {"auto": 0, "exact": 1, "graph": 2}
+
+
+class Filter:
+    """Which ids a search may return: those in `allow` (any sequence of ids; repeats allowed)
+    that `predicate` (a function of one int id returning bool) accepts; either may be None.
+
+    Searches also take a bare sequence of ids or a bare function as their `filter`. The
+    predicate is called from the index's threads (each call takes the GIL, so an allow-list is
+    far faster); an exception in it is raised by the search once it returns."""
+
+    def __init__(self, allow=None, predicate=None):
+        self.allow = None if allow is None else np.ascontiguousarray(allow, dtype=np.uint64).reshape(-1)
+        if predicate is not None and not callable(predicate):
+            raise TypeError("predicate must be callable")
+        self.predicate = predicate
+
+    @staticmethod
+    def of(filter):
+        if filter is None or isinstance(filter, Filter):
+            return filter
+        return Filter(predicate=filter) if callable(filter) else Filter(allow=filter)
+
+
+class _Call:
+    """`_SearchParams` for one call, holding what its pointers point to until the call returns,
+    and the first exception the predicate raised."""
+
+    def __init__(self, ef=0, oversample=0, threads=0, filter=None, plan="auto"):
+        if plan not in _PLANS:
+            raise ValueError(f"plan must be one of {sorted(_PLANS)}, got {plan!r}")
+        self.params = _SearchParams(ctypes.sizeof(_SearchParams), _size(ef, "ef"), _size(oversample, "oversample"),
+                                    _size(threads, "threads"))
+        self.params.plan = _PLANS[plan]
+        self.errors = []
+        filter = Filter.of(filter)
+        if filter is not None and filter.allow is not None:
+            # An empty allow-list allows nothing; a non-NULL pointer (to one unused slot) tells
+            # it from no allow-list at all.
+            self.allow = filter.allow if len(filter.allow) else np.zeros(1, np.uint64)
+            self.params.allow_ids, self.params.allow_count = self.allow.ctypes.data, len(filter.allow)
+        if filter is not None and filter.predicate is not None:
+            accepts, errors = filter.predicate, self.errors
+
+            def call(id, _context):
+                try:
+                    return bool(accepts(id))
+                except BaseException as error:  # noqa: B036 - re-raised once the search returns
+                    errors.append(error)
+                    return False
+
+            self.predicate = _PREDICATE(call)
+            self.params.predicate = self.predicate
+
+    def run(self, function, *args):
+        _call(function, *args)
+        if self.errors:
+            raise self.errors[0]
 
 
 class _Stats(ctypes.Structure):
@@ -203,6 +267,8 @@ def _load():
         "omen_index_search": (u32, [p, p, size, size, size, p, p, ctypes.POINTER(size), err]),
         "omen_index_search_batch": (u32, [p, p, size, size, size, size, size, p, p, p, err]),
         "omen_index_search_batch_with": (u32, [p, p, size, size, size, ctypes.POINTER(_SearchParams), p, p, p, err]),
+        "omen_index_search_range_with": (u32, [p, p, size, ctypes.c_float, size, ctypes.POINTER(_SearchParams), p, p,
+                                               ctypes.POINTER(size), err]),
         "omen_index_len": (size, [p]),
         "omen_index_dim": (size, [p]),
         "omen_index_segment_count": (size, [p]),
@@ -504,11 +570,11 @@ class Index:
     def insert(self, id, vector):
         self.insert_batch([id], vector)
 
-    def search(self, query, k=10, ef=0, oversample=0):
+    def search(self, query, k=10, ef=0, oversample=0, filter=None, plan="auto"):
         """The k nearest neighbours of one query: (uint64 ids, float32 distances), closest first.
-        oversample as in search_batch."""
-        if oversample:
-            ids, distances = self.search_batch(np.reshape(query, (1, -1)), k, ef, 1, oversample)
+        oversample, filter and plan as in search_batch."""
+        if oversample or filter is not None or plan != "auto":
+            ids, distances = self.search_batch(np.reshape(query, (1, -1)), k, ef, 1, oversample, filter, plan)
             found = int(np.count_nonzero(ids[0] != 2**64 - 1))
             return ids[0][:found].copy(), distances[0][:found].copy()
         query = np.ascontiguousarray(query, dtype=np.float32)
@@ -527,20 +593,41 @@ class Index:
         n = count.value
         return ids[:n].copy(), distances[:n].copy()
 
-    def search_batch(self, queries, k=10, ef=0, threads=0, oversample=0):
+    def search_range(self, query, radius, max_results=1000, ef=0, filter=None, plan="auto"):
+        """Every vector within `radius` of `query` (a distance as searches report it: squared
+        L2, 1 - cosine, or the negated inner product), closest first, at most `max_results` (the
+        closest): (uint64 ids, float32 distances). The walk crosses gaps between them with a
+        beam of `ef` (0 = the index default); plan="exact" finds all of them."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        max_results = _size(max_results, "max_results")
+        # Buffers for no more hits than the index holds (and at least one slot, so that a
+        # max_results of 0 reaches the library's check).
+        slots = min(max_results, max(len(self), 1))
+        ids, distances = np.empty(slots, np.uint64), np.empty(slots, np.float32)
+        count = ctypes.c_size_t()
+        call = _Call(ef=ef, filter=filter, plan=plan)
+        with self._handle as index:
+            call.run(_lib.omen_index_search_range_with, index, _pointer(query), query.size, float(radius), slots,
+                     ctypes.byref(call.params), _pointer(ids), _pointer(distances), ctypes.byref(count))
+        return ids[:count.value].copy(), distances[:count.value].copy()
+
+    def search_batch(self, queries, k=10, ef=0, threads=0, oversample=0, filter=None, plan="auto"):
         """Searches every row of `queries`: (uint64[q, k] ids, float32[q, k] distances). Missing
-        hits (fewer than k vectors) have id 2**64-1 and distance inf. threads: 0 = the index's
-        threads, 1 = this thread. oversample: with quantization, candidates re-scored per
-        result (0 = the index's default)."""
+        hits (fewer than k vectors, or than pass the filter) have id 2**64-1 and distance inf.
+        threads: 0 = the index's threads, 1 = this thread. oversample: with quantization,
+        candidates re-scored per result (0 = the index's default). filter: a sequence of allowed
+        ids, a predicate over ids, or a Filter with both; one filter for the whole batch. plan:
+        "auto" (the planner chooses per segment), "exact" (brute force) or "graph" (the walk
+        alone)."""
         queries = self._matrix(queries)
-        k, ef, threads, oversample = _size(k, "k"), _size(ef, "ef"), _size(threads, "threads"), _size(oversample, "oversample")
+        k = _size(k, "k")
+        call = _Call(ef, oversample, threads, filter, plan)
         if k > 16:
             k = max(1, min(k, len(self)))  # no query returns more hits than the index holds
         n = len(queries)
         ids, distances = np.empty((n, k), np.uint64), np.empty((n, k), np.float32)
         counts = np.empty(n, np.uintp)
-        params = _SearchParams(ctypes.sizeof(_SearchParams), ef, oversample, threads)
         with self._handle as index:
-            _call(_lib.omen_index_search_batch_with, index, _pointer(queries), n, queries.shape[1], k,
-                  ctypes.byref(params), _pointer(ids), _pointer(distances), _pointer(counts))
+            call.run(_lib.omen_index_search_batch_with, index, _pointer(queries), n, queries.shape[1], k,
+                     ctypes.byref(call.params), _pointer(ids), _pointer(distances), _pointer(counts))
         return ids, distances

@@ -218,3 +218,74 @@ def test_search_batch_caps_k_at_the_index_size():
     ids, distances = index.search_batch(np.eye(4, dtype=np.float32)[:1], k=500_000_000)
     assert ids.shape == (1, 2) and distances.shape == (1, 2)
     assert sorted(ids[0]) == [1, 2]
+
+
+def _filtered_truth(base, ids, query, allowed, k):
+    mask = np.isin(ids, allowed)
+    distances = ((base[mask] - query) ** 2).sum(-1)
+    return ids[mask][np.argsort(distances, kind="stable")[:k]]
+
+
+def test_filters_return_the_nearest_allowed_ids():
+    data = clustered(4050, 24, 7)
+    base, queries = data[:4000], data[4000:]
+    ids = np.arange(4000, dtype=np.uint64) * 3 + 1
+    with omendb.Index(dim=24, metric="l2", segment_capacity=1500) as index:
+        index.insert_batch(ids, base)
+        rng = np.random.default_rng(3)
+        for share in (0.5, 0.1, 0.01, 0.001):
+            allowed = rng.choice(ids, max(1, int(share * len(ids))), replace=False)
+            found, distances = index.search_batch(queries, k=10, filter=allowed)
+            allowed_set = set(allowed.tolist())
+            by_predicate, _ = index.search_batch(queries, k=10, filter=allowed_set.__contains__, plan="exact")
+            hits = 0
+            for q, row, exact_row in zip(queries, found, by_predicate):
+                truth = _filtered_truth(base, ids, q, allowed, 10)
+                present = row[row != 2**64 - 1]
+                assert len(present) == len(truth) and np.isin(present, allowed).all()
+                assert list(exact_row[:len(truth)]) == list(truth)
+                hits += len(set(present) & set(truth))
+            recall = hits / sum(min(10, len(allowed)) for _ in queries)
+            assert recall >= 0.95, (share, recall)
+        one, _ = index.search(queries[0], k=10, filter=[ids[17]])
+        assert list(one) == [ids[17]]
+        nothing, _ = index.search(queries[0], k=10, filter=[])
+        assert len(nothing) == 0
+        both, _ = index.search(queries[0], k=10, filter=omendb.Filter(allow=ids[:100], predicate=lambda id: id % 2 == 0))
+        assert len(both) == 10 and all(id % 2 == 0 and id < ids[100] for id in both)
+
+
+def test_a_predicate_that_raises_reaches_the_caller():
+    with omendb.Index(dim=4) as index:
+        index.insert_batch(np.arange(50, dtype=np.uint64), clustered(50, 4, 2))
+
+        def broken(id):
+            raise KeyError(id)
+
+        with pytest.raises(KeyError):
+            index.search(np.ones(4, np.float32), k=5, filter=broken)
+        assert len(index.search(np.ones(4, np.float32), k=5)[0]) == 5
+        with pytest.raises(ValueError):
+            index.search(np.ones(4, np.float32), k=5, plan="fastest")
+
+
+def test_range_search_matches_brute_force():
+    data = clustered(3000, 16, 9)
+    with omendb.Index(dim=16, metric="l2") as index:
+        index.insert_batch(np.arange(3000, dtype=np.uint64), data)
+        for q in data[::500]:
+            distances = ((data - q) ** 2).sum(-1)
+            radius = float(np.sort(distances)[40])
+            inside = set(np.nonzero(distances <= radius)[0].tolist())
+            ids, found = index.search_range(q, radius, plan="exact")
+            assert set(ids.tolist()) ^ inside <= {int(np.argsort(distances)[40])}  # f32 at the boundary
+            assert (found <= radius).all() and (np.diff(found) >= 0).all()
+            walked, _ = index.search_range(q, radius)
+            assert len(set(walked.tolist()) & set(ids.tolist())) >= 0.95 * len(ids)
+            few, _ = index.search_range(q, radius, max_results=5)
+            assert len(few) == 5
+        for bad in (float("nan"), -1.0):
+            with pytest.raises(omendb.InvalidArgumentError):
+                index.search_range(data[0], bad)
+        with pytest.raises(omendb.InvalidArgumentError):
+            index.search_range(data[0], 1.0, max_results=0)
