@@ -251,6 +251,39 @@ typedef uint32_t omen_log_recovery;
 #endif // __cplusplus
 
 /**
+ * How a search covers each segment (`omen_search_params.plan`).
+ */
+enum omen_search_plan
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Per segment: an exact scan when few of its vectors may be returned (a filter or deletes
+   * leave few), else a graph walk that turns to an exact scan once it has visited more
+   * vectors than may be returned.
+   */
+  OMEN_SEARCH_PLAN_AUTO = 0,
+  /**
+   * Every segment scanned exactly: every result is a true nearest neighbour (slow on large
+   * indexes; for ground truth and small filtered sets).
+   */
+  OMEN_SEARCH_PLAN_EXACT = 1,
+  /**
+   * Always the graph walk, never a scan, to measure the walk alone: with a narrow filter it
+   * may return fewer results than exist.
+   */
+  OMEN_SEARCH_PLAN_GRAPH = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum omen_search_plan omen_search_plan;
+#else
+typedef uint32_t omen_search_plan;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An error with its status and message, owned by the caller once returned.
  * Read it with `omen_error_code` and `omen_error_message`; release it with `omen_error_free`.
  */

@@ -16,6 +16,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -100,6 +103,73 @@ struct Hit {
     uint64_t id;
     float distance;
 };
+
+/// Per-call search settings (omen_search_params): zero means the index default. A filter (an
+/// allow-list, a predicate, or both: an id must pass both) makes a search return only the live
+/// ids that pass, min(k, their number) of them.
+struct SearchParams {
+    size_t ef = 0;
+    size_t oversample = 0;
+    /// search_batch only: 1 = this thread, 0 = the index's threads.
+    size_t threads = 0;
+    /// Allowed ids (any order, repeats allowed), or nullptr for no allow-list; borrowed during
+    /// the call. An empty vector allows nothing.
+    const std::vector<uint64_t> *allow = nullptr;
+    /// Called from the index's threads, possibly at once: it must be thread-safe and must not
+    /// call back into the index. An exception it throws is rethrown by the search.
+    std::function<bool(uint64_t)> predicate;
+    omen_search_plan plan = OMEN_SEARCH_PLAN_AUTO;
+};
+
+namespace detail {
+/// omen_search_params for one call, with the predicate behind a C trampoline that catches what
+/// it throws (no exception may cross into the library) for `rethrow` after the call.
+class CallParams {
+public:
+    explicit CallParams(const SearchParams &params) : predicate_(params.predicate) {
+        raw_.size = sizeof raw_;
+        raw_.ef = params.ef;
+        raw_.oversample = params.oversample;
+        raw_.threads = params.threads;
+        if (params.allow) {
+            // A non-null pointer with a zero count is an empty allow-list (nothing passes).
+            static const uint64_t none = 0;
+            raw_.allow_ids = params.allow->empty() ? &none : params.allow->data();
+            raw_.allow_count = params.allow->size();
+        }
+        if (predicate_) {
+            raw_.predicate = &CallParams::accepts;
+            raw_.predicate_context = this;
+        }
+        raw_.plan = static_cast<uint32_t>(params.plan);
+    }
+    CallParams(const CallParams &) = delete;
+    CallParams &operator=(const CallParams &) = delete;
+
+    const omen_search_params *get() const noexcept { return &raw_; }
+
+    void rethrow() const {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    static bool accepts(uint64_t id, void *context) noexcept {
+        auto *self = static_cast<CallParams *>(context);
+        try {
+            return self->predicate_(id);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(self->mutex_);
+            if (!self->error_) self->error_ = std::current_exception();
+            return false;
+        }
+    }
+
+    omen_search_params raw_{};
+    std::function<bool(uint64_t)> predicate_;
+    std::mutex mutex_;
+    std::exception_ptr error_;
+};
+}  // namespace detail
 
 /// A segmented HNSW index, in memory (the constructor) or in a database directory (`open`).
 class Index {
@@ -206,14 +276,21 @@ public:
     /// The `k` nearest neighbours of `query` (`dim` floats), closest first; `ef` 0 = default;
     /// `oversample` (quantized indexes) 0 = the index's default.
     std::vector<Hit> search(const float *query, size_t dim, size_t k, size_t ef = 0, size_t oversample = 0) const {
+        SearchParams params;
+        params.ef = ef;
+        params.oversample = oversample;
+        return search(query, dim, k, params);
+    }
+
+    /// The `k` nearest neighbours of `query` with per-call settings and filter.
+    std::vector<Hit> search(const float *query, size_t dim, size_t k, const SearchParams &params) const {
         std::vector<uint64_t> ids(k);
         std::vector<float> distances(k);
         size_t count = 0;
-        omen_search_params params{sizeof(omen_search_params), ef, oversample, 0};
-        detail::check([&](omen_error **error) { return omen_index_search_with(live(), query, dim, k, &params, ids.data(), distances.data(), &count, error); });
-        std::vector<Hit> hits(count);
-        for (size_t i = 0; i < count; i++) hits[i] = Hit{ids[i], distances[i]};
-        return hits;
+        detail::CallParams call(params);
+        detail::check([&](omen_error **error) { return omen_index_search_with(live(), query, dim, k, call.get(), ids.data(), distances.data(), &count, error); });
+        call.rethrow();
+        return hits_of(ids, distances, count);
     }
 
     template <class Query, detail::if_container<Query> = 0>
@@ -221,21 +298,52 @@ public:
         return search(query.data(), query.size(), k, ef, oversample);
     }
 
+    template <class Query, detail::if_container<Query> = 0>
+    std::vector<Hit> search(const Query &query, size_t k, const SearchParams &params) const {
+        return search(query.data(), query.size(), k, params);
+    }
+
     /// Searches `n_queries` rows of `dim` floats; one hit list per query. `threads`: 1 = this
     /// thread, 0 = the index's threads.
     std::vector<std::vector<Hit>> search_batch(const float *queries, size_t n_queries, size_t dim, size_t k,
                                                size_t ef = 0, size_t threads = 0, size_t oversample = 0) const {
+        SearchParams params;
+        params.ef = ef;
+        params.threads = threads;
+        params.oversample = oversample;
+        return search_batch(queries, n_queries, dim, k, params);
+    }
+
+    /// Searches `n_queries` rows with per-call settings; one filter for the whole batch.
+    std::vector<std::vector<Hit>> search_batch(const float *queries, size_t n_queries, size_t dim, size_t k,
+                                               const SearchParams &params) const {
         std::vector<uint64_t> ids(n_queries * k);
         std::vector<float> distances(n_queries * k);
         std::vector<size_t> counts(n_queries);
-        omen_search_params params{sizeof(omen_search_params), ef, oversample, threads};
-        detail::check([&](omen_error **error) { return omen_index_search_batch_with(live(), queries, n_queries, dim, k, &params, ids.data(), distances.data(), counts.data(), error); });
+        detail::CallParams call(params);
+        detail::check([&](omen_error **error) { return omen_index_search_batch_with(live(), queries, n_queries, dim, k, call.get(), ids.data(), distances.data(), counts.data(), error); });
+        call.rethrow();
         std::vector<std::vector<Hit>> hits(n_queries);
         for (size_t q = 0; q < n_queries; q++) {
             hits[q].resize(counts[q]);
             for (size_t i = 0; i < counts[q]; i++) hits[q][i] = Hit{ids[q * k + i], distances[q * k + i]};
         }
         return hits;
+    }
+
+    /// Every vector within `radius` of `query` (a distance as searches report it), closest
+    /// first, at most `max_results` (see omen_index_search_range); OMEN_SEARCH_PLAN_EXACT in
+    /// `params` finds all of them.
+    std::vector<Hit> search_range(const float *query, size_t dim, float radius, size_t max_results,
+                                  const SearchParams &params = SearchParams()) const {
+        size_t slots = max_results < size() ? max_results : (size() > 0 ? size() : 1);
+        std::vector<uint64_t> ids(slots);
+        std::vector<float> distances(slots);
+        size_t count = 0;
+        detail::CallParams call(params);
+        detail::check([&](omen_error **error) { return omen_index_search_range_with(live(), query, dim, radius, max_results == 0 ? 0 : slots, call.get(), ids.data(), distances.data(), &count, error); });
+        call.rethrow();
+        return hits_of(ids, distances, count);
     }
 
     size_t size() const { return omen_index_len(live()); }
@@ -246,6 +354,12 @@ public:
     omen_index *get() const noexcept { return index_; }
 
 private:
+    static std::vector<Hit> hits_of(const std::vector<uint64_t> &ids, const std::vector<float> &distances, size_t count) {
+        std::vector<Hit> hits(count);
+        for (size_t i = 0; i < count; i++) hits[i] = Hit{ids[i], distances[i]};
+        return hits;
+    }
+
     /// The dimension of `floats` floats split into `rows` rows; throws unless they divide evenly.
     size_t row_dim(size_t rows, size_t floats) const {
         size_t dim = rows == 0 ? this->dim() : floats / rows;

@@ -9,6 +9,8 @@ package omendb
 /*
 #include <stdlib.h>
 #include "omendb.h"
+
+extern bool omenGoPredicate(uint64_t id, void *context);
 */
 import "C"
 
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"runtime/cgo"
 	"sync"
 	"time"
 	"unsafe"
@@ -500,32 +503,146 @@ func (ix *Index) SearchBatchN(queries []float32, n, k, ef, threads int) ([][]Res
 	return ix.SearchBatchWith(queries, n, k, SearchParams{Ef: ef, Threads: threads})
 }
 
-// SearchParams are per-call search settings.
+// Plan is how a search covers each segment.
+type Plan int
+
+const (
+	// PlanAuto scans a segment exactly when few of its vectors may be returned, else walks its
+	// graph (turning to a scan once the walk has visited more vectors than may be returned).
+	PlanAuto Plan = C.OMEN_SEARCH_PLAN_AUTO
+	// PlanExact scans every segment: every result is a true nearest neighbour.
+	PlanExact Plan = C.OMEN_SEARCH_PLAN_EXACT
+	// PlanGraph always walks, never scans (to measure the walk alone).
+	PlanGraph Plan = C.OMEN_SEARCH_PLAN_GRAPH
+)
+
+// SearchParams are per-call search settings. With a filter (Allow, Predicate, or both: an id
+// must pass both) a search returns only the live ids that pass, min(k, their number) of them.
 type SearchParams struct {
 	Ef         int // beam width; 0 = Options.EfSearch
 	Oversample int // quantized indexes: candidates re-scored per result; 0 = Options.Oversample
 	Threads    int // 1 = this goroutine's thread, 0 = the index's threads
+	// Allow, when non-nil, lists the ids a search may return (any order, repeats allowed);
+	// an empty non-nil slice allows nothing.
+	Allow []uint64
+	// Predicate, when non-nil, accepts or refuses ids. The library calls it from its own
+	// threads, possibly at once, during the call only; it must not call back into the index.
+	// A panic in it is raised again by the search once the call returns.
+	Predicate func(id uint64) bool
+	Plan      Plan
 }
 
-// SearchBatchWith is SearchBatchN with every per-call setting.
+// callParams holds p as an omen_search_params in C memory (with a copy of the allow-list: C
+// may not read Go memory that holds Go pointers) until release.
+type callParams struct {
+	c      *C.omen_search_params
+	allow  *C.uint64_t
+	handle *C.uintptr_t
+	filter *filterCall
+}
+
+func newCallParams(p SearchParams) (*callParams, error) {
+	var fields [3]C.size_t
+	for i, value := range []int{p.Ef, p.Oversample, p.Threads} {
+		c, err := size(value)
+		if err != nil {
+			return nil, err
+		}
+		fields[i] = c
+	}
+	call := &callParams{c: (*C.omen_search_params)(C.calloc(1, C.size_t(unsafe.Sizeof(C.omen_search_params{}))))}
+	call.c.size = C.size_t(unsafe.Sizeof(*call.c))
+	call.c.ef, call.c.oversample, call.c.threads = fields[0], fields[1], fields[2]
+	call.c.plan = C.uint32_t(p.Plan)
+	if p.Allow != nil {
+		// One slot at least: a non-NULL pointer with a zero count allows nothing.
+		call.allow = (*C.uint64_t)(C.malloc(C.size_t(max(len(p.Allow), 1) * 8)))
+		copy(unsafe.Slice((*uint64)(unsafe.Pointer(call.allow)), len(p.Allow)), p.Allow)
+		call.c.allow_ids, call.c.allow_count = call.allow, C.size_t(len(p.Allow))
+	}
+	if p.Predicate != nil {
+		call.filter = &filterCall{accepts: p.Predicate}
+		call.handle = (*C.uintptr_t)(C.malloc(C.size_t(unsafe.Sizeof(C.uintptr_t(0)))))
+		*call.handle = C.uintptr_t(cgo.NewHandle(call.filter))
+		call.c.predicate = C.omen_predicate(C.omenGoPredicate)
+		call.c.predicate_context = unsafe.Pointer(call.handle)
+	}
+	return call, nil
+}
+
+// release frees the C memory and panics again with what the predicate panicked with.
+func (c *callParams) release() {
+	C.free(unsafe.Pointer(c.allow))
+	if c.handle != nil {
+		cgo.Handle(*c.handle).Delete()
+		C.free(unsafe.Pointer(c.handle))
+	}
+	C.free(unsafe.Pointer(c.c))
+	if c.filter != nil && c.filter.panicked != nil {
+		panic(c.filter.panicked)
+	}
+}
+
+// SearchWith finds the k nearest neighbours of one query with every per-call setting.
+func (ix *Index) SearchWith(query []float32, k int, p SearchParams) ([]Result, error) {
+	p.Threads = 1
+	results, err := ix.SearchBatchWith(query, 1, k, p)
+	if err != nil {
+		return nil, err
+	}
+	return results[0], nil
+}
+
+// SearchRange finds every vector within radius of query (a distance as searches report it:
+// squared L2, 1 - cosine, or the negated inner product), closest first, at most maxResults (the
+// closest). p.Ef is how many vectors outside the radius the walk keeps in view to cross gaps;
+// p.Plan = PlanExact finds all of them. Oversample and Threads are ignored.
+func (ix *Index) SearchRange(query []float32, radius float32, maxResults int, p SearchParams) ([]Result, error) {
+	limit, err := size(maxResults)
+	if err != nil {
+		return nil, err
+	}
+	call, err := newCallParams(p)
+	if err != nil {
+		return nil, err
+	}
+	defer call.release()
+	ptr, err := ix.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer ix.mu.RUnlock()
+	// No more slots than the index holds (one at least, so that 0 reaches the library's check).
+	if held := max(int(C.omen_index_len(ptr)), 1); maxResults > held {
+		limit = C.size_t(held)
+	}
+	ids := make([]uint64, max(int(limit), 1))
+	distances := make([]float32, max(int(limit), 1))
+	var count C.size_t
+	var cerr *C.omen_error
+	status := C.omen_index_search_range_with(ptr, floatsPtr(query), C.size_t(len(query)), C.float(radius), limit, call.c,
+		idsPtr(ids), floatsPtr(distances), &count, &cerr)
+	if err := check(status, cerr); err != nil {
+		return nil, err
+	}
+	out := make([]Result, count)
+	for i := range out {
+		out[i] = Result{ID: ids[i], Distance: distances[i]}
+	}
+	return out, nil
+}
+
+// SearchBatchWith is SearchBatchN with every per-call setting; one filter for the whole batch.
 func (ix *Index) SearchBatchWith(queries []float32, n, k int, p SearchParams) ([][]Result, error) {
 	ck, err := size(k)
 	if err != nil {
 		return nil, err
 	}
-	var params C.omen_search_params
-	params.size = C.size_t(unsafe.Sizeof(params))
-	fields := []struct {
-		dst   *C.size_t
-		value int
-	}{{&params.ef, p.Ef}, {&params.oversample, p.Oversample}, {&params.threads, p.Threads}}
-	for _, f := range fields {
-		c, err := size(f.value)
-		if err != nil {
-			return nil, err
-		}
-		*f.dst = c
+	call, err := newCallParams(p)
+	if err != nil {
+		return nil, err
 	}
+	defer call.release()
 	empty := n == 0 && len(queries) == 0
 	if !empty && (n <= 0 || len(queries)%n != 0) {
 		return nil, &Error{Status: StatusDimensionMismatch, Message: fmt.Sprintf("%d floats are not %d queries", len(queries), n)}
@@ -555,7 +672,7 @@ func (ix *Index) SearchBatchWith(queries []float32, n, k int, p SearchParams) ([
 	distances := make([]float32, slots)
 	counts := make([]C.size_t, n)
 	var cerr *C.omen_error
-	status := C.omen_index_search_batch_with(ptr, floatsPtr(queries), C.size_t(n), C.size_t(len(queries)/n), ck, &params,
+	status := C.omen_index_search_batch_with(ptr, floatsPtr(queries), C.size_t(n), C.size_t(len(queries)/n), ck, call.c,
 		idsPtr(ids), floatsPtr(distances), &counts[0], &cerr)
 	if err := check(status, cerr); err != nil {
 		return nil, err

@@ -463,3 +463,71 @@ func TestDeleteUpsertGetCompact(t *testing.T) {
 		t.Fatalf("stats after compaction: %+v", stats)
 	}
 }
+
+func TestFilteredAndRangeSearch(t *testing.T) {
+	const n, dim, k = 2000, 16, 10
+	ix := newIndex(t, dim, L2)
+	defer ix.Close()
+	data := clustered(n, dim, 5)
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = uint64(i) + 100
+	}
+	if err := ix.InsertBatch(ids, data); err != nil {
+		t.Fatal(err)
+	}
+	query := data[:dim]
+	var allow []uint64
+	for _, id := range ids {
+		if id%3 == 0 {
+			allow = append(allow, id)
+		}
+	}
+	byList, err := ix.SearchWith(query, k, SearchParams{Allow: allow, Plan: PlanExact})
+	if err != nil || len(byList) != k {
+		t.Fatalf("allow-list search: %v, %d hits", err, len(byList))
+	}
+	byPredicate, err := ix.SearchWith(query, k, SearchParams{Predicate: func(id uint64) bool { return id%3 == 0 }, Plan: PlanExact})
+	if err != nil || len(byPredicate) != k {
+		t.Fatalf("predicate search: %v, %d hits", err, len(byPredicate))
+	}
+	for i := range byList {
+		if byList[i] != byPredicate[i] || byList[i].ID%3 != 0 {
+			t.Fatalf("hit %d: list %v, predicate %v", i, byList[i], byPredicate[i])
+		}
+	}
+	batch, err := ix.SearchBatchWith(data[:4*dim], 4, k, SearchParams{Allow: allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range batch {
+		for _, hit := range row {
+			if hit.ID%3 != 0 {
+				t.Fatalf("batch returned %d, not allowed", hit.ID)
+			}
+		}
+	}
+	if none, err := ix.SearchWith(query, k, SearchParams{Allow: []uint64{}}); err != nil || len(none) != 0 {
+		t.Fatalf("empty allow-list: %v, %d hits", err, len(none))
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "no answer" {
+				t.Fatalf("the predicate's panic came back as %v", r)
+			}
+		}()
+		_, _ = ix.SearchWith(query, k, SearchParams{Predicate: func(uint64) bool { panic("no answer") }})
+		t.Fatal("no panic")
+	}()
+	radius := byList[4].Distance
+	near, err := ix.SearchRange(query, radius, 100, SearchParams{Allow: allow, Plan: PlanExact})
+	if err != nil || len(near) != 5 {
+		t.Fatalf("range: %v, %d hits", err, len(near))
+	}
+	if _, err := ix.SearchRange(query, float32(math.NaN()), 10, SearchParams{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("NaN radius: %v", err)
+	}
+	if _, err := ix.SearchRange(query, 1, 0, SearchParams{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("max_results 0: %v", err)
+	}
+}

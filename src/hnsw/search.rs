@@ -211,29 +211,34 @@ impl Graph {
         true
     }
 
-    /// Fills `s.unvisited` from `s.neighbors` as ACORN-1 does: each unvisited neighbour that
-    /// `admit` admits, and for each one it refuses, that one's unvisited admitted neighbours.
-    /// When that finds none (the walk is among refused nodes, far from any it may return), the
-    /// refused neighbours themselves, to be ranked and walked through as in a plain walk.
+    /// Fills `s.unvisited` from `s.neighbors` as ACORN-1 does: the unvisited neighbours that
+    /// `admit` admits, then the unvisited admitted neighbours of those it refuses, up to as many
+    /// as the node has neighbours (so an expansion costs what it costs unfiltered). When that
+    /// finds none (the walk is among refused nodes, far from any it may return), the refused
+    /// neighbours themselves, to be ranked and walked through as in a plain walk.
     fn admitted_within_two_hops(&self, admit: &impl Admit, level: usize, s: &mut Scratch) {
-        // The refused neighbours' lists are read one after another: start loading them all.
+        s.refused.clear();
         for &n in &s.neighbors {
+            if s.visited.insert(n) {
+                if admit.admits(n) {
+                    s.unvisited.push(n);
+                } else {
+                    s.refused.push(n);
+                }
+            }
+        }
+        let limit = s.neighbors.len();
+        // The refused neighbours' lists are read one after another: start loading them.
+        for &n in s.refused.iter().take(limit.saturating_sub(s.unvisited.len())) {
             prefetch_all(self.list(n, level));
         }
-        s.refused.clear();
-        for i in 0..s.neighbors.len() {
-            let n = s.neighbors[i];
-            if !s.visited.insert(n) {
-                continue;
+        for i in 0..s.refused.len() {
+            if s.unvisited.len() >= limit {
+                break;
             }
-            if admit.admits(n) {
-                s.unvisited.push(n);
-                continue;
-            }
-            s.refused.push(n);
-            self.copy_neighbors(n, level, &mut s.hop);
+            self.copy_neighbors(s.refused[i], level, &mut s.hop);
             for &w in &s.hop {
-                if admit.admits(w) && s.visited.insert(w) {
+                if s.unvisited.len() < limit && admit.admits(w) && s.visited.insert(w) {
                     s.unvisited.push(w);
                 }
             }

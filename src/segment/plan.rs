@@ -40,25 +40,32 @@ impl Wanted<'_> {
     }
 }
 
-/// Scan when at most `sqrt(SCAN_FACTOR * ef * len)` of a segment's `len` nodes may be returned.
+/// Scan when at most `SCAN_PER_EF * ef` nodes may be returned, or less than `WALK_FROM` of them.
 ///
-/// A walk with beam `ef` that may return a share `p` of the nodes computes about `c * ef / p`
-/// distances (it passes about `1/p` refused nodes per admitted one); a scan computes `p * len`,
-/// each cheaper (the nodes are read in order). They cost the same at `p * len =
-/// sqrt(c' * ef * len)`: the factor was measured by timing both plans across selectivities on
-/// npm51k and 1M generated vectors (`benches/peers/filtered.py --plans`; docs in README).
-const SCAN_FACTOR: f64 = 32.0;
+/// A walk that steps over refused nodes (two hops) computes about as many distances as an
+/// unfiltered one, a number that grows with `ef` and barely with the segment; a scan computes
+/// one per admitted node, each cheaper (read in order, no links). Measured with
+/// `benches/peers/filtered.py --plans` (both plans timed alone at ef 64 across shares of
+/// npm51k, 384-d): they cost the same at about 3,000 admitted nodes, 47 per unit of `ef`.
+const SCAN_PER_EF: usize = 48;
+
+/// Below this share of admitted nodes a walk finds too few of them within two hops (1,024
+/// nodes at M 16): it strands among refused nodes and ends up walking through them, slower
+/// than a scan at any segment size (measured as above: at 2%, 0.58K q/s against 11K).
+const WALK_FROM: f64 = 0.03;
 
 /// Below this share of admitted nodes a walk steps over refused neighbours to their admitted
-/// neighbours (ACORN-1) rather than ranking them (measured with the same bench).
-const TWO_HOP_BELOW: f64 = 0.1;
+/// neighbours (ACORN-1) rather than ranking them. Measured as above: at 50% ranking them is
+/// faster at equal recall (4.3K q/s at 0.986 against 3.1K at 0.964), at 30% and below stepping
+/// over them (3.0K at 0.960 against 2.2K at 0.989; at 10%, 2.7K against 0.9K).
+const TWO_HOP_BELOW: f64 = 0.3;
 
 /// How many live nodes a predicate is tried on to estimate how many it accepts.
 const SAMPLES: usize = 256;
 
-/// Nodes a walk over `len` nodes with beam `ef` would cost as much as scanning.
-fn scan_limit(len: usize, ef: usize) -> usize {
-    (SCAN_FACTOR * ef as f64 * len as f64).sqrt() as usize
+/// True when scanning the `admitted` of `len` nodes costs less than a walk with beam `ef`.
+fn scan_is_cheaper(admitted: usize, len: usize, ef: usize) -> bool {
+    admitted <= SCAN_PER_EF * ef || (admitted as f64) < WALK_FROM * len as f64
 }
 
 /// Which nodes of a segment a search may return.
@@ -116,13 +123,15 @@ impl<'f> SegmentPlan<'f> {
             (None, Some(accepts)) => (Passing::Accepted(accepts), estimate(len, live, tombstones, ids, accepts), false),
             (None, None) => (Passing::Live, live, true),
         };
-        let limit = scan_limit(len, wanted.ef());
         let two_hop = (admitted as f64) < TWO_HOP_BELOW * len as f64;
+        // Nothing filtered or deleted: the plain walk, as fast as before filters existed.
+        let everyone = matches!(passing, Passing::Live) && admitted == len;
         let how = match plan {
             _ if counted && admitted == 0 => How::Skip,
             Plan::Exact => How::Scan,
             Plan::Graph => How::Walk(Reach { budget: usize::MAX, two_hop }),
-            Plan::Auto if admitted <= limit => How::Scan,
+            Plan::Auto if everyone => How::Walk(Reach::FULL),
+            Plan::Auto if scan_is_cheaper(admitted, len, wanted.ef()) => How::Scan,
             // An estimate may be low: give the walk room before it turns to a scan.
             Plan::Auto => How::Walk(Reach { budget: if counted { admitted } else { 2 * admitted }, two_hop }),
         };

@@ -1,6 +1,7 @@
 /* C API test: real results (exact hits, recall against brute force, batch == single) and every
  * bad input rejected with its status while the index stays unchanged. Exit code 0 = pass. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,11 @@
 #define K 10
 #define QUERIES 50
 
+
+/* A predicate for the filter tests: accepts ids whose row number is a multiple of *context. */
+static bool every_nth_row(uint64_t id, void *context) {
+    return ((id - 1000000) / 7) % *(const uint64_t *)context == 0;
+}
 
 static float l2(const float *a, const float *b) {
     float s = 0;
@@ -155,6 +161,86 @@ int main(void) {
     /* ef below k is raised to k. */
     status = omen_index_search(index, base, DIM, K, 1, out_ids, out_distances, &count, &err);
     CHECK(status == OMEN_STATUS_OK && count == K, "ef < k");
+
+    /* Filters: the nearest allowed ids, exactly min(k, allowed) of them; a predicate and the
+     * equal allow-list agree under the exact plan; a range search finds what brute force does. */
+    {
+        uint64_t nth = 10;
+        uint64_t allowed[N / 10];
+        for (size_t i = 0; i < N / 10; i++) allowed[i] = ids[i * 10];
+        omen_search_params params = {0};
+        params.size = sizeof params;
+        params.allow_ids = allowed;
+        params.allow_count = N / 10;
+        params.plan = OMEN_SEARCH_PLAN_EXACT;
+        uint64_t by_list[K], by_predicate[K];
+        float d_list[K], d_predicate[K];
+        size_t n_list = 0, n_predicate = 0;
+        status = omen_index_search_with(index, queries, DIM, K, &params, by_list, d_list, &n_list, &err);
+        CHECK(status == OMEN_STATUS_OK && n_list == K, "allow-list search: %s", omen_error_message(err));
+        for (size_t j = 0; j < n_list; j++) CHECK(every_nth_row(by_list[j], &nth), "id %llu not allowed", (unsigned long long)by_list[j]);
+        params.allow_ids = NULL;
+        params.allow_count = 0;
+        params.predicate = every_nth_row;
+        params.predicate_context = &nth;
+        status = omen_index_search_with(index, queries, DIM, K, &params, by_predicate, d_predicate, &n_predicate, &err);
+        CHECK(status == OMEN_STATUS_OK && n_predicate == K, "predicate search: %s", omen_error_message(err));
+        CHECK(memcmp(by_list, by_predicate, sizeof by_list) == 0, "predicate and allow-list differ");
+        /* Auto plan, a batch sharing the filter. */
+        params.plan = OMEN_SEARCH_PLAN_AUTO;
+        status = omen_index_search_batch_with(index, queries, QUERIES, DIM, K, &params, out_ids, out_distances, out_counts, &err);
+        CHECK(status == OMEN_STATUS_OK, "filtered batch: %s", omen_error_message(err));
+        for (size_t i = 0; i < (size_t)QUERIES * K; i++) CHECK(every_nth_row(out_ids[i], &nth), "batch: id not allowed");
+        /* One allowed id: one result; an empty list: none. */
+        params.predicate = NULL;
+        params.allow_ids = &ids[17];
+        params.allow_count = 1;
+        status = omen_index_search_with(index, queries, DIM, K, &params, by_list, d_list, &n_list, &err);
+        CHECK(status == OMEN_STATUS_OK && n_list == 1 && by_list[0] == ids[17], "single allowed id");
+        params.allow_count = 0;
+        status = omen_index_search_with(index, queries, DIM, K, &params, by_list, d_list, &n_list, &err);
+        CHECK(status == OMEN_STATUS_OK && n_list == 0, "empty allow-list: %zu hits", n_list);
+        /* Bad filters. */
+        params.allow_ids = NULL;
+        params.allow_count = 3;
+        EXPECT(omen_index_search_with(index, queries, DIM, K, &params, by_list, d_list, &n_list, &err), OMEN_STATUS_NULL_ARGUMENT, "NULL allow_ids");
+        params.allow_count = 0;
+        params.plan = 7;
+        EXPECT(omen_index_search_with(index, queries, DIM, K, &params, by_list, d_list, &n_list, &err), OMEN_STATUS_INVALID_ARGUMENT, "unknown plan");
+        /* An older caller's params (no filter fields) still work. */
+        params.size = 4 * sizeof(size_t);
+        params.plan = 7;
+        status = omen_index_search_with(index, queries, DIM, K, &params, by_list, d_list, &n_list, &err);
+        CHECK(status == OMEN_STATUS_OK && n_list == K, "old params size: %s", omen_error_message(err));
+
+        /* Range: the exact plan equals brute force. */
+        float radius = 0;
+        {
+            float all[N];
+            for (size_t i = 0; i < N; i++) all[i] = l2(queries, base + i * DIM);
+            float sorted[N];
+            memcpy(sorted, all, sizeof sorted);
+            for (size_t i = 0; i < 30; i++) /* partial selection: the 30th smallest */
+                for (size_t j = i + 1; j < N; j++)
+                    if (sorted[j] < sorted[i]) { float t = sorted[i]; sorted[i] = sorted[j]; sorted[j] = t; }
+            radius = (sorted[28] + sorted[29]) / 2;
+        }
+        omen_search_params exact = {0};
+        exact.size = sizeof exact;
+        exact.plan = OMEN_SEARCH_PLAN_EXACT;
+        uint64_t range_ids[64];
+        float range_d[64];
+        size_t range_count = 0;
+        status = omen_index_search_range_with(index, queries, DIM, radius, 64, &exact, range_ids, range_d, &range_count, &err);
+        CHECK(status == OMEN_STATUS_OK && range_count == 29, "range: %zu hits, want 29: %s", range_count, omen_error_message(err));
+        for (size_t j = 0; j < range_count; j++) CHECK(range_d[j] <= radius && (j == 0 || range_d[j - 1] <= range_d[j]), "range order");
+        CHECK(range_ids[range_count] == OMEN_NO_ID, "range padding");
+        status = omen_index_search_range(index, queries, DIM, radius, 64, 0, range_ids, range_d, &range_count, &err);
+        CHECK(status == OMEN_STATUS_OK && range_count >= 27, "range walk: %zu hits", range_count);
+        EXPECT(omen_index_search_range(index, queries, DIM, NAN, 64, 0, range_ids, range_d, &range_count, &err), OMEN_STATUS_INVALID_ARGUMENT, "NaN radius");
+        EXPECT(omen_index_search_range(index, queries, DIM, -1.0f, 64, 0, range_ids, range_d, &range_count, &err), OMEN_STATUS_INVALID_ARGUMENT, "negative radius");
+        EXPECT(omen_index_search_range(index, queries, DIM, 1.0f, 0, 0, range_ids, range_d, &range_count, &err), OMEN_STATUS_INVALID_ARGUMENT, "max_results 0");
+    }
 
     /* k above len returns len hits, and the slots after them hold OMEN_NO_ID and INFINITY. */
     omen_index *small = NULL;

@@ -51,6 +51,46 @@ int main() {
     auto batch = index.search_batch(vectors.data(), 3, dim, 5, 0, 1);
     CHECK(batch.size() == 3 && batch[2][0].id == 1002);
 
+    // Filters: an allow-list and the equal predicate agree; a throwing predicate's exception
+    // comes back out of the search; range search with the exact plan.
+    {
+        std::vector<uint64_t> even;
+        for (uint64_t id : ids)
+            if (id % 2 == 0) even.push_back(id);
+        omendb::SearchParams by_list;
+        by_list.allow = &even;
+        by_list.plan = OMEN_SEARCH_PLAN_EXACT;
+        omendb::SearchParams by_predicate;
+        by_predicate.predicate = [](uint64_t id) { return id % 2 == 0; };
+        by_predicate.plan = OMEN_SEARCH_PLAN_EXACT;
+        auto a = index.search(query, 5, by_list);
+        auto b = index.search(query, 5, by_predicate);
+        CHECK(a.size() == 5 && b.size() == 5);
+        for (size_t i = 0; i < a.size() && i < b.size(); i++) CHECK(a[i].id == b[i].id && a[i].id % 2 == 0);
+        auto filtered_batch = index.search_batch(vectors.data(), 3, dim, 5, by_predicate);
+        for (const auto &row : filtered_batch)
+            for (const auto &hit : row) CHECK(hit.id % 2 == 0);
+        std::vector<uint64_t> none;
+        omendb::SearchParams nothing;
+        nothing.allow = &none;
+        CHECK(index.search(query, 5, nothing).empty());
+        omendb::SearchParams throwing;
+        throwing.predicate = [](uint64_t) -> bool { throw std::runtime_error("no answer"); };
+        bool rethrown = false;
+        try {
+            index.search(query, 5, throwing);
+        } catch (const std::runtime_error &e) {
+            rethrown = std::string(e.what()) == "no answer";
+        }
+        CHECK(rethrown);
+        omendb::SearchParams exact;
+        exact.plan = OMEN_SEARCH_PLAN_EXACT;
+        auto near = index.search_range(query.data(), dim, hits[3].distance, 100, exact);
+        CHECK(near.size() >= 4 && near[0].id == 1042);
+        for (const auto &hit : near) CHECK(hit.distance <= hits[3].distance);
+        CHECK(status_of([&] { index.search_range(query.data(), dim, -1.0f, 10); }) == OMEN_STATUS_INVALID_ARGUMENT);
+    }
+
     // Errors carry their status, and a failed call changes nothing.
     CHECK(status_of([&] { index.search(query.data(), dim - 1, 5); }) == OMEN_STATUS_DIMENSION_MISMATCH);
     CHECK(status_of([&] { index.search(query, 0); }) == OMEN_STATUS_INVALID_ARGUMENT);
