@@ -20,7 +20,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
 .PHONY: all lib header demo install test test-rust test-npm51k test-c test-install test-go test-examples test-python test-asan lint \
-	bench bench-peers bench-clustered bench-quantized bench-deletes bench-ab bench-overhead clean bench-storage fuzz
+	bench bench-peers bench-clustered bench-quantized bench-deletes bench-filtered bench-ab bench-overhead clean bench-storage fuzz
 
 all: lib
 
@@ -199,6 +199,16 @@ bench-deletes: lib $(VENV)/bin/python | $(BUILD)
 	$(PEERS_VENV)
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/deletes.py \
 	  $(DELETES_DATA) --metric $(DELETES_METRIC) --omendb python/ | tee $(BUILD)/deletes.txt
+
+# Filtered search beside hnswlib (filter functor), faiss (IDSelectorBatch) and usearch
+# (post-filtering) on npm51k; FILTERED_DATA/FILTERED_METRIC/FILTERED_PEERS as for bench-deletes.
+FILTERED_DATA ?= $(NPM51K_DATA)
+FILTERED_METRIC ?= cos
+FILTERED_PEERS ?= hnswlib,faiss,usearch
+bench-filtered: lib $(VENV)/bin/python | $(BUILD)
+	$(PEERS_VENV)
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/filtered.py \
+	  $(FILTERED_DATA) --metric $(FILTERED_METRIC) --peers $(FILTERED_PEERS) --omendb python/ | tee $(BUILD)/filtered.txt
 
 bench-quantized: lib $(VENV)/bin/python | $(BUILD)
 	$(PEERS_VENV)

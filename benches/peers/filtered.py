@@ -8,8 +8,8 @@ searched for k / share results and filtered afterwards, the usual workaround), i
 
 Each share of allowed ids is a random subset of the base (seeded). Truth is exact over the
 allowed vectors. Prints, with the CPU: per share and system, recall@k / queries/s (one search
-thread, one batch call) for each ef, then queries/s at recall 0.95 (the fastest ef reaching it)
-and its ratio to omendb's unfiltered queries/s at recall 0.95 on the same index.
+thread, one batch call) for each ef, then queries/s at recall 0.95 (interpolated as compare.py
+does) and its ratio to omendb's unfiltered queries/s at recall 0.95 on the same index.
 
 --plans times omendb's two plans alone (plan="exact": a scan of the allowed vectors;
 plan="graph": the walk alone) at one ef across a finer grid of shares: where they cross is what
@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ann_peers import cpu_model, load_dataset, recall  # noqa: E402
+from compare import qps_at  # noqa: E402
 
 METRICS = {"l2": "l2", "cos": "cosine", "ip": "ip"}
 NO_ID = 2**64 - 1
@@ -56,9 +57,8 @@ def filtered_recall(found, truth, k):
 
 
 def at_095(cells):
-    """Queries/s of the fastest cell with recall >= 0.95, or None."""
-    ok = [qps for r, qps in cells if r >= 0.95]
-    return max(ok) if ok else None
+    """Queries/s at recall 0.95 (log-linear between the efs around it, as compare.py), or None."""
+    return qps_at(cells, 0.95) or None
 
 
 def main():
@@ -69,7 +69,7 @@ def main():
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=100)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--efs", default="16,32,64,128,256")
+    ap.add_argument("--efs", default="10,16,24,32,48,64,96,128,256")
     ap.add_argument("--shares", default="0.5,0.1,0.01,0.001")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -77,6 +77,8 @@ def main():
     ap.add_argument("--omendb", metavar="DIR", required=True)
     ap.add_argument("--peers", default="hnswlib,faiss,usearch")
     ap.add_argument("--plans", action="store_true")
+    ap.add_argument("--slow-queries", type=int, default=100,
+                    help="queries for the peers below 5%% allowed, where hnswlib calls Python per node")
     a = ap.parse_args()
     sys.path.insert(0, a.omendb)
     import omendb
@@ -107,17 +109,18 @@ def main():
             print(f"{share:7.3f} {len(allowed):8d}  {'  '.join(row)}  {factor:8.1f}", flush=True)
         return
 
-    def sweep(search):
+    def sweep(search, count=len(queries)):
         cells = []
         for ef in efs:
-            found, qps = timed(lambda q: search(q, ef), queries, a.repeat)
+            found, qps = timed(lambda q: search(q, ef), queries[:count], a.repeat)
             cells.append((found, qps))
         return cells
 
     unfiltered = [(recall(f.astype(np.int64), truth_all, k), qps)
                   for f, qps in sweep(lambda q, ef: index.search_batch(q, k=k, ef=ef, threads=1)[0])]
     base_qps = at_095(unfiltered)
-    print("omendb unfiltered: " + "  ".join(f"{r:.3f}/{q:.0f}" for r, q in unfiltered) + f"  -> qps@0.95 {base_qps}")
+    print("omendb unfiltered: " + "  ".join(f"{r:.3f}/{q:.0f}" for r, q in unfiltered)
+          + f"  -> qps@0.95 {base_qps and round(base_qps)}")
 
     peers = {}
     for name in [p for p in a.peers.split(",") if p]:
@@ -183,9 +186,9 @@ def main():
                         kept = kept[mask[kept]][:k]
                         out[i, :len(kept)] = kept
                     return out
-            rows[name] = sweep(search)
+            rows[name] = sweep(search, len(queries) if share >= 0.05 else a.slow_queries)
         for name, cells in rows.items():
-            scored = [(filtered_recall(np.asarray(f).astype(np.int64), truth, k), qps) for f, qps in cells]
+            scored = [(filtered_recall(np.asarray(f).astype(np.int64), truth[:len(f)], k), qps) for f, qps in cells]
             best = at_095(scored)
             ratio = f"{best / base_qps:.2f}x unfiltered" if best and base_qps else "-"
             print(f"{name:8s} " + "  ".join(f"{r:.3f}/{q:7.0f}" for r, q in scored)
