@@ -12,9 +12,9 @@ thread, one batch call) for each ef, then queries/s at recall 0.95 (interpolated
 does) and its ratio to omendb's unfiltered queries/s at recall 0.95 on the same index.
 
 --plans times omendb's two plans alone (plan="exact": a scan of the allowed vectors;
-plan="graph": the walk alone) at one ef across a finer grid of shares: where they cross is what
-the planner's threshold (SCAN_FACTOR in src/segment/plan.rs) is set from. It prints the factor
-each share implies, (allowed^2) / (ef * n).
+plan="graph": the walk alone) at ef 10, 24 and 64 across a finer grid of shares: where they cross
+is what the planner's threshold (SCAN_FACTOR in src/segment/plan.rs) is set from. It prints the
+factor each row implies, (allowed^2) / (ef * n).
 """
 import argparse
 import os
@@ -95,18 +95,19 @@ def main():
     rng = np.random.default_rng(11)
 
     if a.plans:
-        ef = 64
-        print(f"# plans at ef={ef}: share  allowed  exact qps  graph qps (recall)  allowed^2/(ef*n)")
-        for share in (0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002):
+        print("# plans: share  allowed  ef  exact qps  graph qps (recall)  allowed^2/(ef*n)")
+        for share in (0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01):
             allowed = np.sort(rng.choice(n, max(1, int(share * n)), replace=False)).astype(np.uint64)
             truth = filtered_truth(base, allowed.astype(np.int64), queries, a.metric, k)
-            row = []
-            for plan in ("exact", "graph"):
-                found, qps = timed(lambda q: index.search_batch(q, k=k, ef=ef, threads=1, filter=allowed, plan=plan)[0],
-                                   queries, a.repeat)
-                row.append(f"{qps:9.0f} ({filtered_recall(found, truth, k):.3f})")
-            factor = len(allowed) ** 2 / (ef * n)
-            print(f"{share:7.3f} {len(allowed):8d}  {'  '.join(row)}  {factor:8.1f}", flush=True)
+            for ef in (10, 24, 64):
+                row = []
+                for plan in ("exact", "graph"):
+                    found, qps = timed(
+                        lambda q: index.search_batch(q, k=k, ef=ef, threads=1, filter=allowed, plan=plan)[0],
+                        queries, a.repeat)
+                    row.append(f"{qps:9.0f} ({filtered_recall(found, truth, k):.3f})")
+                factor = len(allowed) ** 2 / (ef * n)
+                print(f"{share:7.3f} {len(allowed):8d} {ef:4d}  {'  '.join(row)}  {factor:8.1f}", flush=True)
         return
 
     def sweep(search, count=len(queries)):

@@ -40,32 +40,36 @@ impl Wanted<'_> {
     }
 }
 
-/// Scan when at most `SCAN_PER_EF * ef` nodes may be returned, or less than `WALK_FROM` of them.
+/// Scan when at most `sqrt(SCAN_FACTOR * ef * len)` of a segment's `len` nodes may be returned.
 ///
-/// A walk that steps over refused nodes (two hops) computes about as many distances as an
-/// unfiltered one, a number that grows with `ef` and barely with the segment; a scan computes
-/// one per admitted node, each cheaper (read in order, no links). Measured with
-/// `benches/peers/filtered.py --plans` (both plans timed alone at ef 64 across shares of
-/// npm51k, 384-d): they cost the same at about 3,000 admitted nodes, 47 per unit of `ef`.
-const SCAN_PER_EF: usize = 48;
-
-/// Below this share of admitted nodes a walk finds too few of them within two hops (1,024
-/// nodes at M 16): it strands among refused nodes and ends up walking through them, slower
-/// than a scan at any segment size (measured as above: at 2%, 0.58K q/s against 11K).
-const WALK_FROM: f64 = 0.03;
+/// A walk with beam `ef` that may return a share `p` of the nodes ranks about `c * ef / p` of
+/// them (it passes about `1/p` refused nodes per admitted one); a scan ranks `p * len`, each
+/// cheaper (read in order, no links). They cost the same at `p * len = sqrt(c' * ef * len)`.
+/// Measured on npm51k (384-d) by timing both plans alone (`benches/peers/filtered.py`, plans
+/// "graph" and "exact"): at 10% allowed (5,000 nodes) the walk is faster up to ef 24 and slower
+/// from ef 32 (5.7K q/s at ef 10, 2.6K at ef 24 and 0.9K at ef 64 against 2.0K for the scan),
+/// at 3% slower from ef 10 (2.5K against 10K): a factor of 18. Checked on 1M generated 128-d
+/// vectors, where it predicts the crossover at 3% allowed at ef 50: the walk was faster at ef 10
+/// (4.3K q/s against about 1.8K) and slower at ef 64 (0.7K).
+const SCAN_FACTOR: f64 = 18.0;
 
 /// Below this share of admitted nodes a walk steps over refused neighbours to their admitted
-/// neighbours (ACORN-1) rather than ranking them. Measured as above: at 50% ranking them is
-/// faster at equal recall (4.3K q/s at 0.986 against 3.1K at 0.964), at 30% and below stepping
-/// over them (3.0K at 0.960 against 2.2K at 0.989; at 10%, 2.7K against 0.9K).
-const TWO_HOP_BELOW: f64 = 0.3;
+/// neighbours (ACORN-1) rather than ranking them. Compared at equal recall (ef 10-64 swept,
+/// both kinds of walk forced), ranking them won wherever the planner walks: at 30% and 10% of
+/// npm51k (10.5K against 4.4K and 5.9K against 4.9K queries/s at recall 0.95) and at 10%, 5% and
+/// 3% of 1M generated 128-d vectors (about 7.0K against 3.0K, 5.3K against 2.5K, 4.3K against
+/// 2.3K); stepping over them won only at 5% of npm51k (5.2K against 3.9K), which the planner
+/// scans. So only walks the planner would not choose step over them (`Plan::Graph`, and
+/// predicates whose estimate was low), where ranking every refused neighbour would reach few
+/// admitted ones.
+const TWO_HOP_BELOW: f64 = 0.03;
 
 /// How many live nodes a predicate is tried on to estimate how many it accepts.
 const SAMPLES: usize = 256;
 
 /// True when scanning the `admitted` of `len` nodes costs less than a walk with beam `ef`.
 fn scan_is_cheaper(admitted: usize, len: usize, ef: usize) -> bool {
-    admitted <= SCAN_PER_EF * ef || (admitted as f64) < WALK_FROM * len as f64
+    (admitted as f64).powi(2) <= SCAN_FACTOR * ef as f64 * len as f64
 }
 
 /// Which nodes of a segment a search may return.
