@@ -172,6 +172,38 @@ impl omen_search_params {
     }
 }
 
+/// The arguments of a one-query search as slices: `query` of `dim` floats, `slots` ids and
+/// distances, one count; fails for a NULL, misaligned or overlapping one before any is written.
+///
+/// # Safety
+/// Non-NULL pointers hold those sizes, readable (`query`) or writable (the rest), during `'a`.
+unsafe fn one_query<'a>(
+    query: *const f32,
+    dim: usize,
+    slots: usize,
+    out_ids: *mut u64,
+    out_distances: *mut f32,
+    out_count: *mut usize,
+) -> Result<(&'a [f32], &'a mut [u64], &'a mut [f32], &'a mut [usize]), Failure> {
+    require(query, "query")?;
+    // SAFETY: the sizes are the caller's contract; overlaps are rejected below before any write.
+    let (query, ids, distances, count) = unsafe {
+        (
+            slice(query, dim, "query")?,
+            slice_mut(out_ids, slots, "out_ids")?,
+            slice_mut(out_distances, slots, "out_distances")?,
+            slice_mut(out_count, 1, "out_count")?,
+        )
+    };
+    disjoint(&[
+        span("query", query),
+        span("out_ids", ids),
+        span("out_distances", distances),
+        span("out_count", count),
+    ])?;
+    Ok((query, ids, distances, count))
+}
+
 impl CallParams<'_> {
     /// Runs `search` with these settings as `SearchParams`.
     fn with<R>(&self, search: impl FnOnce(SearchParams) -> R) -> R {
@@ -226,24 +258,8 @@ pub extern "C" fn omen_index_search_with(
         // SAFETY: the caller passes a live handle (documented).
         let index = unsafe { self::index(index) }?;
         check_dim(index, dim)?;
-        require(query, "query")?;
-        // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `k` writable slots
-        // each and `out_count` one (caller's contract); overlaps are rejected below before any
-        // write.
-        let (query, ids, distances, count) = unsafe {
-            (
-                slice(query, dim, "query")?,
-                slice_mut(out_ids, k, "out_ids")?,
-                slice_mut(out_distances, k, "out_distances")?,
-                slice_mut(out_count, 1, "out_count")?,
-            )
-        };
-        disjoint(&[
-            span("query", query),
-            span("out_ids", ids),
-            span("out_distances", distances),
-            span("out_count", count),
-        ])?;
+        // SAFETY: as documented (caller's contract).
+        let (query, ids, distances, count) = unsafe { one_query(query, dim, k, out_ids, out_distances, out_count) }?;
         count[0] = params.with(|params| index.search_into(query, k, params, ids, distances))?;
         Ok(())
     })
@@ -433,24 +449,9 @@ pub extern "C" fn omen_index_search_range_with(
         if max_results == 0 {
             return Err(Failure::invalid("max_results must be at least 1"));
         }
-        require(query, "query")?;
-        // SAFETY: `query` holds `dim` floats; `out_ids`/`out_distances` hold `max_results`
-        // writable slots each and `out_count` one (caller's contract); overlaps are rejected
-        // below before any write.
-        let (query, ids, distances, count) = unsafe {
-            (
-                slice(query, dim, "query")?,
-                slice_mut(out_ids, max_results, "out_ids")?,
-                slice_mut(out_distances, max_results, "out_distances")?,
-                slice_mut(out_count, 1, "out_count")?,
-            )
-        };
-        disjoint(&[
-            span("query", query),
-            span("out_ids", ids),
-            span("out_distances", distances),
-            span("out_count", count),
-        ])?;
+        // SAFETY: as documented (caller's contract).
+        let (query, ids, distances, count) =
+            unsafe { one_query(query, dim, max_results, out_ids, out_distances, out_count) }?;
         count[0] = params.with(|params| index.search_range_into(query, radius, params, ids, distances))?;
         Ok(())
     })

@@ -108,6 +108,17 @@ pub(crate) struct Scratch {
     pub vector: Vec<f32>,
 }
 
+impl Scratch {
+    /// Marks `neighbors` visited and appends those that were not to `unvisited`.
+    pub(crate) fn take_unvisited_neighbors(&mut self) {
+        for &n in &self.neighbors {
+            if self.visited.insert(n) {
+                self.unvisited.push(n);
+            }
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }

@@ -168,11 +168,7 @@ impl Graph {
             if reach.two_hop {
                 self.admitted_within_two_hops(admit, level, s);
             } else {
-                for &n in &s.neighbors {
-                    if s.visited.insert(n) {
-                        s.unvisited.push(n);
-                    }
-                }
+                s.take_unvisited_neighbors();
             }
             if s.unvisited.len() > budget {
                 return false;
@@ -473,11 +469,7 @@ impl Graph {
             }
             self.copy_neighbors(closest.node, 0, &mut s.neighbors);
             s.unvisited.clear();
-            for &n in &s.neighbors {
-                if s.visited.insert(n) {
-                    s.unvisited.push(n);
-                }
-            }
+            s.take_unvisited_neighbors();
             if s.unvisited.len() > budget {
                 return false;
             }
