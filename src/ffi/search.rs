@@ -172,6 +172,9 @@ impl omen_search_params {
     }
 }
 
+/// A one-query search's arguments as slices: query, ids, distances, count.
+type OneQuery<'a> = (&'a [f32], &'a mut [u64], &'a mut [f32], &'a mut [usize]);
+
 /// The arguments of a one-query search as slices: `query` of `dim` floats, `slots` ids and
 /// distances, one count; fails for a NULL, misaligned or overlapping one before any is written.
 ///
@@ -184,7 +187,7 @@ unsafe fn one_query<'a>(
     out_ids: *mut u64,
     out_distances: *mut f32,
     out_count: *mut usize,
-) -> Result<(&'a [f32], &'a mut [u64], &'a mut [f32], &'a mut [usize]), Failure> {
+) -> Result<OneQuery<'a>, Failure> {
     require(query, "query")?;
     // SAFETY: the sizes are the caller's contract; overlaps are rejected below before any write.
     let (query, ids, distances, count) = unsafe {
