@@ -44,9 +44,13 @@ $(BUILD)/demo: examples/c/demo.c include/omendb.h lib | $(BUILD)
 demo: $(BUILD)/demo
 	./$(BUILD)/demo
 
-# Installs like a C library: versioned .so with soname links, .a, headers, pkg-config file.
+# Installs like a C library: versioned .so with soname links, .a, headers, pkg-config file; and
+# the command-line tool `omendb` (cli/) in $(BINDIR).
+BINDIR ?= $(PREFIX)/bin
 install: lib
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	$(CARGO) build --release -p omendb-cli
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
+	install -m 755 $(RELEASE)/omendb $(DESTDIR)$(BINDIR)/omendb
 	install -m 644 include/omendb.h include/omendb.hpp $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(RELEASE)/libomendb.so $(DESTDIR)$(LIBDIR)/libomendb.so.$(VERSION)
 	ln -sf libomendb.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libomendb.so.$(SOVERSION)
@@ -72,11 +76,11 @@ test: | $(BUILD)
 	else echo "make test: all $(words $(SUITES)) suites ran and passed ($(SUITES))"; fi
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --quiet -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 test-rust:
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --doc
 
 # Recall on the real npm51k embeddings in ../shared/data (ignored by a plain `cargo test`).
@@ -114,6 +118,7 @@ test-install: lib | $(BUILD)
 	./$(BUILD)/hello_static
 	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/stage PREFIX=/usr
 	test -L $(BUILD)/stage/usr/lib/libomendb.so -a -f $(BUILD)/stage/usr/lib/pkgconfig/omendb.pc -a -f $(BUILD)/stage/usr/include/omendb.hpp
+	$(BUILD)/stage/usr/bin/omendb --version
 	@echo "test-install: pkg-config, soname, static and DESTDIR installs all passed"
 
 # The Go binding: vet, and its tests under the race detector (goroutines search while one inserts).
