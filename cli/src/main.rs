@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the database or a file refused the command (the message names
 //! which); 2 bad arguments (from the argument parser).
 
+mod bench;
 mod vectors;
 
 use std::io::{self, BufRead, Write};
@@ -21,10 +22,20 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum MetricArg {
+pub(crate) enum MetricArg {
     L2,
     Cosine,
     Ip,
+}
+
+impl MetricArg {
+    pub(crate) fn metric(self) -> Metric {
+        match self {
+            MetricArg::L2 => Metric::L2,
+            MetricArg::Cosine => Metric::Cosine,
+            MetricArg::Ip => Metric::InnerProduct,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,6 +112,8 @@ enum Command {
     },
     /// Rewrites segments holding deleted vectors without them.
     Compact { dir: PathBuf },
+    /// Builds an in-memory index and measures recall@k, queries/s and latency per ef.
+    Bench(bench::Args),
     /// Dimension, metric, parameters, sizes.
     Info {
         dir: PathBuf,
@@ -131,11 +144,7 @@ fn run(command: Command) -> Result<(), String> {
             if dir.join("MANIFEST").exists() || dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 return Err(format!("{}: already exists and is not empty", dir.display()));
             }
-            let metric = match metric {
-                MetricArg::L2 => Metric::L2,
-                MetricArg::Cosine => Metric::Cosine,
-                MetricArg::Ip => Metric::InnerProduct,
-            };
+            let metric = metric.metric();
             let quantization = match quantization {
                 QuantizationArg::None => Quantization::None,
                 QuantizationArg::Binary => Quantization::Binary,
@@ -243,6 +252,7 @@ fn run(command: Command) -> Result<(), String> {
             index.compact().map_err(|e| e.to_string())?;
             index.close().map_err(|e| e.to_string())
         }
+        Command::Bench(args) => bench::run(args),
         Command::Info { dir, json } => {
             let index = open(&dir, true)?;
             let options = index.options();

@@ -121,3 +121,16 @@ fn bad_arguments_exit_2_and_refused_commands_exit_1() {
     assert_eq!(omendb(&["import", db.to_str().unwrap(), dir.join("v.csv").to_str().unwrap()]).status.code(), Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_reports_recall_against_exact_neighbours() {
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&["bench", "--generate", "3000,16", "--ef", "16,64", "--json"])).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for row in results {
+        assert!(row["recall"].as_f64().unwrap() >= 0.95, "{row}");
+        assert!(row["qps_one_thread"].as_f64().unwrap() > 0.0 && row["p99_us"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(omendb(&["bench", "--generate", "3000"]).status.code(), Some(1));
+}
