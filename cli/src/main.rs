@@ -141,7 +141,7 @@ fn open(dir: &Path, read_only: bool) -> Result<Index, String> {
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Create { dir, dim, metric, m, ef_construction, quantization } => {
-            if dir.join("MANIFEST").exists() || dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+            if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 return Err(format!("{}: already exists and is not empty", dir.display()));
             }
             let metric = metric.metric();

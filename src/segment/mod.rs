@@ -7,6 +7,7 @@ mod plan;
 mod sealed;
 mod tombstones;
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -383,10 +384,12 @@ impl SegmentSet {
         plan: Plan,
     ) -> Vec<SegmentPlan<'f>> {
         let mut per_segment: Option<Vec<Vec<u32>>> = listed.map(|listed| {
+            // Position of each sealed ordinal, looked up once per listed id (the growing segment
+            // is last).
+            let at: HashMap<u32, usize> = self.sealed.iter().enumerate().map(|(at, s)| (s.ordinal(), at)).collect();
             let mut nodes = vec![Vec::new(); self.sealed.len() + 1];
             for (ordinal, node) in listed {
-                let at = self.sealed.iter().position(|s| s.ordinal() == ordinal).unwrap_or(self.sealed.len());
-                nodes[at].push(node);
+                nodes[at.get(&ordinal).copied().unwrap_or(self.sealed.len())].push(node);
             }
             nodes
         });
