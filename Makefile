@@ -102,7 +102,7 @@ test-c: lib | $(BUILD)
 	./$(BUILD)/test_api_cpp
 	./$(BUILD)/test_wrapper
 	./$(BUILD)/test_dlopen $(RELEASE)/libomendb.so
-	rm -rf $(BUILD)/test_storage.db && ./$(BUILD)/test_storage $(BUILD)/test_storage.db && rm -rf $(BUILD)/test_storage.db
+	rm -rf $(BUILD)/test_storage.db* && ./$(BUILD)/test_storage $(BUILD)/test_storage.db && rm -rf $(BUILD)/test_storage.db*
 	./$(BUILD)/demo_asan 5000 32
 
 # Installs into a scratch prefix and builds examples/c/hello.c with pkg-config alone.

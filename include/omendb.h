@@ -296,6 +296,29 @@ typedef struct omen_error omen_error;
 typedef struct omen_index omen_index;
 
 /**
+ * What a backup wrote (`omen_index_backup_incremental`). Set `size = sizeof(omen_backup_report)`
+ * before the call.
+ */
+typedef struct omen_backup_report {
+  /**
+   * `sizeof(omen_backup_report)`, set by the caller: later versions may append fields.
+   */
+  size_t size;
+  /**
+   * Files in the backup, the manifest included.
+   */
+  uint64_t files;
+  /**
+   * Bytes copied from the database.
+   */
+  uint64_t bytes_copied;
+  /**
+   * Bytes of unchanged files hard-linked from the earlier backup instead of copied.
+   */
+  uint64_t bytes_linked;
+} omen_backup_report;
+
+/**
  * Index configuration. Fill it with `omen_options_default`, then change fields.
  */
 typedef struct omen_options {
@@ -533,6 +556,49 @@ uint32_t omen_abi_version(void);
  * Safe from any thread.
  */
 const char *omen_version(void);
+
+/**
+ * Writes a complete database directory at `dest_path` (which must not exist, or be empty)
+ * holding exactly the batches the index had logged at one moment: every insert, upsert and
+ * delete that returned before the call, perhaps some running beside it, nothing partial.
+ * Inserts and searches continue meanwhile (appends wait only while the moment is fixed).
+ *
+ * Segment files never change, so they are copied as they are, with the manifest, the deletion
+ * files and the log up to that moment. The manifest is written last: an interrupted backup
+ * leaves a directory that does not open as a database, never one that opens incomplete, and a
+ * failed one removes what it wrote. The copy opens with `omen_index_open` like the original.
+ * An in-memory index is written as a new database (inserts wait meanwhile).
+ *
+ * # Ownership
+ * Borrows `index` and `dest_path` during the call.
+ *
+ * # Thread safety
+ * May run concurrently with any call on the same index except `omen_index_free`/`close`.
+ *
+ * # Errors
+ * `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` when `dest_path` holds files;
+ * `OMEN_STATUS_IO` when it cannot be created or written (what was written is removed), or for a
+ * read-only opening whose files a writer's checkpoint has removed since it opened.
+ */
+OMEN_MUST_USE omen_status omen_index_backup(const struct omen_index *index, const char *dest_path, struct omen_error **err);
+
+/**
+ * As `omen_index_backup`, but every file that the earlier backup at `previous_path` holds
+ * unchanged (same name, length and checksummed header) is hard-linked from it instead of
+ * copied, so a backup after a few changes copies little more than the log. `previous_path`
+ * NULL makes a full backup. `*out_report` (may be NULL) receives what was copied and linked.
+ *
+ * # Ownership
+ * Borrows `index`, the paths and `out_report` during the call.
+ *
+ * # Thread safety
+ * As `omen_index_backup`.
+ *
+ * # Errors
+ * As `omen_index_backup`; `OMEN_STATUS_NOT_FOUND` when `previous_path` holds no database;
+ * `OMEN_STATUS_INVALID_ARGUMENT` for an unknown `out_report->size`.
+ */
+OMEN_MUST_USE omen_status omen_index_backup_incremental(const struct omen_index *index, const char *dest_path, const char *previous_path, struct omen_backup_report *out_report, struct omen_error **err);
 
 /**
  * The status an error carries.

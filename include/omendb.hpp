@@ -273,6 +273,19 @@ public:
         detail::check([&](omen_error **error) { return omen_index_compact(live(), error); });
     }
 
+    /// Writes a consistent copy of the database into the new directory `dest` while inserts and
+    /// searches go on; with `previous` (an earlier backup), files it holds unchanged are
+    /// hard-linked instead of copied. See `omen_index_backup_incremental`.
+    omen_backup_report backup(const std::string &dest, const std::string &previous = "") const {
+        omen_backup_report report{};
+        report.size = sizeof report;
+        detail::check([&](omen_error **error) {
+            return omen_index_backup_incremental(live(), dest.c_str(), previous.empty() ? nullptr : previous.c_str(),
+                                                 &report, error);
+        });
+        return report;
+    }
+
     /// The `k` nearest neighbours of `query` (`dim` floats), closest first; `ef` 0 = default;
     /// `oversample` (quantized indexes) 0 = the index's default.
     std::vector<Hit> search(const float *query, size_t dim, size_t k, size_t ef = 0, size_t oversample = 0) const {

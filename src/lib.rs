@@ -44,3 +44,4 @@ pub use index::{Index, Stats};
 pub use options::{Durability, Filter, LogRecovery, Options, Plan, SearchParams};
 pub use quant::Quantization;
 pub use segment::SearchResult;
+pub use storage::BackupReport;

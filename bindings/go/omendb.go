@@ -479,6 +479,38 @@ func (ix *Index) Compact() error {
 	return check(C.omen_index_compact(ptr, &cerr), cerr)
 }
 
+// BackupReport says what a backup wrote.
+type BackupReport struct {
+	Files       uint64 // files in the backup, the manifest included
+	BytesCopied uint64 // bytes copied from the database
+	BytesLinked uint64 // bytes of unchanged files hard-linked from the earlier backup
+}
+
+// Backup writes a complete database directory at dest (which must not exist, or be empty)
+// holding exactly the batches logged at one moment, while inserts and searches continue. With
+// previous set to an earlier backup, the files it holds unchanged are hard-linked instead of
+// copied (an incremental backup); "" makes a full one. See omen_index_backup_incremental.
+func (ix *Index) Backup(dest, previous string) (BackupReport, error) {
+	ptr, err := ix.acquire()
+	if err != nil {
+		return BackupReport{}, err
+	}
+	defer ix.mu.RUnlock()
+	cdest := C.CString(dest)
+	defer C.free(unsafe.Pointer(cdest))
+	var cprevious *C.char
+	if previous != "" {
+		cprevious = C.CString(previous)
+		defer C.free(unsafe.Pointer(cprevious))
+	}
+	report := C.omen_backup_report{size: C.size_t(unsafe.Sizeof(C.omen_backup_report{}))}
+	var cerr *C.omen_error
+	if err := check(C.omen_index_backup_incremental(ptr, cdest, cprevious, &report, &cerr), cerr); err != nil {
+		return BackupReport{}, err
+	}
+	return BackupReport{uint64(report.files), uint64(report.bytes_copied), uint64(report.bytes_linked)}, nil
+}
+
 // Search returns the k nearest neighbours of query, closest first; ef 0 uses the default.
 func (ix *Index) Search(query []float32, k, ef int) ([]Result, error) {
 	results, err := ix.SearchBatchN(query, 1, k, ef, 1)

@@ -464,6 +464,48 @@ func TestDeleteUpsertGetCompact(t *testing.T) {
 	}
 }
 
+func TestBackupAndIncrementalBackup(t *testing.T) {
+	dir := t.TempDir()
+	opts := DefaultOptions(4, L2)
+	opts.Create = true
+	ix, err := Open(dir+"/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if err := ix.InsertBatch([]uint64{1, 2}, []float32{1, 0, 0, 0, 0, 1, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	full, err := ix.Backup(dir+"/full", "")
+	if err != nil || full.BytesCopied == 0 || full.BytesLinked != 0 {
+		t.Fatalf("full backup: %+v, %v", full, err)
+	}
+	if err := ix.InsertBatch([]uint64{3}, []float32{0, 0, 1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := ix.Backup(dir+"/next", dir+"/full")
+	if err != nil || next.BytesLinked == 0 {
+		t.Fatalf("incremental backup: %+v, %v", next, err)
+	}
+	if _, err := ix.Backup(dir+"/db", ""); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("backup into the database itself: %v", err)
+	}
+	readOnly := DefaultOptions(0, L2)
+	readOnly.ReadOnly = true
+	copy, err := Open(dir+"/next", readOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copy.Close()
+	results, err := copy.Search([]float32{0, 0, 1, 0}, 1, 0)
+	if err != nil || copy.Len() != 3 || results[0].ID != 3 {
+		t.Fatalf("the backup holds %d vectors, search %v, %v", copy.Len(), results, err)
+	}
+}
+
 func TestFilteredAndRangeSearch(t *testing.T) {
 	const n, dim, k = 2000, 16, 10
 	ix := newIndex(t, dim, L2)

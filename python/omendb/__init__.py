@@ -242,6 +242,11 @@ class _Stats(ctypes.Structure):
         "log_dropped_records", "deleted")]
 
 
+class _BackupReport(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("files", ctypes.c_uint64), ("bytes_copied", ctypes.c_uint64),
+                ("bytes_linked", ctypes.c_uint64)]
+
+
 def _load():
     lib = ctypes.CDLL(str(library_path()))
     p, size, u32, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint64
@@ -264,6 +269,8 @@ def _load():
         "omen_index_delete": (u32, [p, p, size, ctypes.POINTER(size), err]),
         "omen_index_get": (u32, [p, p, size, p, size, p, err]),
         "omen_index_compact": (u32, [p, err]),
+        "omen_index_backup_incremental": (u32, [p, ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_BackupReport),
+                                                err]),
         "omen_index_search": (u32, [p, p, size, size, size, p, p, ctypes.POINTER(size), err]),
         "omen_index_search_batch": (u32, [p, p, size, size, size, size, size, p, p, p, err]),
         "omen_index_search_batch_with": (u32, [p, p, size, size, size, ctypes.POINTER(_SearchParams), p, p, p, err]),
@@ -566,6 +573,17 @@ class Index:
         memory and disk come back; returns when done. Searches keep running meanwhile."""
         with self._handle as index:
             _call(_lib.omen_index_compact, index)
+
+    def backup(self, dest, previous=None):
+        """Writes a complete database directory at dest (which must not exist, or be empty)
+        holding exactly the batches logged at one moment, while inserts and searches go on in
+        other threads. With previous (an earlier backup), the files it holds unchanged are
+        hard-linked instead of copied. Returns {"files", "bytes_copied", "bytes_linked"}."""
+        report = _BackupReport(size=ctypes.sizeof(_BackupReport))
+        previous = _path(previous) if previous is not None else None
+        with self._handle as index:
+            _call(_lib.omen_index_backup_incremental, index, _path(dest), previous, ctypes.byref(report))
+        return {"files": report.files, "bytes_copied": report.bytes_copied, "bytes_linked": report.bytes_linked}
 
     def insert(self, id, vector):
         self.insert_batch([id], vector)

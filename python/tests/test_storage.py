@@ -138,3 +138,34 @@ def test_delete_upsert_get_and_compact_survive_reopening(tmp_path):
             reader.delete([1])
         with pytest.raises(omendb.ReadOnlyError):
             reader.compact()
+
+
+def test_backup_while_inserting_and_incremental_backup(tmp_path):
+    import threading
+
+    vectors = data(4000)
+    with omendb.Index.open(tmp_path / "db", dim=16, m=8, segment_capacity=500) as index:
+        index.insert_batch(np.arange(1000, dtype=np.uint64), vectors[:1000])
+
+        def insert_rest():
+            for first in range(1000, 4000, 100):
+                index.insert_batch(np.arange(first, first + 100, dtype=np.uint64), vectors[first:first + 100])
+
+        writer = threading.Thread(target=insert_rest)
+        writer.start()
+        full = index.backup(tmp_path / "full")
+        writer.join()
+        assert full["bytes_copied"] > 0 and full["bytes_linked"] == 0
+        following = index.backup(tmp_path / "next", previous=tmp_path / "full")
+        assert following["bytes_linked"] > 0
+        with pytest.raises(omendb.InvalidArgumentError):
+            index.backup(tmp_path / "db")
+        with pytest.raises(omendb.NotFoundError):
+            index.backup(tmp_path / "other", previous=tmp_path / "nothing-here")
+    with omendb.Index.open(tmp_path / "full", create=False, read_only=True) as copy:
+        # A prefix of the batches: whole ones only, every vector its own.
+        assert len(copy) % 100 == 0 and 1000 <= len(copy) <= 4000
+        got, found = copy.get(np.arange(len(copy), dtype=np.uint64))
+        assert found.all() and np.array_equal(got, vectors[:len(copy)])
+    with omendb.Index.open(tmp_path / "next", create=False, read_only=True) as copy:
+        assert len(copy) == 4000

@@ -1,7 +1,10 @@
 //! The panic boundary and pointer checks that every export goes through.
 
 use std::any::Any;
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 
 use super::error::{omen_error, omen_status, Failure};
 
@@ -209,6 +212,16 @@ pub(crate) unsafe fn read_sized<T: Copy>(
 }
 
 /// Fails with `OMEN_STATUS_NULL_ARGUMENT` when `ptr` is NULL.
+/// A NUL-terminated C path argument as a `Path` (bytes as they are: Unix paths need not be UTF-8).
+///
+/// # Safety
+/// A non-NULL `path` is NUL-terminated and stays valid and unchanged during `'a`.
+pub(crate) unsafe fn path_arg<'a>(path: *const c_char, name: &str) -> Result<&'a Path, Failure> {
+    require(path, name)?;
+    // SAFETY: non-NULL (checked), NUL-terminated and live during 'a (this function's contract).
+    Ok(Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(path) }.to_bytes())))
+}
+
 pub(crate) fn require<T>(ptr: *const T, name: &str) -> Result<(), Failure> {
     if ptr.is_null() {
         Err(Failure::null(name))

@@ -2,11 +2,10 @@
 
 use super::error::{omen_error, omen_status, Failure};
 use super::guard::{
-    check_size, disjoint, guard, infallible, require, size_field, slice, slice_mut, span, write_out, write_sized,
+    check_size, disjoint, guard, infallible, path_arg, require, size_field, slice, slice_mut, span, write_out,
+    write_sized,
 };
-use std::ffi::{c_char, CStr, CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::ffi::{c_char, CString};
 
 use super::options::omen_options;
 use crate::index::Index;
@@ -151,11 +150,10 @@ pub extern "C" fn omen_index_open(
     err: *mut *mut omen_error,
 ) -> omen_status {
     guard(err, || {
-        require(path, "path")?;
+        // SAFETY: a NUL-terminated string, valid during the call (caller's contract).
+        let path = unsafe { path_arg(path, "path") }?;
         require(options, "options")?;
         require(out_index, "out_index")?;
-        // SAFETY: `path` is non-NULL and NUL-terminated, valid during the call (caller's contract).
-        let path = Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(path) }.to_bytes()));
         // SAFETY: non-NULL and aligned (checked); a readable omen_options by the caller's contract.
         let options = unsafe { omen_options::read(options) }?;
         let handle = omen_index::new(Index::open(path, options)?);

@@ -16,6 +16,7 @@
 // written in each doc comment, and NULL, alignment, sizes and overlap are checked before use.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod backup;
 pub mod error;
 mod guard;
 pub mod index;
@@ -24,6 +25,7 @@ pub mod search;
 
 use std::ffi::c_char;
 
+pub use backup::*;
 pub use error::{omen_error, omen_error_code, omen_error_free, omen_error_message, omen_status, omen_status_name};
 pub use index::*;
 pub use options::{omen_metric, omen_options, omen_options_default};

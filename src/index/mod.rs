@@ -1,6 +1,7 @@
 //! The `Index`: what a caller holds. This file builds one; `search` searches it, `insert` adds
 //! and deletes, `open` keeps an index in a database directory, `compact` rewrites segments.
 
+mod backup;
 mod compact;
 mod ids;
 mod insert;

@@ -17,7 +17,7 @@ use crate::segment::{Growing, Sealed, SegmentSet};
 use crate::storage::{read_deletions, write_deletions, Checkpoint, LogRecord, Manifest, NewFile, SegmentEntry, Store};
 
 /// The manifest of a new database made from `options`.
-fn fresh_manifest(options: &Options) -> Result<Manifest> {
+pub(super) fn fresh_manifest(options: &Options) -> Result<Manifest> {
     options.validate()?;
     Ok(Manifest {
         dim: options.dim as u32,

@@ -72,6 +72,18 @@ impl Manifest {
         self.sealed.iter().chain([&self.growing])
     }
 
+    /// The names of the files this manifest makes up the database from, besides itself: sealed
+    /// segments, the growing snapshot (when it holds vectors), deletion files and the log.
+    pub(crate) fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.sealed.iter().map(|e| segment_name(e.ordinal)).collect();
+        if self.growing.count > 0 {
+            names.push(growing_name(self.growing.ordinal, self.generation));
+        }
+        names.extend(self.entries().filter(|e| e.deleted > 0).map(|e| deletions_name(e.ordinal, e.deletions)));
+        names.push(wal_name(self.generation));
+        names
+    }
+
     fn encode(&self) -> Vec<u8> {
         let version = if self.entries().any(|e| e.deleted > 0) { FORMAT_VERSION } else { 2 };
         let mut out = Vec::new();

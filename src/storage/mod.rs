@@ -2,6 +2,7 @@
 //! into a segment file is the graph's business (`hnsw::file`); which segments a checkpoint writes
 //! is the index's. This module makes each file durable and tells whether one is damaged.
 
+mod backup;
 mod bytes;
 mod deletions;
 mod lock;
@@ -13,6 +14,8 @@ mod wal;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
+pub use backup::BackupReport;
+pub(crate) use backup::{prepare_destination, write_backup};
 pub(crate) use deletions::{read_deletions, write_deletions};
 pub(crate) use manifest::{Manifest, SegmentEntry};
 pub(crate) use store::{Checkpoint, NewFile, Store};

@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
+use super::backup::{Frozen, FrozenFile};
 use super::lock::{take_lock, WriterLock, LOCK_FILE};
 use super::manifest::{
     deletions_name, growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE,
@@ -81,6 +82,8 @@ pub(crate) struct Store {
     durable: Option<Arc<Durable>>,
     /// What opening dropped from the end of the log.
     dropped_tail: Option<DroppedTail>,
+    /// Bytes of the log that opening replayed (what a read-only opening holds of it).
+    replayed_log_len: u64,
     syncer_thread: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
@@ -187,6 +190,7 @@ impl Store {
             wal: Mutex::new(None),
             durable: None,
             dropped_tail: None,
+            replayed_log_len: 0,
             syncer_thread: None,
         };
         Ok((store, manifest))
@@ -226,6 +230,7 @@ impl Store {
         let (wal, dropped) =
             Wal::open(&path, manifest.dim as usize, manifest.generation, !self.read_only, strict, apply)?;
         self.dropped_tail = dropped;
+        self.replayed_log_len = wal.len();
         if self.read_only {
             return Ok(());
         }
@@ -352,9 +357,37 @@ impl Store {
             syncer.path = wal_path;
             syncer.synced = durable.written.load(SeqCst);
         }
-        *lock(&self.wal) = Some(wal);
+        // Both swap under the log's lock, so `freeze` sees the log and the manifest of one
+        // generation.
+        let mut current = lock(&self.wal);
+        *current = Some(wal);
         *lock(&self.manifest) = next;
+        drop(current);
         self.clean_up()
+    }
+
+    /// Fixes the moment a backup copies: the manifest, every file it names (open, so that a
+    /// checkpoint removing one meanwhile cannot take it away) and the length of the log, while
+    /// appends wait. A read-only opening's moment is what it read when it opened; a writer's
+    /// checkpoint since then may have removed its files, which fails with [`Error::Io`].
+    pub(crate) fn freeze(&self) -> Result<Frozen> {
+        let wal = lock(&self.wal);
+        let manifest = lock(&self.manifest).clone();
+        let log_len = wal.as_ref().map_or(self.replayed_log_len, Wal::len);
+        let log = wal_name(manifest.generation);
+        let files = manifest
+            .files()
+            .into_iter()
+            .map(|name| {
+                let path = self.dir.join(&name);
+                let file = File::open(&path).map_err(|e| io_error(&path, "open for backup", &e))?;
+                let len =
+                    if name == log { log_len } else { file.metadata().map_err(|e| io_error(&path, "stat", &e))?.len() };
+                Ok(FrozenFile { immutable: name != log, name, file, len })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        drop(wal);
+        Ok(Frozen { manifest, files })
     }
 
     /// Removes files the manifest no longer lists: logs and snapshots a checkpoint replaced, and
@@ -362,14 +395,8 @@ impl Store {
     /// is removed at the next checkpoint or open.
     fn clean_up(&self) -> Result<()> {
         let manifest = lock(&self.manifest).clone();
-        let mut keep = vec![
-            MANIFEST_FILE.to_string(),
-            LOCK_FILE.to_string(),
-            wal_name(manifest.generation),
-            growing_name(manifest.growing.ordinal, manifest.generation),
-        ];
-        keep.extend(manifest.sealed.iter().map(|e| segment_name(e.ordinal)));
-        keep.extend(manifest.entries().filter(|e| e.deleted > 0).map(|e| deletions_name(e.ordinal, e.deletions)));
+        let mut keep = manifest.files();
+        keep.extend([MANIFEST_FILE.to_string(), LOCK_FILE.to_string()]);
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_error(&self.dir, "list", &e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -194,6 +194,11 @@ impl Wal {
         Ok(())
     }
 
+    /// Bytes of the log: its header and whole records.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Whether the log holds any record.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == HEADER as u64

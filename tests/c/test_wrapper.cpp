@@ -155,6 +155,12 @@ int main() {
         CHECK(status_of([&] { db.flush(); }) == OMEN_STATUS_NULL_ARGUMENT);
     }
     omendb::Index reader = omendb::Index::open(dir, omendb::Options(0).read_only(true));
+    // A backup of the read-only opening, and an incremental one that links every unchanged file.
+    omen_backup_report full = reader.backup(dir + "-backup");
+    omen_backup_report next = reader.backup(dir + "-backup-next", dir + "-backup");
+    CHECK(full.bytes_copied > 0 && next.bytes_linked > 0 && next.bytes_copied < full.bytes_copied / 4);
+    CHECK(status_of([&] { reader.backup(dir); }) == OMEN_STATUS_INVALID_ARGUMENT);
+    CHECK(omendb::Index::open(dir + "-backup-next", omendb::Options(0).read_only(true)).search(query, 5).size() == 5);
     std::vector<omendb::Hit> after = reader.search(query, 5);
     CHECK(after.size() == before.size());
     for (size_t i = 0; i < after.size() && i < before.size(); i++)
