@@ -47,8 +47,10 @@ demo: $(BUILD)/demo
 # Installs like a C library: versioned .so with soname links, .a, headers, pkg-config file; and
 # the command-line tool `omendb` (cli/) in $(BINDIR).
 BINDIR ?= $(PREFIX)/bin
+# The tool reads HDF5 files when the HDF5 library is installed (libhdf5-dev).
+CLI_FEATURES ?= $(shell pkg-config --exists hdf5 2>/dev/null && echo --features hdf5)
 install: lib
-	$(CARGO) build --release -p omendb-cli
+	$(CARGO) build --release -p omendb-cli $(CLI_FEATURES)
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
 	install -m 755 $(RELEASE)/omendb $(DESTDIR)$(BINDIR)/omendb
 	install -m 644 include/omendb.h include/omendb.hpp $(DESTDIR)$(INCLUDEDIR)/
@@ -77,10 +79,10 @@ test: | $(BUILD)
 
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features omendb-cli/hdf5 --quiet -- -D warnings
 
 test-rust:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --features omendb-cli/hdf5
 	$(CARGO) test --doc
 
 # Recall on the real npm51k embeddings in ../shared/data (ignored by a plain `cargo test`).

@@ -577,8 +577,8 @@ const char *omen_version(void);
  *
  * # Errors
  * `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` when `dest_path` holds files;
- * `OMEN_STATUS_IO` when it cannot be created or written (what was written is removed), or for a
- * read-only opening whose files a writer's checkpoint has removed since it opened.
+ * `OMEN_STATUS_IO` when it cannot be created or written (what was written is removed). A
+ * read-only opening backs up what it read when it opened.
  */
 OMEN_MUST_USE omen_status omen_index_backup(const struct omen_index *index, const char *dest_path, struct omen_error **err);
 

@@ -8,16 +8,22 @@ use std::time::Instant;
 use omendb::{Index, Metric, Options, Plan, SearchParams};
 use serde_json::json;
 
-use crate::vectors::read_vectors;
+use crate::vectors::VectorFile;
 use crate::MetricArg;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Base vectors (.fvecs, .fbin, .npy); or --generate.
-    #[arg(long, requires = "queries", conflicts_with = "generate")]
+    /// Base vectors (any format `import` reads; raw .f16/.f32 take the queries' dimension; an
+    /// ann-benchmarks .hdf5 file also supplies `test` queries and `neighbors`); or --generate.
+    #[arg(long, conflicts_with = "generate")]
     base: Option<PathBuf>,
+    /// Query vectors (default: the base file's `test` dataset, for HDF5).
     #[arg(long)]
     queries: Option<PathBuf>,
+    /// Exact neighbours of the queries, nearest first (.ivecs, .ibin, .npy, HDF5 `neighbors`);
+    /// computed exactly when absent.
+    #[arg(long)]
+    truth: Option<PathBuf>,
     /// N,DIM: N clustered vectors of DIM dimensions, plus 1,000 queries drawn like them.
     #[arg(long)]
     generate: Option<String>,
@@ -61,24 +67,33 @@ fn generate(n: usize, dim: usize, seed: u64) -> Vec<f32> {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    let (base, queries, dim) = match (&args.base, &args.queries, &args.generate) {
-        (Some(base), Some(queries), None) => {
-            let (base, queries) = (read_vectors(base)?, read_vectors(queries)?);
-            if base.dim != queries.dim {
-                return Err(format!("base dimension {} but queries {}", base.dim, queries.dim));
+    let (base, queries, dim, truth_file) = match (&args.base, &args.generate) {
+        (Some(base), None) => {
+            let hdf5 = |p: &PathBuf| p.extension().is_some_and(|e| e == "hdf5" || e == "h5");
+            let queries_path = args.queries.clone().or_else(|| hdf5(base).then(|| base.clone()));
+            let queries_path = queries_path.ok_or("--base needs --queries (or an HDF5 file holding `test`)")?;
+            let queries = VectorFile::open(&queries_path, "test", None)?;
+            let base_file = VectorFile::open(base, "train", Some(queries.dim))?;
+            if base_file.dim != queries.dim {
+                return Err(format!("base dimension {} but queries {}", base_file.dim, queries.dim));
             }
-            (base.data, queries.data, base.dim)
+            let truth_path = args.truth.clone().or_else(|| hdf5(base).then(|| base.clone()));
+            let truth = truth_path.map(|p| VectorFile::open_neighbours(&p)).transpose()?;
+            if truth.as_ref().is_some_and(|t| t.rows != queries.rows) {
+                return Err(format!("{} queries but neighbours for {}", queries.rows, truth.map_or(0, |t| t.rows)));
+            }
+            (base_file.all(), queries.all(), queries.dim, truth)
         }
-        (None, _, Some(spec)) => {
+        (None, Some(spec)) => {
             let parts: Vec<usize> = spec
                 .split(',')
                 .map(str::parse)
                 .collect::<Result<_, _>>()
                 .map_err(|_| format!("--generate takes N,DIM, got {spec:?}"))?;
             let [n, dim] = parts[..] else { return Err(format!("--generate takes N,DIM, got {spec:?}")) };
-            (generate(n, dim, 7), generate(1000, dim, 7).iter().map(|x| x + 0.01).collect(), dim)
+            (generate(n, dim, 7), generate(1000, dim, 7).iter().map(|x| x + 0.01).collect(), dim, None)
         }
-        _ => return Err("give --base and --queries, or --generate N,DIM".into()),
+        _ => return Err("give --base (and --queries), or --generate N,DIM".into()),
     };
     let efs: Vec<usize> =
         args.ef.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| format!("bad --ef {:?}", args.ef))?;
@@ -96,9 +111,16 @@ pub fn run(args: Args) -> Result<(), String> {
     index.insert_batch(&ids, &base).map_err(|e| e.to_string())?;
     let build_rate = n as f64 / started.elapsed().as_secs_f64();
     let q = queries.len() / dim.max(1);
-    let truth = index
-        .search_batch(&queries, args.k, SearchParams { plan: Plan::Exact, ..SearchParams::default() }, 0)
-        .map_err(|e| e.to_string())?;
+    // The true top-k ids of each query: from the file, else by an exact scan.
+    let truth: Vec<Vec<u64>> = match &truth_file {
+        Some(file) => (0..file.rows).map(|row| file.ids_of_row(row).into_iter().take(args.k).collect()).collect(),
+        None => index
+            .search_batch(&queries, args.k, SearchParams { plan: Plan::Exact, ..SearchParams::default() }, 0)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|hits| hits.into_iter().map(|h| h.id).collect())
+            .collect(),
+    };
     let mut rows = Vec::new();
     for &ef in &efs {
         let timed = |threads| {
@@ -108,10 +130,9 @@ pub fn run(args: Args) -> Result<(), String> {
         };
         let (found, qps_one) = timed(1)?;
         let (_, qps_all) = timed(0)?;
-        let hits: usize =
-            found.iter().zip(&truth).map(|(f, t)| f.iter().filter(|h| t.iter().any(|x| x.id == h.id)).count()).sum();
-        let wanted: usize = truth.iter().map(Vec::len).sum();
-        let recall = hits as f64 / wanted.max(1) as f64;
+        // |found top-k ∩ true top-k| / k, averaged: ann-benchmarks' and ann_peers.py's recall.
+        let hits: usize = found.iter().zip(&truth).map(|(f, t)| f.iter().filter(|h| t.contains(&h.id)).count()).sum();
+        let recall = hits as f64 / (truth.len() * args.k).max(1) as f64;
         let mut latencies: Vec<f64> = queries
             .chunks_exact(dim)
             .map(|query| {
@@ -133,6 +154,7 @@ pub fn run(args: Args) -> Result<(), String> {
         }));
     }
     let report = json!({ "vectors": n, "dim": dim, "queries": q, "k": args.k, "metric": metric.to_string(),
+        "truth": if truth_file.is_some() { "file" } else { "exact scan" },
         "m": args.m, "ef_construction": args.ef_construction, "build_vectors_per_s": build_rate, "results": rows });
     if args.json {
         println!("{report}");
@@ -149,7 +171,7 @@ pub fn run(args: Args) -> Result<(), String> {
     for row in &rows {
         println!(
             "{:>6} {:>8.4} {:>12.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1}",
-            row["ef"],
+            row["ef"].as_u64().unwrap_or(0),
             row["recall"].as_f64().unwrap_or(0.0),
             row["qps_one_thread"].as_f64().unwrap_or(0.0),
             row["qps_all_threads"].as_f64().unwrap_or(0.0),

@@ -1,21 +1,35 @@
-//! `omendb`: create, import into, query, inspect and change an omendb database from the shell.
+//! `omendb`: create, import into, query, inspect, verify, back up and change an omendb database
+//! from the shell.
 //!
-//! Exit codes: 0 success; 1 the database or a file refused the command (the message names
-//! which); 2 bad arguments (from the argument parser).
+//! Exit codes: 0 success; 1 the database or a file refused the command, or `verify` found damage
+//! (the message names which file); 2 bad arguments (from the argument parser).
 
 mod bench;
+mod hdf5;
 mod vectors;
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use omendb::{Filter, Index, Metric, Options, Quantization, SearchParams};
+use indicatif::{ProgressBar, ProgressStyle};
+use omendb::{Error, Filter, Index, Metric, Options, Quantization, SearchParams};
 use serde_json::json;
 
+use vectors::VectorFile;
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 a file or the database refused the command, or verify found \
+damage (the message names the file); 2 bad arguments.";
+
 #[derive(Parser)]
-#[command(name = "omendb", version, about = "Create, import, query and inspect omendb databases")]
+#[command(
+    name = "omendb",
+    version,
+    about = "Create, import, query, inspect, verify and back up omendb databases",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,11 +77,19 @@ enum Command {
         ef_construction: usize,
         #[arg(long, value_enum, default_value = "none")]
         quantization: QuantizationArg,
+        #[arg(long)]
+        json: bool,
     },
-    /// Imports vectors from FILE (.fvecs, .fbin or .npy float32/float64 rows).
+    /// Imports vectors from FILE: .fvecs, .bvecs, .fbin, .u8bin, .i8bin, .npy (float32, float64,
+    /// float16, uint8, int8), raw .f32/.f16 rows of the database's dimension, or ann-benchmarks
+    /// .hdf5. The whole file is checked first (format,
+    /// every value finite, ids new), so a bad file changes nothing.
     Import {
         dir: PathBuf,
         file: PathBuf,
+        /// The HDF5 dataset to import.
+        #[arg(long, default_value = "train")]
+        dataset: String,
         /// Ids, one per row: .npy of integers or text with one id a line. Default: --start-id on.
         #[arg(long)]
         ids: Option<PathBuf>,
@@ -79,6 +101,8 @@ enum Command {
         /// Skip rows whose id is already present (to resume an interrupted import).
         #[arg(long)]
         skip_existing: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Finds the nearest neighbours of queries from FILE, or of JSON arrays on stdin (one per line).
     Query {
@@ -92,6 +116,9 @@ enum Command {
         /// Only these ids may be returned (.npy of integers or one id a line).
         #[arg(long)]
         filter_ids: Option<PathBuf>,
+        /// The HDF5 dataset the queries are in.
+        #[arg(long, default_value = "test")]
+        dataset: String,
         /// One JSON object a query instead of a table.
         #[arg(long)]
         json: bool,
@@ -109,9 +136,33 @@ enum Command {
         ids: Vec<u64>,
         #[arg(long)]
         ids_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Rewrites segments holding deleted vectors without them.
-    Compact { dir: PathBuf },
+    Compact {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks every checksum of every file, every link of every graph, that every node is
+    /// reachable and that the log replays; exits 1 naming the file on any damage.
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copies the database to the new directory DEST while it is in use (by this or another
+    /// process): exactly what was acknowledged at one moment.
+    Backup {
+        dir: PathBuf,
+        dest: PathBuf,
+        /// An earlier backup: files it holds unchanged are hard-linked instead of copied.
+        #[arg(long)]
+        incremental: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Builds an in-memory index and measures recall@k, queries/s and latency per ef.
     Bench(bench::Args),
     /// Dimension, metric, parameters, sizes.
@@ -135,12 +186,26 @@ fn main() -> ExitCode {
 /// Opens an existing database: read-only when the command only reads.
 fn open(dir: &Path, read_only: bool) -> Result<Index, String> {
     let options = Options { create: false, read_only, ..Options::new(0, Metric::L2) };
-    Index::open(dir, options).map_err(|e| format!("{}: {e}", dir.display()))
+    Index::open(dir, options).map_err(|e| match e {
+        Error::NotFound { .. } => format!("{}: not an omendb database (no MANIFEST)", dir.display()),
+        other => format!("{}: {other}", dir.display()),
+    })
+}
+
+/// Prints `value` as one JSON line, or each of its fields on a line of its own.
+fn print_fields(value: &serde_json::Value, json: bool) {
+    if json {
+        println!("{value}");
+    } else if let Some(fields) = value.as_object() {
+        for (key, value) in fields {
+            println!("{key:>22}  {value}");
+        }
+    }
 }
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Create { dir, dim, metric, m, ef_construction, quantization } => {
+        Command::Create { dir, dim, metric, m, ef_construction, quantization, json } => {
             if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
                 return Err(format!("{}: already exists and is not empty", dir.display()));
             }
@@ -153,52 +218,31 @@ fn run(command: Command) -> Result<(), String> {
             };
             let options = Options { m, ef_construction, quantization, create: true, ..Options::new(dim, metric) };
             let index = Index::open(&dir, options).map_err(|e| format!("{}: {e}", dir.display()))?;
-            index.close().map_err(|e| e.to_string())
-        }
-        Command::Import { dir, file, ids, start_id, batch, skip_existing } => {
-            let vectors = vectors::read_vectors(&file)?;
-            let rows = vectors.rows();
-            let ids = match ids {
-                Some(path) => vectors::read_ids(&path)?,
-                None => (0..rows as u64).map(|i| start_id + i).collect(),
-            };
-            if ids.len() != rows {
-                return Err(format!("{} ids for {rows} vectors", ids.len()));
-            }
-            let index = open(&dir, false)?;
-            if vectors.dim != index.dim() {
-                return Err(format!(
-                    "{}: dimension {} but the database has {}",
-                    file.display(),
-                    vectors.dim,
-                    index.dim()
-                ));
-            }
-            let (mut added, mut skipped) = (0usize, 0usize);
-            for (ids, rows) in ids.chunks(batch.max(1)).zip(vectors.data.chunks(batch.max(1) * vectors.dim)) {
-                if skip_existing {
-                    let (new_ids, new_rows): (Vec<u64>, Vec<&[f32]>) = ids
-                        .iter()
-                        .zip(rows.chunks_exact(vectors.dim))
-                        .filter(|(id, _)| !index.contains(**id))
-                        .map(|(id, row)| (*id, row))
-                        .unzip();
-                    skipped += ids.len() - new_ids.len();
-                    index.insert_batch(&new_ids, &new_rows.concat()).map_err(|e| e.to_string())?;
-                    added += new_ids.len();
-                } else {
-                    index.insert_batch(ids, rows).map_err(|e| e.to_string())?;
-                    added += ids.len();
-                }
-            }
+            let info = info(&dir, &index);
             index.close().map_err(|e| e.to_string())?;
-            eprintln!("imported {added} vectors, skipped {skipped} already present");
+            if json {
+                println!("{info}");
+            }
             Ok(())
         }
-        Command::Query { dir, query, k, ef, filter_ids, json } => {
+        Command::Import { dir, file, dataset, ids, start_id, batch, skip_existing, json } => {
+            import(&dir, &file, &dataset, ids.as_deref(), start_id, batch.max(1), skip_existing, json)
+        }
+        Command::Query { dir, query, k, ef, filter_ids, dataset, json } => {
             let index = open(&dir, true)?;
             let queries = match query {
-                Some(path) => vectors::read_vectors(&path)?.data,
+                Some(path) => {
+                    let file = VectorFile::open(&path, &dataset, Some(index.dim()))?;
+                    if file.dim != index.dim() {
+                        return Err(format!(
+                            "{}: dimension {}, the database has {}",
+                            path.display(),
+                            file.dim,
+                            index.dim()
+                        ));
+                    }
+                    file.all()
+                }
                 None => stdin_vectors(index.dim())?,
             };
             let allow = filter_ids.map(|path| vectors::read_ids(&path)).transpose()?;
@@ -235,7 +279,7 @@ fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Delete { dir, mut ids, ids_file } => {
+        Command::Delete { dir, mut ids, ids_file, json } => {
             if let Some(path) = ids_file {
                 ids.extend(vectors::read_ids(&path)?);
             }
@@ -244,43 +288,235 @@ fn run(command: Command) -> Result<(), String> {
             let index = open(&dir, false)?;
             let removed = index.delete(&ids).map_err(|e| e.to_string())?;
             index.close().map_err(|e| e.to_string())?;
-            eprintln!("deleted {removed} of {} ids", ids.len());
-            Ok(())
-        }
-        Command::Compact { dir } => {
-            let index = open(&dir, false)?;
-            index.compact().map_err(|e| e.to_string())?;
-            index.close().map_err(|e| e.to_string())
-        }
-        Command::Bench(args) => bench::run(args),
-        Command::Info { dir, json } => {
-            let index = open(&dir, true)?;
-            let options = index.options();
-            let stats = index.stats();
-            let info = json!({
-                "path": dir.display().to_string(),
-                "dim": index.dim(),
-                "metric": index.metric().to_string(),
-                "m": options.m,
-                "ef_construction": options.ef_construction,
-                "segment_capacity": options.segment_capacity,
-                "quantization": options.quantization.to_string(),
-                "vectors": stats.vectors,
-                "deleted": stats.deleted,
-                "segments": stats.segments,
-                "bytes_on_disk": stats.bytes_on_disk,
-                "abi_version": omendb::ffi::OMEN_ABI_VERSION,
-            });
             if json {
-                println!("{info}");
-            } else if let Some(fields) = info.as_object() {
-                for (key, value) in fields {
-                    println!("{key:>16}  {value}");
-                }
+                println!("{}", json!({ "deleted": removed, "requested": ids.len() }));
+            } else {
+                eprintln!("deleted {removed} of {} ids", ids.len());
             }
             Ok(())
         }
+        Command::Compact { dir, json } => {
+            let index = open(&dir, false)?;
+            let before = index.stats();
+            index.compact().map_err(|e| e.to_string())?;
+            let after = index.stats();
+            index.close().map_err(|e| e.to_string())?;
+            let report = json!({
+                "vectors": after.vectors, "deleted_removed": before.deleted - after.deleted,
+                "segments": after.segments, "bytes_on_disk_before": before.bytes_on_disk,
+                "bytes_on_disk_after": after.bytes_on_disk,
+            });
+            print_fields(&report, json);
+            Ok(())
+        }
+        Command::Verify { dir, json } => verify(&dir, json),
+        Command::Backup { dir, dest, incremental, json } => backup(&dir, &dest, incremental.as_deref(), json),
+        Command::Bench(args) => bench::run(args),
+        Command::Info { dir, json } => {
+            let index = open(&dir, true)?;
+            print_fields(&info(&dir, &index), json);
+            Ok(())
+        }
     }
+}
+
+/// What `info` prints: `vectors` is the live count.
+fn info(dir: &Path, index: &Index) -> serde_json::Value {
+    let options = index.options();
+    let stats = index.stats();
+    let log_bytes: u64 = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("wal-"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    json!({
+        "path": dir.display().to_string(),
+        "dim": index.dim(),
+        "metric": index.metric().to_string(),
+        "m": options.m,
+        "ef_construction": options.ef_construction,
+        "segment_capacity": options.segment_capacity,
+        "quantization": options.quantization.to_string(),
+        "vectors": stats.vectors,
+        "deleted": stats.deleted,
+        "segments": stats.segments,
+        "bytes_on_disk": stats.bytes_on_disk,
+        "log_bytes": log_bytes,
+        "library_version": env!("CARGO_PKG_VERSION"),
+        "abi_version": omendb::ffi::OMEN_ABI_VERSION,
+    })
+}
+
+/// A progress bar on stderr with vectors/s and ETA, drawn only when stderr is a terminal.
+fn progress(rows: usize) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(rows as u64);
+    let style = ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} vectors  {per_sec}  ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+#[allow(clippy::too_many_arguments)]
+fn import(
+    dir: &Path,
+    path: &Path,
+    dataset: &str,
+    ids_path: Option<&Path>,
+    start_id: u64,
+    batch: usize,
+    skip_existing: bool,
+    json: bool,
+) -> Result<(), String> {
+    let index = open(dir, false)?;
+    let file = VectorFile::open(path, dataset, Some(index.dim()))?;
+    let ids = match ids_path {
+        Some(ids_path) => vectors::read_ids(ids_path)?,
+        None => (0..file.rows as u64).map(|i| start_id.saturating_add(i)).collect(),
+    };
+    if ids.len() != file.rows {
+        return Err(format!("{} ids for the {} vectors of {}", ids.len(), file.rows, path.display()));
+    }
+    if file.dim != index.dim() {
+        return Err(format!("{}: dimension {} but the database has {}", path.display(), file.dim, index.dim()));
+    }
+    // Check the whole file before changing anything: a bad row must not leave half an import.
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!("id {} appears more than once", pair[0]));
+    }
+    if !skip_existing {
+        if let Some(id) = ids.iter().find(|&&id| index.contains(id)) {
+            return Err(format!("id {id} is already in {} (--skip-existing resumes an import)", dir.display()));
+        }
+    }
+    let mut rows = Vec::new();
+    for first in (0..file.rows).step_by(batch) {
+        rows.clear();
+        file.read_into(first..(first + batch).min(file.rows), &mut rows);
+        if let Some(at) = rows.iter().position(|x| !x.is_finite()) {
+            return Err(format!("{}: row {} holds {}", path.display(), first + at / file.dim, rows[at]));
+        }
+    }
+
+    let started = Instant::now();
+    let bar = progress(file.rows);
+    let (mut added, mut skipped) = (0usize, 0usize);
+    for first in (0..file.rows).step_by(batch) {
+        let end = (first + batch).min(file.rows);
+        rows.clear();
+        file.read_into(first..end, &mut rows);
+        let batch_ids = &ids[first..end];
+        let result = if skip_existing {
+            let keep: Vec<bool> = batch_ids.iter().map(|&id| !index.contains(id)).collect();
+            let new_ids: Vec<u64> = batch_ids.iter().zip(&keep).filter(|(_, &k)| k).map(|(&id, _)| id).collect();
+            let new_rows: Vec<f32> = rows
+                .chunks_exact(file.dim)
+                .zip(&keep)
+                .filter(|(_, &k)| k)
+                .flat_map(|(row, _)| row.iter().copied())
+                .collect();
+            skipped += batch_ids.len() - new_ids.len();
+            added += new_ids.len();
+            index.insert_batch(&new_ids, &new_rows)
+        } else {
+            added += batch_ids.len();
+            index.insert_batch(batch_ids, &rows)
+        };
+        result.map_err(|e| {
+            format!(
+                "{}: rows {first}..{end}: {e}; the {} rows before them are imported (rerun with --skip-existing to resume)",
+                path.display(),
+                first
+            )
+        })?;
+        bar.set_position(end as u64);
+    }
+    bar.finish_and_clear();
+    index.close().map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let report = json!({
+        "imported": added, "skipped": skipped, "seconds": seconds,
+        "vectors_per_s": added as f64 / seconds.max(1e-9),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        eprintln!(
+            "imported {added} vectors in {seconds:.1} s ({:.0}/s), skipped {skipped} already present",
+            added as f64 / seconds.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+fn verify(dir: &Path, json: bool) -> Result<(), String> {
+    let report = Index::verify(dir).map_err(|e| match e {
+        Error::NotFound { .. } => format!("{}: not an omendb database (no MANIFEST)", dir.display()),
+        other => format!("damage: {other}"),
+    })?;
+    let bytes: u64 = report.files.iter().map(|(_, len)| len).sum();
+    if json {
+        let segments: Vec<_> = report
+            .segments
+            .iter()
+            .map(|s| json!({ "file": s.file, "nodes": s.nodes, "deleted": s.deleted, "links": s.links, "unreachable": s.unreachable }))
+            .collect();
+        let files: Vec<_> = report.files.iter().map(|(name, len)| json!({ "file": name, "bytes": len })).collect();
+        let value = json!({ "sound": report.problems.is_empty(), "files": files, "segments": segments,
+            "problems": report.problems, "notices": report.notices });
+        println!("{value}");
+    } else {
+        for (name, len) in &report.files {
+            println!("checksums ok  {name:<48} {len:>14} bytes");
+        }
+        for segment in &report.segments {
+            let file = if segment.file.is_empty() { "growing segment (from the log)" } else { &segment.file };
+            println!(
+                "graph         {file:<48} {:>9} nodes, {} deleted, {} links, {} unreachable",
+                segment.nodes, segment.deleted, segment.links, segment.unreachable
+            );
+        }
+        for notice in &report.notices {
+            println!("notice        {notice}");
+        }
+        for problem in &report.problems {
+            println!("DAMAGE        {problem}");
+        }
+    }
+    if report.problems.is_empty() {
+        eprintln!("{}: sound ({} files, {bytes} bytes)", dir.display(), report.files.len());
+        Ok(())
+    } else {
+        Err(format!("{}: {} problems found", dir.display(), report.problems.len()))
+    }
+}
+
+fn backup(dir: &Path, dest: &Path, previous: Option<&Path>, json: bool) -> Result<(), String> {
+    let started = Instant::now();
+    // Read-only, so that a database another process is writing can be backed up: the backup
+    // holds what this opening read. Checksums are left to `verify` (of either copy).
+    let options = Options { create: false, read_only: true, verify: false, ..Options::new(0, Metric::L2) };
+    let index = Index::open(dir, options).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let report = match previous {
+        Some(previous) => index.backup_incremental(dest, previous),
+        None => index.backup(dest),
+    }
+    .map_err(|e| e.to_string())?;
+    let value = json!({
+        "dest": dest.display().to_string(), "files": report.files, "bytes_copied": report.bytes_copied,
+        "bytes_linked": report.bytes_linked, "seconds": started.elapsed().as_secs_f64(),
+    });
+    print_fields(&value, json);
+    Ok(())
 }
 
 /// Queries as JSON arrays of `dim` numbers, one a line, from stdin.

@@ -3,25 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn omendb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_omendb")).args(args).output().unwrap()
-}
+use common::{ok, omendb, scratch};
 
-fn ok(args: &[&str]) -> String {
-    let out = omendb(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("omendb-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use std::path::Path;
+use std::process::Command;
 
 /// `rows` vectors of `dim` floats as .fvecs.
 fn write_fvecs(path: &Path, rows: &[Vec<f32>]) {

@@ -40,8 +40,8 @@ pub struct omen_backup_report {
 ///
 /// # Errors
 /// `OMEN_STATUS_NULL_ARGUMENT`; `OMEN_STATUS_INVALID_ARGUMENT` when `dest_path` holds files;
-/// `OMEN_STATUS_IO` when it cannot be created or written (what was written is removed), or for a
-/// read-only opening whose files a writer's checkpoint has removed since it opened.
+/// `OMEN_STATUS_IO` when it cannot be created or written (what was written is removed). A
+/// read-only opening backs up what it read when it opened.
 #[no_mangle]
 #[must_use]
 pub extern "C" fn omen_index_backup(

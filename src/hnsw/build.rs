@@ -215,7 +215,7 @@ impl Graph {
     }
 
     /// Marks everything reachable from `start` on layer 0.
-    fn mark_reachable(&self, start: u32, reached: &mut [bool], neighbors: &mut Vec<u32>) {
+    pub(super) fn mark_reachable(&self, start: u32, reached: &mut [bool], neighbors: &mut Vec<u32>) {
         if reached[start as usize] {
             return;
         }

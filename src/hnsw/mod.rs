@@ -13,6 +13,7 @@
 //! and `file` reads and writes it as the sections of a segment file.
 
 mod build;
+mod check;
 mod file;
 mod repair;
 mod scratch;
@@ -25,6 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::distance::Distance;
 use crate::memory::{reserve_huge, Array};
 use crate::quant::{Codes, Quantization};
+pub(crate) use check::GraphCheck;
 pub(crate) use file::{read_segment, write_segment, StoredSegment};
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
 pub(crate) use search::{Admit, Everyone, Reach};

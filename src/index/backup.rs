@@ -23,8 +23,8 @@ impl Index {
     ///
     /// An in-memory index is written as a new database instead (into `dest.partial`, renamed to
     /// `dest` when complete); its inserts wait meanwhile. A read-only opening backs up what it
-    /// read when it opened, and fails with `Error::Io` if a writer's checkpoint has
-    /// removed those files since.
+    /// read when it opened (it keeps those files open, so a writer's checkpoint cannot take them
+    /// away).
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
         self.backup_from(dest.as_ref(), None)
     }

@@ -7,6 +7,7 @@ mod ids;
 mod insert;
 mod open;
 mod search;
+mod verify;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
@@ -16,6 +17,7 @@ use crate::options::Options;
 use crate::segment::{Growing, Layout, SegmentSet};
 use crate::storage::{DroppedTail, Store};
 use ids::IdMap;
+pub use verify::{SegmentReport, Verification};
 
 /// Disk and memory use of an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

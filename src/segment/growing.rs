@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::sealed::Sealed;
 use super::{mapped_bytes, Layout, SearchResult, SegmentPlan, Tombstones, Wanted};
 use crate::error::Result;
-use crate::hnsw::{write_segment, Graph, StoredSegment};
+use crate::hnsw::{write_segment, Graph, GraphCheck, StoredSegment};
 use crate::memory::{Array, Mapping};
 use crate::options::{Filter, Plan};
 
@@ -122,6 +122,12 @@ impl Growing {
             state.graph.connect();
             self.unchecked.store(0, Relaxed);
         }
+    }
+
+    /// Checks the graph's structure (see `Graph::check`). Nodes linked since the last
+    /// reachability pass may not be reachable yet.
+    pub(crate) fn check(&self) -> GraphCheck {
+        read(&self.state).graph.check()
     }
 
     /// Runs the reachability pass now (see `add`), e.g. after a replay.

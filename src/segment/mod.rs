@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+pub(crate) use crate::hnsw::GraphCheck;
 pub(crate) use growing::Growing;
 pub(crate) use plan::{SegmentPlan, Wanted};
 pub(crate) use sealed::Sealed;

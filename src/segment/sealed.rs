@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{mapped_bytes, Layout, SearchResult, SegmentPlan, Tombstones, Wanted};
 use crate::error::Result;
-use crate::hnsw::{write_segment, Graph, StoredSegment};
+use crate::hnsw::{write_segment, Graph, GraphCheck, StoredSegment};
 use crate::memory::{Array, Mapping};
 use crate::options::{Filter, Plan};
 
@@ -44,6 +44,11 @@ impl Sealed {
 
     pub(crate) fn write(&self, path: &Path) -> Result<()> {
         write_segment(path, self.ordinal, &self.graph, &self.ids)
+    }
+
+    /// Checks the graph's structure (see `Graph::check`).
+    pub(crate) fn check(&self) -> GraphCheck {
+        self.graph.check()
     }
 
     pub(crate) fn ordinal(&self) -> u32 {

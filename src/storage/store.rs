@@ -84,6 +84,9 @@ pub(crate) struct Store {
     dropped_tail: Option<DroppedTail>,
     /// Bytes of the log that opening replayed (what a read-only opening holds of it).
     replayed_log_len: u64,
+    /// A read-only opening's handles on the files it read, by name, so that a backup of it
+    /// copies exactly those even after a writer's checkpoint removed them.
+    pinned: Vec<(String, File)>,
     syncer_thread: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
@@ -191,6 +194,7 @@ impl Store {
             durable: None,
             dropped_tail: None,
             replayed_log_len: 0,
+            pinned: Vec::new(),
             syncer_thread: None,
         };
         Ok((store, manifest))
@@ -232,6 +236,14 @@ impl Store {
         self.dropped_tail = dropped;
         self.replayed_log_len = wal.len();
         if self.read_only {
+            self.pinned = manifest
+                .files()
+                .into_iter()
+                .map(|name| {
+                    let path = self.dir.join(&name);
+                    File::open(&path).map(|file| (name, file)).map_err(|e| io_error(&path, "open", &e))
+                })
+                .collect::<Result<_>>()?;
             return Ok(());
         }
         let durable = Arc::new(Durable {
@@ -368,8 +380,8 @@ impl Store {
 
     /// Fixes the moment a backup copies: the manifest, every file it names (open, so that a
     /// checkpoint removing one meanwhile cannot take it away) and the length of the log, while
-    /// appends wait. A read-only opening's moment is what it read when it opened; a writer's
-    /// checkpoint since then may have removed its files, which fails with [`Error::Io`].
+    /// appends wait. A read-only opening's moment is what it read when it opened, from the
+    /// handles it kept.
     pub(crate) fn freeze(&self) -> Result<Frozen> {
         let wal = lock(&self.wal);
         let manifest = lock(&self.manifest).clone();
@@ -380,7 +392,9 @@ impl Store {
             .into_iter()
             .map(|name| {
                 let path = self.dir.join(&name);
-                let file = File::open(&path).map_err(|e| io_error(&path, "open for backup", &e))?;
+                let pinned = self.pinned.iter().find(|(pinned, _)| *pinned == name).map(|(_, file)| file.try_clone());
+                let file =
+                    pinned.unwrap_or_else(|| File::open(&path)).map_err(|e| io_error(&path, "open for backup", &e))?;
                 let len =
                     if name == log { log_len } else { file.metadata().map_err(|e| io_error(&path, "stat", &e))?.len() };
                 Ok(FrozenFile { immutable: name != log, name, file, len })
