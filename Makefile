@@ -197,6 +197,15 @@ bench-clustered: lib $(VENV)/bin/python | $(BUILD)
 	  | tee $(BUILD)/clustered.txt
 	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/clustered.txt
 
+# The omendb tool: import rate against the library's batch insert, bench's recall against
+# ann_peers.py, backup time and bytes (full, then incremental after 1% more), on npm51k and on
+# the 1M clustered set (when `make bench-clustered` has generated it).
+bench-cli: lib $(VENV)/bin/python | $(BUILD)
+	$(CARGO) build --release -p omendb-cli $(CLI_FEATURES)
+	benches/cli/run.sh npm51k $(NPM51K) ../shared/data/npm51k_query.fvecs ../shared/data/npm51k_groundtruth.ivecs cos 384 | tee $(BUILD)/cli-npm51k.txt
+	test ! -f $(BUILD)/clustered1000000_base.fvecs || RECALL=0 benches/cli/run.sh clustered1000000 \
+	  $(BUILD)/clustered1000000_base.fvecs $(BUILD)/clustered1000000_query.fvecs none l2 128 | tee $(BUILD)/cli-1m.txt
+
 # omendb's codes beside usearch's and faiss's quantized modes on npm51k.
 # On npm51k by default; `make bench-deletes DELETES_DATA=build/clustered1000000 DELETES_METRIC=l2`
 # after `make bench-clustered` has generated that set.

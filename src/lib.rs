@@ -40,7 +40,7 @@ mod storage;
 
 pub use distance::Metric;
 pub use error::{Error, Result};
-pub use index::{Index, SegmentReport, Stats, Verification};
+pub use index::{FileInfo, Index, SegmentInfo, SegmentReport, Stats, Verification};
 pub use options::{Durability, Filter, LogRecovery, Options, Plan, SearchParams};
 pub use quant::Quantization;
 pub use segment::SearchResult;

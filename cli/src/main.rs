@@ -218,7 +218,7 @@ fn run(command: Command) -> Result<(), String> {
             };
             let options = Options { m, ef_construction, quantization, create: true, ..Options::new(dim, metric) };
             let index = Index::open(&dir, options).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let info = info(&dir, &index);
+            let info = info(&dir, &index)?;
             index.close().map_err(|e| e.to_string())?;
             if json {
                 println!("{info}");
@@ -314,27 +314,29 @@ fn run(command: Command) -> Result<(), String> {
         Command::Bench(args) => bench::run(args),
         Command::Info { dir, json } => {
             let index = open(&dir, true)?;
-            print_fields(&info(&dir, &index), json);
+            print_fields(&info(&dir, &index)?, json);
             Ok(())
         }
     }
 }
 
+fn files_json(files: &[omendb::FileInfo]) -> serde_json::Value {
+    files.iter().map(|f| json!({ "file": f.name, "bytes": f.bytes, "format_version": f.format_version })).collect()
+}
+
 /// What `info` prints: `vectors` is the live count.
-fn info(dir: &Path, index: &Index) -> serde_json::Value {
+fn info(dir: &Path, index: &Index) -> Result<serde_json::Value, String> {
     let options = index.options();
     let stats = index.stats();
-    let log_bytes: u64 = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("wal-"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
-    json!({
+    let files = index.files().map_err(|e| e.to_string())?;
+    let log_bytes: u64 = files.iter().filter(|f| f.name.starts_with("wal-")).map(|f| f.bytes).sum();
+    let segments: Vec<_> = index
+        .segments()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|s| json!({ "file": s.file, "vectors": s.vectors, "deleted": s.deleted, "bytes": s.bytes, "sealed": s.sealed }))
+        .collect();
+    Ok(json!({
         "path": dir.display().to_string(),
         "dim": index.dim(),
         "metric": index.metric().to_string(),
@@ -344,12 +346,13 @@ fn info(dir: &Path, index: &Index) -> serde_json::Value {
         "quantization": options.quantization.to_string(),
         "vectors": stats.vectors,
         "deleted": stats.deleted,
-        "segments": stats.segments,
+        "segments": segments,
         "bytes_on_disk": stats.bytes_on_disk,
         "log_bytes": log_bytes,
+        "files": files_json(&files),
         "library_version": env!("CARGO_PKG_VERSION"),
         "abi_version": omendb::ffi::OMEN_ABI_VERSION,
-    })
+    }))
 }
 
 /// A progress bar on stderr with vectors/s and ETA, drawn only when stderr is a terminal.
@@ -463,26 +466,28 @@ fn verify(dir: &Path, json: bool) -> Result<(), String> {
         Error::NotFound { .. } => format!("{}: not an omendb database (no MANIFEST)", dir.display()),
         other => format!("damage: {other}"),
     })?;
-    let bytes: u64 = report.files.iter().map(|(_, len)| len).sum();
+    let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
     if json {
         let segments: Vec<_> = report
             .segments
             .iter()
-            .map(|s| json!({ "file": s.file, "nodes": s.nodes, "deleted": s.deleted, "links": s.links, "unreachable": s.unreachable }))
+            .map(|s| {
+                json!({ "file": s.segment.file, "vectors": s.segment.vectors, "deleted": s.segment.deleted,
+                    "links": s.links, "unreachable": s.unreachable })
+            })
             .collect();
-        let files: Vec<_> = report.files.iter().map(|(name, len)| json!({ "file": name, "bytes": len })).collect();
-        let value = json!({ "sound": report.problems.is_empty(), "files": files, "segments": segments,
-            "problems": report.problems, "notices": report.notices });
+        let value = json!({ "sound": report.problems.is_empty(), "files": files_json(&report.files),
+            "segments": segments, "problems": report.problems, "notices": report.notices });
         println!("{value}");
     } else {
-        for (name, len) in &report.files {
-            println!("checksums ok  {name:<48} {len:>14} bytes");
+        for file in &report.files {
+            println!("checksums ok  {:<48} {:>14} bytes  (format {})", file.name, file.bytes, file.format_version);
         }
-        for segment in &report.segments {
-            let file = if segment.file.is_empty() { "growing segment (from the log)" } else { &segment.file };
+        for s in &report.segments {
+            let file = if s.segment.file.is_empty() { "growing segment (from the log)" } else { &s.segment.file };
             println!(
-                "graph         {file:<48} {:>9} nodes, {} deleted, {} links, {} unreachable",
-                segment.nodes, segment.deleted, segment.links, segment.unreachable
+                "graph         {file:<48} {:>9} vectors, {} deleted, {} links, {} unreachable",
+                s.segment.vectors, s.segment.deleted, s.links, s.unreachable
             );
         }
         for notice in &report.notices {

@@ -17,7 +17,7 @@ use crate::options::Options;
 use crate::segment::{Growing, Layout, SegmentSet};
 use crate::storage::{DroppedTail, Store};
 use ids::IdMap;
-pub use verify::{SegmentReport, Verification};
+pub use verify::{FileInfo, SegmentInfo, SegmentReport, Verification};
 
 /// Disk and memory use of an index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

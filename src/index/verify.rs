@@ -1,19 +1,46 @@
-//! `Index::verify`: reads a whole database and checks everything a search relies on.
+//! Inspecting a database: its files and segments (`Index::files`, `Index::segments`), and
+//! `Index::verify`, which reads all of it and checks everything a search relies on.
 
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use super::Index;
 use crate::distance::Metric;
-use crate::error::{io_error, Error, Result};
+use crate::error::{io_error, Result};
 use crate::options::Options;
 use crate::segment::GraphCheck;
+use crate::storage::Manifest;
+
+/// One file of a database.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileInfo {
+    pub name: String,
+    pub bytes: u64,
+    /// The format version in its header (docs/format.md: each kind of file has its own).
+    pub format_version: u32,
+}
+
+/// One segment of an index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Its file (for the growing segment, its snapshot); empty in memory, and for a growing
+    /// segment whose vectors all came from the log since the last checkpoint.
+    pub file: String,
+    /// Live vectors.
+    pub vectors: usize,
+    pub deleted: usize,
+    /// Size of its file (0 without one).
+    pub bytes: u64,
+    /// Whether it is sealed (immutable) rather than the growing one.
+    pub sealed: bool,
+}
 
 /// What [`Index::verify`] checked and found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verification {
-    /// Every file of the database with its size in bytes: the manifest first, then those it
-    /// names (segments, growing snapshot, deletion files, the log). Each passed its checksums.
-    pub files: Vec<(String, u64)>,
+    /// Every file of the database: the manifest first, then those it names (segments, growing
+    /// snapshot, deletion files, the log). Each passed its checksums.
+    pub files: Vec<FileInfo>,
     /// Each segment's graph, sealed ones first.
     pub segments: Vec<SegmentReport>,
     /// Damage the checksums cannot see (they hold for what was written): a link to a node that
@@ -29,11 +56,7 @@ pub struct Verification {
 /// One segment's graph, as [`Index::verify`] found it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SegmentReport {
-    /// The segment's file (for the growing segment, its snapshot; empty when it has none yet
-    /// because its nodes all came from the log).
-    pub file: String,
-    pub nodes: usize,
-    pub deleted: usize,
+    pub segment: SegmentInfo,
     /// Links checked, on every layer.
     pub links: u64,
     /// Nodes no walk from the entry point reaches.
@@ -41,6 +64,66 @@ pub struct SegmentReport {
 }
 
 impl Index {
+    /// The files of a database: the manifest first, then every file it names, with sizes and
+    /// format versions, as of one moment (see [`Index::backup`]). Empty for an in-memory index.
+    pub fn files(&self) -> Result<Vec<FileInfo>> {
+        Ok(self.listing()?.0)
+    }
+
+    /// The files, and the manifest they belong to (`None` in memory).
+    fn listing(&self) -> Result<(Vec<FileInfo>, Option<Manifest>)> {
+        let Some(store) = &self.shared.store else { return Ok((Vec::new(), None)) };
+        let frozen = store.freeze()?;
+        let manifest = Manifest::path(store.dir());
+        let bytes = std::fs::read(&manifest).map_err(|e| io_error(&manifest, "read", &e))?;
+        // Every file kind starts with 8 magic bytes and its version.
+        let version_of = |head: &[u8]| head.get(8..12).map_or(0, |v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+        let mut files =
+            vec![FileInfo { name: "MANIFEST".into(), bytes: bytes.len() as u64, format_version: version_of(&bytes) }];
+        for file in &frozen.files {
+            let mut head = [0u8; 12];
+            let path = store.dir().join(&file.name);
+            let read = file.file.read_at(&mut head, 0).map_err(|e| io_error(&path, "read", &e))?;
+            files.push(FileInfo {
+                name: file.name.clone(),
+                bytes: file.len,
+                format_version: version_of(&head[..read]),
+            });
+        }
+        Ok((files, Some(frozen.manifest)))
+    }
+
+    /// Each segment holding vectors, sealed ones first: live and deleted counts, its file.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
+        let (files, manifest) = self.listing()?;
+        let set = self.shared.snapshot();
+        let store = self.shared.store.as_ref();
+        // A file the manifest names (a segment sealed since the last checkpoint has none yet).
+        let file = |path: Option<PathBuf>| {
+            let name = path.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+            files
+                .iter()
+                .find(|f| Some(&f.name) == name.as_ref())
+                .map_or((String::new(), 0), |f| (f.name.clone(), f.bytes))
+        };
+        let mut segments: Vec<SegmentInfo> = set
+            .sealed
+            .iter()
+            .map(|s| {
+                let (file, bytes) = file(store.map(|store| store.segment_path(s.ordinal())));
+                let deleted = s.tombstones().count();
+                SegmentInfo { file, vectors: s.len() - deleted, deleted, bytes, sealed: true }
+            })
+            .collect();
+        if set.growing.len() > 0 {
+            let snapshot = manifest.filter(|m| m.growing.ordinal == set.growing.ordinal());
+            let (file, bytes) = file(store.zip(snapshot).map(|(store, m)| store.growing_path(&m)));
+            let deleted = set.growing.tombstones().count();
+            segments.push(SegmentInfo { file, vectors: set.growing.len() - deleted, deleted, bytes, sealed: false });
+        }
+        Ok(segments)
+    }
+
     /// Opens the database at `path` read-only (beside a writer, if one has it open), checks the
     /// checksum of every byte of every file, replays the log, then reads every graph: counts
     /// within their lists, links to nodes that exist on their layer, every node reachable.
@@ -52,47 +135,35 @@ impl Index {
         let dir = path.as_ref();
         let options = Options { create: false, read_only: true, verify: true, ..Options::new(0, Metric::L2) };
         let index = Index::open(dir, options)?;
-        let missing = || Error::NotFound { path: dir.display().to_string() };
-        let store = index.shared.store.as_ref().ok_or_else(missing)?;
-        let frozen = store.freeze()?;
-        let manifest_path = dir.join("MANIFEST");
-        let manifest_len = std::fs::metadata(&manifest_path).map_err(|e| io_error(&manifest_path, "stat", &e))?.len();
-        let mut report = Verification { files: vec![("MANIFEST".into(), manifest_len)], ..Verification::default() };
-        report.files.extend(frozen.files.iter().map(|file| (file.name.clone(), file.len)));
-
-        let name = |path: std::path::PathBuf| path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let mut report = Verification { files: index.files()?, ..Verification::default() };
         let set = index.shared.snapshot();
-        let growing_file = (frozen.manifest.growing.count > 0).then(|| store.growing_path(&frozen.manifest));
-        let segments = set
-            .sealed
-            .iter()
-            .map(|s| (name(store.segment_path(s.ordinal())), s.check(), s.len(), s.tombstones().count(), true))
-            .chain((set.growing.len() > 0).then(|| {
-                let growing = &set.growing;
-                (growing_file.and_then(name), growing.check(), growing.len(), growing.tombstones().count(), false)
-            }));
-        for (file, check, nodes, deleted, sealed) in segments {
-            let file = file.unwrap_or_default();
+        let checks = set.sealed.iter().map(|s| s.check()).chain((set.growing.len() > 0).then(|| set.growing.check()));
+        for (segment, check) in index.segments()?.into_iter().zip(checks) {
             let GraphCheck { links, problems, problem_count, unreachable } = check;
-            let shown = if file.is_empty() { "the growing segment (from the log)" } else { file.as_str() };
+            let shown = if segment.file.is_empty() {
+                "the growing segment (from the log)".to_string()
+            } else {
+                segment.file.clone()
+            };
             report.problems.extend(problems.iter().map(|p| format!("{shown}: {p}")));
             if problem_count > problems.len() as u64 {
                 report.problems.push(format!("{shown}: {} more problems", problem_count - problems.len() as u64));
             }
             if unreachable > 0 {
+                let nodes = segment.vectors + segment.deleted;
                 let message = format!("{shown}: {unreachable} of {nodes} nodes are unreachable from the entry point");
-                if sealed {
+                if segment.sealed {
                     report.problems.push(format!("{message}: searches can miss them"));
                 } else {
                     report.notices.push(format!("{message} until the next reachability pass"));
                 }
             }
-            report.segments.push(SegmentReport { file, nodes, deleted, links, unreachable });
+            report.segments.push(SegmentReport { segment, links, unreachable });
         }
         if let Some(notice) = index.recovery_notice() {
             report.notices.push(notice);
         }
-        let known: Vec<&str> = report.files.iter().map(|(name, _)| name.as_str()).collect();
+        let known: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
         let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, "list", &e))?;
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
