@@ -127,10 +127,13 @@ fn searches_run_while_others_delete_upsert_and_compact() {
     // Ids below `deleted_below` (of the first half) are deleted, in order; the second half is
     // upserted with the vectors it already has, so its hits keep their distances.
     let deleted_below = Arc::new(AtomicUsize::new(0));
+    // Set before each delete starts: ids below it may be gone by the time a get returns.
+    let deleting_below = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let searchers: Vec<_> = (0..2)
         .map(|t| {
             let (index, data, deleted_below, done) = (index.clone(), data.clone(), deleted_below.clone(), done.clone());
+            let deleting_below = deleting_below.clone();
             std::thread::spawn(move || {
                 let (mut searches, mut q) = (0usize, t * 7);
                 while !done.load(Ordering::Acquire) || searches == 0 {
@@ -146,7 +149,7 @@ fn searches_run_while_others_delete_upsert_and_compact() {
                     let id = (q * 31 % N) as u64;
                     index.get(&[id], &mut out, &mut found).unwrap();
                     assert!(!found[0] || out == data[id as usize * DIM..(id as usize + 1) * DIM], "get({id})");
-                    assert!(found[0] || id < deleted_below.load(Ordering::Acquire) as u64, "get({id}) lost a live id");
+                    assert!(found[0] || id < deleting_below.load(Ordering::Acquire) as u64, "get({id}) lost a live id");
                     searches += 1;
                     q += 13;
                 }
@@ -155,10 +158,11 @@ fn searches_run_while_others_delete_upsert_and_compact() {
         })
         .collect();
     let deleter = {
-        let (index, deleted_below) = (index.clone(), deleted_below.clone());
+        let (index, deleted_below, deleting_below) = (index.clone(), deleted_below.clone(), deleting_below.clone());
         std::thread::spawn(move || {
             for start in (0..N / 2).step_by(100) {
                 let ids: Vec<u64> = (start as u64..start as u64 + 100).collect();
+                deleting_below.store(start + 100, Ordering::Release);
                 assert_eq!(index.delete(&ids).unwrap(), 100);
                 deleted_below.store(start + 100, Ordering::Release);
             }
