@@ -144,7 +144,8 @@ $(VENV)/bin/python:
 # The binding's tests against the checkout, then `pip install ./python` and the example run from
 # the installed package (its bundled library) outside the checkout.
 test-python: lib $(VENV)/bin/python | $(BUILD)
-	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python -m pytest -q python/tests
+	$(VENV)/bin/pip install --quiet ray pandas pyarrow   # omendb.distributed and its tests (Ray Data)
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python -m pytest -q -rs python/tests
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/pip install --quiet ./python
 	cd $(BUILD) && $(abspath $(VENV))/bin/python -c 'import omendb, pathlib; assert pathlib.Path(omendb.library_path()).parent == pathlib.Path(omendb.__file__).parent, omendb.library_path()'
 	cd $(BUILD) && $(abspath $(VENV))/bin/python $(abspath examples/python/example.py)
@@ -205,6 +206,12 @@ bench-cli: lib $(VENV)/bin/python | $(BUILD)
 	benches/cli/run.sh npm51k $(NPM51K) ../shared/data/npm51k_query.fvecs ../shared/data/npm51k_groundtruth.ivecs cos 384 | tee $(BUILD)/cli-npm51k.txt
 	test ! -f $(BUILD)/clustered1000000_base.fvecs || RECALL=0 benches/cli/run.sh clustered1000000 \
 	  $(BUILD)/clustered1000000_base.fvecs $(BUILD)/clustered1000000_query.fvecs none l2 128 | tee $(BUILD)/cli-1m.txt
+
+# The sharded index on a local Ray (1, 2, 4 shards) beside one Index, on npm51k (docs/scale-out.md).
+bench-distributed: lib $(VENV)/bin/python | $(BUILD)
+	$(VENV)/bin/pip install --quiet ray
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/distributed/shards.py $(NPM51K_DATA) \
+	  | tee $(BUILD)/distributed.txt
 
 # omendb's codes beside usearch's and faiss's quantized modes on npm51k.
 # On npm51k by default; `make bench-deletes DELETES_DATA=build/clustered1000000 DELETES_METRIC=l2`

@@ -51,6 +51,10 @@ class Error(Exception):
         super().__init__(f"{status_name}: {message}")
         self.status, self.status_name, self.message = status, status_name, message
 
+    def __reduce__(self):
+        # Pickled as its three fields (Ray and multiprocessing carry errors between processes).
+        return type(self), (self.status, self.status_name, self.message)
+
 
 class InvalidInputError(Error, ValueError):
     """The input was rejected (statuses 1-99): wrong dimension, NaN, duplicate id, k = 0, ..."""
