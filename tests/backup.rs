@@ -149,6 +149,16 @@ fn a_backup_keeps_deletes_and_upserts_and_an_incremental_one_links_what_is_uncha
     assert_eq!(row, vector_of(1_000_005), "the upserted vector, not the old one");
     // The earlier backup still holds its own moment.
     assert_eq!(open_read_only(&full).len(), 40 * BATCH);
+    // A read-only opening backs up what it read, again and again (its kept files are read
+    // from the start each time).
+    let reader = open_read_only(&full);
+    for round in 0..2 {
+        let again = temp_dir(&format!("incremental-again-{round}"));
+        reader.backup(&again).unwrap();
+        assert_eq!(open_read_only(&again).len(), 40 * BATCH);
+        std::fs::remove_dir_all(again).unwrap();
+    }
+    drop(reader);
     drop((copy, index));
     for d in [full, next, dir] {
         std::fs::remove_dir_all(d).unwrap();

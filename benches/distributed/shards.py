@@ -45,10 +45,17 @@ def measure(name, index, base, queries, truth, efs, repeat):
         r = recall(found, truth)
         if r >= 0.95:
             best = min(timed(lambda: index.search_batch(queries, k=10, ef=ef)) for _ in range(repeat))
-            print(f"{name:<12} build {build:8.0f} vec/s   ef {ef:4d} recall {r:.3f}   {len(queries) / best:8.0f} q/s (batch)")
+            print(f"{name:<12} build {build:8.0f} vec/s   ef {ef:4d} recall {r:.3f}   {len(queries) / best:8.0f} q/s (batch)"
+                  f"   one query {latency_us(index, queries, ef):7.0f} us (median)")
             return build, len(queries) / best
     print(f"{name:<12} build {build:8.0f} vec/s   recall never 0.95 (max {r:.3f})")
     return build, 0.0
+
+
+def latency_us(index, queries, ef):
+    """Median microseconds of one single-query search call (the fan-out's per-call cost)."""
+    times = [timed(lambda: index.search(q, k=10, ef=ef)) for q in queries[:300]]
+    return 1e6 * float(np.median(times))
 
 
 def timed(call):

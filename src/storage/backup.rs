@@ -8,7 +8,7 @@
 //! name; the handle still reads it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -137,6 +137,8 @@ fn same_file(file: &FrozenFile, earlier: &Path) -> bool {
 fn copy_prefix(file: &FrozenFile, target: &Path) -> Result<()> {
     let mut out =
         OpenOptions::new().write(true).create_new(true).open(target).map_err(|e| io_error(target, "create", &e))?;
+    // From the start, whatever an earlier reader of a shared handle left the position at.
+    (&file.file).seek(SeekFrom::Start(0)).map_err(|e| io_error(target, "seek the source of", &e))?;
     let mut source = (&file.file).take(file.len);
     let copied = std::io::copy(&mut source, &mut out).map_err(|e| io_error(target, "copy into", &e))?;
     if copied != file.len {

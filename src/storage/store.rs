@@ -392,7 +392,7 @@ impl Store {
             .into_iter()
             .map(|name| {
                 let path = self.dir.join(&name);
-                let pinned = self.pinned.iter().find(|(pinned, _)| *pinned == name).map(|(_, file)| file.try_clone());
+                let pinned = self.pinned.iter().find(|(pinned, _)| *pinned == name).map(|(_, file)| reopen(file));
                 let file =
                     pinned.unwrap_or_else(|| File::open(&path)).map_err(|e| io_error(&path, "open for backup", &e))?;
                 let len =
@@ -444,6 +444,13 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// A new handle with its own file position on the file behind `file`, even if its name is gone
+/// (through `/proc/self/fd`), so that backups reading it at once do not share one position.
+fn reopen(file: &File) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).or_else(|_| file.try_clone())
 }
 
 impl Drop for Store {
