@@ -110,7 +110,7 @@ test-c: lib | $(BUILD)
 # Installs into a scratch prefix and builds examples/c/hello.c with pkg-config alone.
 test-install: lib | $(BUILD)
 	rm -rf $(BUILD)/prefix $(BUILD)/stage
-	$(MAKE) --no-print-directory install PREFIX=$(abspath $(BUILD))/prefix
+	$(MAKE) --no-print-directory install PREFIX=$(abspath $(BUILD))/prefix CLI_FEATURES=  # HDF5 is tested in test-rust
 	test "$$(readelf -d $(BUILD)/prefix/lib/libomendb.so | sed -n 's/.*soname: \[\(.*\)\]/\1/p')" = libomendb.so.$(SOVERSION)
 	PKG_CONFIG_PATH=$(abspath $(BUILD))/prefix/lib/pkgconfig sh -c \
 	  '$(CC) -std=c11 $(CWARN) examples/c/hello.c $$(pkg-config --cflags --libs omendb) -o $(BUILD)/hello'
@@ -118,7 +118,7 @@ test-install: lib | $(BUILD)
 	PKG_CONFIG_PATH=$(abspath $(BUILD))/prefix/lib/pkgconfig sh -c \
 	  '$(CC) -std=c11 $(CWARN) -static-libgcc examples/c/hello.c $$(pkg-config --cflags omendb) $(abspath $(BUILD))/prefix/lib/libomendb.a $$(pkg-config --libs-only-l --static omendb | sed s/-lomendb//) -o $(BUILD)/hello_static'
 	./$(BUILD)/hello_static
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/stage PREFIX=/usr
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/stage PREFIX=/usr CLI_FEATURES=
 	test -L $(BUILD)/stage/usr/lib/libomendb.so -a -f $(BUILD)/stage/usr/lib/pkgconfig/omendb.pc -a -f $(BUILD)/stage/usr/include/omendb.hpp
 	$(BUILD)/stage/usr/bin/omendb --version
 	@echo "test-install: pkg-config, soname, static and DESTDIR installs all passed"

@@ -157,19 +157,27 @@ pub fn run(args: Args) -> Result<(), String> {
         "truth": if truth_file.is_some() { "file" } else { "exact scan" },
         "m": args.m, "ef_construction": args.ef_construction, "build_vectors_per_s": build_rate, "results": rows });
     if args.json {
-        println!("{report}");
+        say!("{report}");
         return Ok(());
     }
-    println!(
+    say!(
         "{n} x {dim} {metric}, M {} efc {}: built at {build_rate:.0} vectors/s; {q} queries, k {}",
-        args.m, args.ef_construction, args.k
+        args.m,
+        args.ef_construction,
+        args.k
     );
-    println!(
+    say!(
         "{:>6} {:>8} {:>12} {:>12} {:>9} {:>9} {:>9}",
-        "ef", "recall", "q/s 1 thr", "q/s all", "p50 us", "p95 us", "p99 us"
+        "ef",
+        "recall",
+        "q/s 1 thr",
+        "q/s all",
+        "p50 us",
+        "p95 us",
+        "p99 us"
     );
     for row in &rows {
-        println!(
+        say!(
             "{:>6} {:>8.4} {:>12.0} {:>12.0} {:>9.1} {:>9.1} {:>9.1}",
             row["ef"].as_u64().unwrap_or(0),
             row["recall"].as_f64().unwrap_or(0.0),

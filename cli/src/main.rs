@@ -4,6 +4,12 @@
 //! Exit codes: 0 success; 1 the database or a file refused the command, or `verify` found damage
 //! (the message names which file); 2 bad arguments (from the argument parser).
 
+/// `println!` that ends the program quietly when the reader went away (`omendb query ... | head`),
+/// as shell tools do, rather than panicking.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::emit(format_args!($($arg)*)) };
+}
+
 mod bench;
 mod hdf5;
 mod vectors;
@@ -173,6 +179,17 @@ enum Command {
     },
 }
 
+/// Writes one line to stdout (see `say!`).
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    if let Err(e) = writeln!(io::stdout().lock(), "{line}") {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("omendb: stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,10 +212,10 @@ fn open(dir: &Path, read_only: bool) -> Result<Index, String> {
 /// Prints `value` as one JSON line, or each of its fields on a line of its own.
 fn print_fields(value: &serde_json::Value, json: bool) {
     if json {
-        println!("{value}");
+        say!("{value}");
     } else if let Some(fields) = value.as_object() {
         for (key, value) in fields {
-            println!("{key:>22}  {value}");
+            say!("{key:>22}  {value}");
         }
     }
 }
@@ -221,7 +238,7 @@ fn run(command: Command) -> Result<(), String> {
             let info = info(&dir, &index)?;
             index.close().map_err(|e| e.to_string())?;
             if json {
-                println!("{info}");
+                say!("{info}");
             }
             Ok(())
         }
@@ -249,7 +266,6 @@ fn run(command: Command) -> Result<(), String> {
             let filter = allow.as_deref().map_or_else(Filter::default, Filter::allow);
             let params = SearchParams { ef, filter, ..SearchParams::default() };
             let results = index.search_batch(&queries, k, params, 0).map_err(|e| e.to_string())?;
-            let mut out = io::stdout().lock();
             for (q, hits) in results.iter().enumerate() {
                 let line = if json {
                     let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
@@ -258,7 +274,7 @@ fn run(command: Command) -> Result<(), String> {
                 } else {
                     hits.iter().map(|h| format!("{}:{:.6}", h.id, h.distance)).collect::<Vec<_>>().join(" ")
                 };
-                writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                say!("{line}");
             }
             Ok(())
         }
@@ -267,7 +283,6 @@ fn run(command: Command) -> Result<(), String> {
             let mut vectors = vec![0.0; ids.len() * index.dim()];
             let mut found = vec![false; ids.len()];
             index.get(&ids, &mut vectors, &mut found).map_err(|e| e.to_string())?;
-            let mut out = io::stdout().lock();
             for ((id, row), found) in ids.iter().zip(vectors.chunks_exact(index.dim().max(1))).zip(found) {
                 let line = match (json, found) {
                     (true, true) => json!({ "id": id, "vector": row }).to_string(),
@@ -275,7 +290,7 @@ fn run(command: Command) -> Result<(), String> {
                     (false, true) => format!("{id} {}", row.iter().map(f32::to_string).collect::<Vec<_>>().join(" ")),
                     (false, false) => format!("{id} absent"),
                 };
-                writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                say!("{line}");
             }
             Ok(())
         }
@@ -289,7 +304,7 @@ fn run(command: Command) -> Result<(), String> {
             let removed = index.delete(&ids).map_err(|e| e.to_string())?;
             index.close().map_err(|e| e.to_string())?;
             if json {
-                println!("{}", json!({ "deleted": removed, "requested": ids.len() }));
+                say!("{}", json!({ "deleted": removed, "requested": ids.len() }));
             } else {
                 eprintln!("deleted {removed} of {} ids", ids.len());
             }
@@ -451,7 +466,7 @@ fn import(
         "vectors_per_s": added as f64 / seconds.max(1e-9),
     });
     if json {
-        println!("{report}");
+        say!("{report}");
     } else {
         eprintln!(
             "imported {added} vectors in {seconds:.1} s ({:.0}/s), skipped {skipped} already present",
@@ -478,23 +493,26 @@ fn verify(dir: &Path, json: bool) -> Result<(), String> {
             .collect();
         let value = json!({ "sound": report.problems.is_empty(), "files": files_json(&report.files),
             "segments": segments, "problems": report.problems, "notices": report.notices });
-        println!("{value}");
+        say!("{value}");
     } else {
         for file in &report.files {
-            println!("checksums ok  {:<48} {:>14} bytes  (format {})", file.name, file.bytes, file.format_version);
+            say!("checksums ok  {:<48} {:>14} bytes  (format {})", file.name, file.bytes, file.format_version);
         }
         for s in &report.segments {
             let file = if s.segment.file.is_empty() { "growing segment (from the log)" } else { &s.segment.file };
-            println!(
+            say!(
                 "graph         {file:<48} {:>9} vectors, {} deleted, {} links, {} unreachable",
-                s.segment.vectors, s.segment.deleted, s.links, s.unreachable
+                s.segment.vectors,
+                s.segment.deleted,
+                s.links,
+                s.unreachable
             );
         }
         for notice in &report.notices {
-            println!("notice        {notice}");
+            say!("notice        {notice}");
         }
         for problem in &report.problems {
-            println!("DAMAGE        {problem}");
+            say!("DAMAGE        {problem}");
         }
     }
     if report.problems.is_empty() {
