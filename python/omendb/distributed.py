@@ -180,15 +180,20 @@ class ShardedIndex:
 
     # Writes -------------------------------------------------------------------------------
 
+    def _matrix(self, rows, what):
+        """`rows` as a C-ordered float32[n, dim] (one row may be given as a vector)."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim == 1:
+            rows = rows.reshape(1, -1)
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise _error(omendb.DimensionMismatchError, 3,
+                         f"{what} have shape {rows.shape} but the index has dimension {self.dim}")
+        return rows
+
     def _rows(self, ids, vectors):
         """Checks a write on the caller, as each shard would, so that bad input changes nothing."""
         ids = np.ascontiguousarray(ids, dtype=np.uint64).reshape(-1)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors.reshape(1, -1)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise _error(omendb.DimensionMismatchError, 3,
-                         f"vectors have shape {vectors.shape} but the index has dimension {self.dim}")
+        vectors = self._matrix(vectors, "vectors")
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         bad = ~np.isfinite(vectors)
@@ -279,12 +284,7 @@ class ShardedIndex:
         float32[q, k] distances), closest first; missing hits have id 2**64-1 and distance inf,
         as omendb.Index.search_batch. `filter`: a sequence of allowed ids (each shard gets its
         own part)."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries.reshape(1, -1)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise _error(omendb.DimensionMismatchError, 3,
-                         f"queries have shape {queries.shape} but the index has dimension {self.dim}")
+        queries = self._matrix(queries, "queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise _error(omendb.InvalidArgumentError, 2, f"k must be a positive integer, got {k!r}")
         allow = None
