@@ -45,9 +45,11 @@ pub(crate) struct Frozen {
 }
 
 /// Bytes at the start of a file compared to tell whether an earlier backup holds the same one:
-/// a segment file's header, which carries the checksum of every section, fits in its first page;
-/// smaller files (deletion bitsets) are compared whole.
+/// a segment file's header, which carries the checksum of every section, fits in its first page.
 const COMPARED_PREFIX: u64 = 4096;
+
+/// Bytes at the end compared as well: a deletion file ends with the checksum of all of it.
+const COMPARED_SUFFIX: u64 = 4;
 
 /// Writes `frozen` as a database in `dest`, which must not exist or be empty. Unchanged files of
 /// the database at `previous` (an earlier backup) are hard-linked rather than copied. The
@@ -120,16 +122,19 @@ fn copy_files(
     Ok(report)
 }
 
-/// Whether `earlier` holds the same bytes as `file`: same length, same first page (or all of a
-/// smaller file).
+/// Whether `earlier` holds the same bytes as `file`: same length, same first page and same last
+/// bytes, which between them carry the checksums of the whole file.
 fn same_file(file: &FrozenFile, earlier: &Path) -> bool {
     let Ok(other) = File::open(earlier) else { return false };
     if other.metadata().map(|m| m.len()).ok() != Some(file.len) {
         return false;
     }
-    let compared = file.len.min(COMPARED_PREFIX) as usize;
-    let (mut ours, mut theirs) = (vec![0u8; compared], vec![0u8; compared]);
-    file.file.read_exact_at(&mut ours, 0).is_ok() && other.read_exact_at(&mut theirs, 0).is_ok() && ours == theirs
+    let same_at = |at: u64, len: u64| {
+        let (mut ours, mut theirs) = (vec![0u8; len as usize], vec![0u8; len as usize]);
+        file.file.read_exact_at(&mut ours, at).is_ok() && other.read_exact_at(&mut theirs, at).is_ok() && ours == theirs
+    };
+    let suffix = file.len.min(COMPARED_SUFFIX);
+    same_at(0, file.len.min(COMPARED_PREFIX)) && same_at(file.len - suffix, suffix)
 }
 
 /// Copies the first `file.len` bytes to `target` and makes them durable. `std::io::copy` between
