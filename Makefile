@@ -20,7 +20,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
 .PHONY: all lib header demo install test test-rust test-npm51k test-c test-install test-go test-examples test-python test-asan lint \
-	bench bench-peers bench-clustered bench-quantized bench-deletes bench-filtered bench-ab bench-overhead clean bench-storage fuzz
+	bench bench-peers bench-clustered bench-quantized bench-deletes bench-filtered bench-heap-mapped bench-ab bench-overhead clean bench-storage fuzz
 
 all: lib
 
@@ -238,6 +238,17 @@ bench-quantized: lib $(VENV)/bin/python | $(BUILD)
 	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/quantized.py \
 	  $(NPM51K_DATA) --metric cos --omendb python/ | tee $(BUILD)/quantized.txt
 	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/quantized.txt
+
+# One graph searched on the heap it was built in and mapped from its snapshot, alternately
+# (identical results checked): npm51k, then 300K and 1M of the clustered set when
+# `make bench-clustered` has generated it.
+bench-heap-mapped: lib $(VENV)/bin/python | $(BUILD)
+	$(PEERS_VENV)
+	OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/heap_mapped.py \
+	  $(NPM51K_DATA) --metric cos --omendb python/ | tee $(BUILD)/heap-mapped.txt
+	for n in 300000 1000000; do test ! -f $(BUILD)/clustered1000000_base.fvecs || \
+	  OMENDB_LIBRARY=$(abspath $(RELEASE))/libomendb.so $(VENV)/bin/python benches/peers/heap_mapped.py \
+	  $(BUILD)/clustered1000000 --n $$n --metric l2 --omendb python/ | tee -a $(BUILD)/heap-mapped.txt; done
 
 # This tree beside the library built from BASE (default: the previous commit), alternately, ROUNDS
 # times, on npm51k: build vectors/s and, per ef, recall@10 / queries per CPU second on one thread.

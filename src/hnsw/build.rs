@@ -9,7 +9,6 @@ use rayon::prelude::*;
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::search::{CoarseWalk, Everyone, Reach};
 use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
-use crate::memory::reserve_huge;
 use crate::quant::{Codes, Quantization};
 
 impl Graph {
@@ -31,7 +30,7 @@ impl Graph {
         let (levels, layer0) = (self.levels.vec_mut(), self.layer0.vec_mut());
         let (upper, upper_start) = (self.upper.vec_mut(), self.upper_start.vec_mut());
         levels.reserve(count);
-        reserve_huge(layer0, count * stride0);
+        layer0.reserve(count * stride0);
         upper_start.reserve(count);
         for _ in 0..count {
             let level = self.params.level_of(levels.len() as u64);

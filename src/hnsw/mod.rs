@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::distance::Distance;
-use crate::memory::{reserve_huge, Array};
+use crate::memory::{AlignedVec, Array};
 use crate::quant::{Codes, Quantization};
 pub(crate) use check::GraphCheck;
 pub(crate) use file::{read_segment, write_segment, StoredSegment};
@@ -164,8 +164,8 @@ impl Graph {
     /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.
     pub(crate) fn compacted(&self) -> Graph {
         let copy = |list: &[AtomicU32]| {
-            let mut copy = Vec::new();
-            reserve_huge(&mut copy, list.len());
+            let mut copy = AlignedVec::new();
+            copy.reserve(list.len());
             copy.extend(list.iter().map(|a| AtomicU32::new(a.load(Relaxed) & !LOCKED)));
             Array::from(copy)
         };
@@ -174,10 +174,10 @@ impl Graph {
             params: self.params,
             distance: self.distance,
             vectors: self.vectors.compacted(),
-            levels: self.levels.to_vec().into(),
+            levels: AlignedVec::copy_of(&self.levels).into(),
             layer0: copy(&self.layer0),
             upper: copy(&self.upper),
-            upper_start: self.upper_start.to_vec().into(),
+            upper_start: AlignedVec::copy_of(&self.upper_start).into(),
             entry: AtomicU64::new(self.entry.load(Acquire)),
             entry_lock: Mutex::new(()),
             codes: self.codes.as_ref().map(|codes| self.vectors.recode(codes.codebook.kind)),

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::vectors::SplitVectors;
 use super::{pack, unpack, zeroed, Graph, NO_ENTRY, RING};
-use crate::memory::{reserve_huge, Array};
+use crate::memory::{AlignedVec, Array};
 
 /// One kept node's links in the old numbering: its ring successor, then a list per level.
 struct Lists {
@@ -55,11 +55,12 @@ impl Graph {
         }
         let (stride0, stride) = (1 + self.params.capacity(0), 1 + self.params.m);
         let mut vectors = SplitVectors::new(self.dim);
-        let (mut levels, mut layer0, mut upper, mut upper_start) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        reserve_huge(&mut layer0, kept.len() * stride0);
+        let (mut levels, mut layer0, mut upper, mut upper_start) =
+            (AlignedVec::new(), AlignedVec::new(), AlignedVec::new(), AlignedVec::new());
+        layer0.reserve(kept.len() * stride0);
         let mut row = Vec::with_capacity(self.dim);
         let mut has_rings = false;
-        let write = |target: &mut Vec<AtomicU32>, ring: Option<u32>, links: &[u32], slots: usize| {
+        let write = |target: &mut AlignedVec<AtomicU32>, ring: Option<u32>, links: &[u32], slots: usize| {
             let start = target.len();
             target.extend(zeroed(slots));
             let mut slot = 1;

@@ -6,7 +6,7 @@
 //! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
 
 use crate::distance::{prefetch_all, widen};
-use crate::memory::{huge_copy, reserve_huge, Array};
+use crate::memory::{AlignedVec, Array};
 use crate::quant::{Codes, Quantization};
 
 pub(crate) struct SplitVectors {
@@ -23,8 +23,8 @@ impl SplitVectors {
     /// Appends row-major `rows`.
     pub(crate) fn push(&mut self, rows: &[f32]) {
         let (high, low) = (self.high.vec_mut(), self.low.vec_mut());
-        reserve_huge(high, rows.len());
-        reserve_huge(low, rows.len());
+        high.reserve(rows.len());
+        low.reserve(rows.len());
         high.extend(rows.iter().map(|x| (x.to_bits() >> 16) as u16));
         low.extend(rows.iter().map(|x| x.to_bits() as u16));
     }
@@ -78,9 +78,10 @@ impl SplitVectors {
         Codes::build_with(kind, self.dim, self.len(), |node, buffer| self.exact_into(node, buffer))
     }
 
-    /// A copy in fresh memory advised for huge pages, with no spare capacity.
+    /// A copy with no spare capacity.
     pub(crate) fn compacted(&self) -> SplitVectors {
-        SplitVectors { dim: self.dim, high: huge_copy(&self.high).into(), low: huge_copy(&self.low).into() }
+        let (high, low) = (AlignedVec::copy_of(&self.high), AlignedVec::copy_of(&self.low));
+        SplitVectors { dim: self.dim, high: high.into(), low: low.into() }
     }
 
     pub(crate) fn shrink_to_fit(&mut self) {

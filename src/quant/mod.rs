@@ -13,7 +13,7 @@ mod kernels;
 use rayon::prelude::*;
 
 use crate::distance::Metric;
-use crate::memory::Array;
+use crate::memory::{AlignedVec, Array};
 pub(crate) use kernels::best_kernels;
 pub use kernels::{available, IntegerKernel, QuantKernels};
 
@@ -311,8 +311,9 @@ impl Codes {
             .reduce(|| Trainer::new(dim), Trainer::merge)
             .finish(kind);
         let code_len = kind.code_len(dim);
-        let mut bytes = vec![0u8; count * code_len];
-        let mut norms = vec![0f32; if kind == Quantization::Binary { 0 } else { count }];
+        let (mut bytes, mut norms) = (AlignedVec::new(), AlignedVec::new());
+        bytes.resize(count * code_len, 0u8);
+        norms.resize(if kind == Quantization::Binary { 0 } else { count }, 0f32);
         let encode = |buffer: &mut Vec<f32>, node: usize, out: &mut [u8]| {
             row(node as u32, buffer);
             codebook.encode(buffer, out)
