@@ -33,6 +33,11 @@ from ann_peers import cpu_model, load_dataset, recall  # noqa: E402
 METRICS = {"l2": "l2", "cos": "cosine", "ip": "ip"}
 
 
+def rss_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def truth_of(base, ids, queries, metric, k):
     """Exact top-k ids among `base` rows labelled `ids`."""
     import faiss
@@ -130,27 +135,69 @@ def main():
         for start in range(0, len(doomed), 10_000):
             memory.delete(doomed[start:start + 10_000])
         delete_rate = len(doomed) / (time.perf_counter() - t)
-        # Searches on the same index, idle and while it compacts (half of its vectors deleted).
+        # Searches on the same index, idle and while it compacts (half of its vectors deleted);
+        # meanwhile one thread inserts batches of 100 (their latency shows the compaction's pauses
+        # under the writer lock) and the resident set is sampled (the rebuild's extra memory).
         idle = sweep(lambda q, ef: memory.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], 1)
-        compacting = threading.Thread(target=memory.compact)
-        compacting.start()
+        # Far from every query (random directions; offset under L2), so they change no result.
+        extra = (rng.normal(0, 1, (20_000, dim)) + (10 if a.metric == "l2" else 0)).astype(np.float32)
+        next_id = [2 * n]
+
+        def insert_latencies(stop):
+            times = []
+            while not stop() and next_id[0] < 2 * n + len(extra):
+                at = next_id[0] - 2 * n
+                t = time.perf_counter()
+                memory.insert_batch(np.arange(next_id[0], next_id[0] + 100, dtype=np.uint64), extra[at:at + 100])
+                times.append(time.perf_counter() - t)
+                next_id[0] += 100
+            return np.array(times) * 1e3
+
+        calm = insert_latencies(lambda: next_id[0] >= 2 * n + 2_000)
+        before_rss, peak_rss, done = rss_bytes(), [0], threading.Event()
+
+        def compact():
+            memory.compact()
+            done.set()
+
+        def sample():
+            while not done.wait(0.01):
+                peak_rss[0] = max(peak_rss[0], rss_bytes())
+
+        workers = [threading.Thread(target=compact), threading.Thread(target=sample)]
+        for worker in workers:
+            worker.start()
+        busy = []
+        inserting = threading.Thread(target=lambda: busy.append(insert_latencies(done.is_set)))
+        inserting.start()
         during = sweep(lambda q, ef: memory.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], 1)
-        compacting.join()
-        # Upserts of present ids against inserts of as many new ones, into the same index.
-        replaced = live[: min(len(live), 20_000)]
-        noisy = base[replaced] + rng.normal(0, 1e-3, (len(replaced), dim)).astype(np.float32)
-        rates = {}
-        for name, call, labels in (("insert", memory.insert_batch, replaced + np.uint64(n)),
-                                   ("upsert", memory.upsert, replaced)):
-            t = time.perf_counter()
-            for start in range(0, len(replaced), 10_000):
-                call(labels[start:start + 10_000], noisy[start:start + 10_000])
-            rates[name] = len(replaced) / (time.perf_counter() - t)
-        memory.delete(replaced + np.uint64(n))
-        upsert_rate, insert_rate = rates["upsert"], rates["insert"]
-        print(f"# in memory, batches of 10,000: delete {delete_rate:,.0f} ids/s; upsert {upsert_rate:,.0f} vec/s = "
-              f"{upsert_rate / insert_rate:.2f}x insert ({insert_rate:,.0f} vec/s)")
+        for worker in workers + [inserting]:
+            worker.join()
+        busy = busy[0] if busy and len(busy[0]) else np.zeros(1)
+        memory.delete(np.arange(2 * n, next_id[0], dtype=np.uint64))
         print(f"# ef{efs[1]} recall/qps idle {idle.strip()}, while compacting {during.strip()} (same index)")
+        print(f"# inserts of 100 during the compaction: p50 {np.median(busy):.1f} ms, max {busy.max():.1f} ms "
+              f"({len(busy)} batches) against p50 {np.median(calm):.1f} ms, max {calm.max():.1f} ms idle; "
+              f"resident set during it peaked {(peak_rss[0] - before_rss) / 2**20:+.0f} MiB over "
+              f"{before_rss / 2**20:.0f} MiB")
+        # Upserts of present ids against inserts of as many new ones into the same index, in
+        # alternating rounds (so a noisy neighbour or the index's growth weighs on both alike).
+        replaced = live[: min(len(live), 10_000)]
+        rates = {"insert": [], "upsert": []}
+        for round_ in range(6):
+            noisy = base[replaced] + rng.normal(0, 1e-3, (len(replaced), dim)).astype(np.float32)
+            order = ("insert", "upsert") if round_ % 2 == 0 else ("upsert", "insert")
+            for name in order:
+                labels = replaced + np.uint64(3 * n + round_ * n) if name == "insert" else replaced
+                call = memory.insert_batch if name == "insert" else memory.upsert
+                t = time.perf_counter()
+                call(labels, noisy)
+                rates[name].append(len(replaced) / (time.perf_counter() - t))
+        upsert_rate, insert_rate = np.median(rates["upsert"]), np.median(rates["insert"])
+        ratios = np.array(rates["upsert"]) / np.array(rates["insert"])
+        print(f"# in memory, batches of 10,000: delete {delete_rate:,.0f} ids/s; upsert {upsert_rate:,.0f} vec/s = "
+              f"{upsert_rate / insert_rate:.2f}x insert ({insert_rate:,.0f} vec/s; median of 6 alternating rounds, "
+              f"per-round ratios {ratios.min():.2f}-{ratios.max():.2f})")
         memory.close()
 
         # Repair (up to 40% deleted) against a rebuild of the same live set on as many threads.

@@ -115,10 +115,22 @@ pub fn available_kernels() -> Vec<Kernels> {
     all
 }
 
-/// The fastest implementation for this CPU, detected once.
+/// The fastest implementation for this CPU (within `OMENDB_KERNELS`), detected once.
 pub fn best_kernels() -> Kernels {
     static BEST: OnceLock<Kernels> = OnceLock::new();
-    *BEST.get_or_init(|| available_kernels().pop().unwrap_or(SCALAR))
+    *BEST.get_or_init(|| available_kernels().into_iter().rfind(|k| permitted(k.name)).unwrap_or(SCALAR))
+}
+
+/// Whether the kernels named `name` may run: all of them, unless the environment variable
+/// `OMENDB_KERNELS` caps the instruction sets at `scalar` or `avx2` (read once per process).
+/// A benchmarking aid: an AVX-512 machine then measures the paths an AVX2-only CPU takes.
+pub(crate) fn permitted(name: &str) -> bool {
+    static CAP: OnceLock<Option<String>> = OnceLock::new();
+    match CAP.get_or_init(|| std::env::var("OMENDB_KERNELS").ok()).as_deref() {
+        Some("scalar") => name == "scalar",
+        Some("avx2") => name == "scalar" || name.starts_with("avx2"),
+        _ => true,
+    }
 }
 
 /// A metric bound to the CPU's kernels: the one object the graph code calls.

@@ -2,6 +2,8 @@
 //!
 //! The portable versions are the reference the SIMD ones are tested against, and the fallback.
 
+use crate::distance::permitted;
+
 /// One instruction-set build of every code kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantKernels {
@@ -12,10 +14,14 @@ pub struct QuantKernels {
     pub dot_u4: fn(&[f32], &[u8]) -> f32,
     /// Differing bits between query words and a code's bytes (little-endian words).
     pub hamming: fn(&[u64], &[u8]) -> u32,
-    /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights (AVX-512 VNNI only).
+    /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights within
+    /// `±u8_weight_limit` (AVX-512 VNNI: `vpdpbusd`; AVX2: `vpmaddubsw`, whose 16-bit pair sums
+    /// saturate beyond 64 · 255 · 2).
     pub dot_u8_i8: Option<IntegerKernel>,
-    /// The same over 4-bit codes, with the weights in `group_nibbles` order.
+    /// The same over 4-bit codes (any i8 weights), with the weights in `group_nibbles` order.
     pub dot_u4_i8: Option<IntegerKernel>,
+    /// The largest weight magnitude `dot_u8_i8` takes.
+    pub u8_weight_limit: i8,
 }
 
 /// A weighted sum of codes with i8 weights, exact in i32.
@@ -82,7 +88,8 @@ fn hamming(q: &[u64], c: &[u8]) -> u32 {
         .sum()
 }
 
-const SCALAR: QuantKernels = QuantKernels { name: "scalar", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None };
+const SCALAR: QuantKernels =
+    QuantKernels { name: "scalar", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None, u8_weight_limit: 127 };
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -92,7 +99,7 @@ mod x86 {
     //! note below relies on.
     use std::arch::x86_64::*;
 
-    use super::QuantKernels;
+    use super::{IntegerKernel, QuantKernels};
     use crate::distance::sum256;
 
     /// # Safety
@@ -235,6 +242,80 @@ mod x86 {
     }
 
     /// # Safety
+    /// The CPU supports AVX2; every weight is within ±64, so no pair sum of `vpmaddubsw`
+    /// (at most 2 · 255 · 64 = 32,640) saturates.
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_u8_maddubs(w: &[i8], c: &[u8]) -> i32 {
+        let n = w.len().min(c.len());
+        let (pw, pc) = (w.as_ptr(), c.as_ptr());
+        let ones = _mm256_set1_epi16(1);
+        let (mut acc0, mut acc1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let mut i = 0;
+        while i + 64 <= n {
+            // SAFETY: `i + 64 <= n`: 64 codes and 64 weights are readable; loads are unaligned.
+            unsafe {
+                let p0 =
+                    _mm256_maddubs_epi16(_mm256_loadu_si256(pc.add(i).cast()), _mm256_loadu_si256(pw.add(i).cast()));
+                let p1 = _mm256_maddubs_epi16(
+                    _mm256_loadu_si256(pc.add(i + 32).cast()),
+                    _mm256_loadu_si256(pw.add(i + 32).cast()),
+                );
+                acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+                acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+            }
+            i += 64;
+        }
+        if i + 32 <= n {
+            // SAFETY: `i + 32 <= n`: 32 codes and 32 weights are readable.
+            unsafe {
+                let p =
+                    _mm256_maddubs_epi16(_mm256_loadu_si256(pc.add(i).cast()), _mm256_loadu_si256(pw.add(i).cast()));
+                acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p, ones));
+            }
+            i += 32;
+        }
+        let mut sum = sum256_epi32(_mm256_add_epi32(acc0, acc1));
+        for j in i..n {
+            sum += i32::from(w[j]) * i32::from(c[j]);
+        }
+        sum
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2. Nibbles (at most 15) times i8 weights never saturate a pair sum.
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_u4_maddubs(w: &[i8], c: &[u8]) -> i32 {
+        let groups = (w.len() / 64).min(c.len() / 32);
+        let (pw, pc) = (w.as_ptr(), c.as_ptr());
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0F);
+        let mut acc = _mm256_setzero_si256();
+        for g in 0..groups {
+            // SAFETY: `g < groups`: 32 code bytes at `32 g` and 64 weights at `64 g` are readable.
+            unsafe {
+                let bytes = _mm256_loadu_si256(pc.add(32 * g).cast());
+                let lo = _mm256_and_si256(bytes, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
+                // Each pair sum is within 2 · 15 · 128, so the two add up without saturating.
+                let pairs = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, _mm256_loadu_si256(pw.add(64 * g).cast())),
+                    _mm256_maddubs_epi16(hi, _mm256_loadu_si256(pw.add(64 * g + 32).cast())),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        sum256_epi32(acc)
+    }
+
+    #[inline(always)]
+    fn sum256_epi32(v: __m256i) -> i32 {
+        let mut lanes = [0i32; 8];
+        // SAFETY: an unaligned store of 32 bytes into an 8-lane i32 array.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
+        lanes.iter().sum()
+    }
+
+    /// # Safety
     /// The CPU supports popcnt.
     #[target_feature(enable = "popcnt")]
     unsafe fn hamming_popcnt(q: &[u64], c: &[u8]) -> u32 {
@@ -271,19 +352,45 @@ mod x86 {
         // SAFETY: see above.
         unsafe { dot_u4_vnni(w, c) }
     }
+    fn dot_u8_i8_256(w: &[i8], c: &[u8]) -> i32 {
+        // SAFETY: see above (the ±64 weight limit is `u8_weight_limit`, which callers honour).
+        unsafe { dot_u8_maddubs(w, c) }
+    }
+    fn dot_u4_i8_256(w: &[i8], c: &[u8]) -> i32 {
+        // SAFETY: see above.
+        unsafe { dot_u4_maddubs(w, c) }
+    }
 
     /// The builds this CPU can run, best last.
     pub(super) fn detected() -> Vec<QuantKernels> {
         let mut found = Vec::new();
         let popcnt = is_x86_feature_detected!("popcnt");
         let avx2 = popcnt && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        // Integer kernels on AVX2 (`vpmaddubsw`) serve AVX-512 CPUs without VNNI as well.
+        let (dot_u8_i8_avx2, dot_u4_i8_avx2) =
+            (Some(dot_u8_i8_256 as IntegerKernel), Some(dot_u4_i8_256 as IntegerKernel));
         if avx2 {
-            let (dot_u8, dot_u4) = (dot_u8_256, dot_u4_256);
-            found.push(QuantKernels { name: "avx2+fma", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None });
+            found.push(QuantKernels {
+                name: "avx2+fma",
+                dot_u8: dot_u8_256,
+                dot_u4: dot_u4_256,
+                hamming,
+                dot_u8_i8: dot_u8_i8_avx2,
+                dot_u4_i8: dot_u4_i8_avx2,
+                u8_weight_limit: 64,
+            });
         }
         if avx2 && is_x86_feature_detected!("avx512f") {
             let (dot_u8, dot_u4) = (dot_u8_512, dot_u4_512);
-            found.push(QuantKernels { name: "avx512f", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None });
+            found.push(QuantKernels {
+                name: "avx512f",
+                dot_u8,
+                dot_u4,
+                hamming,
+                dot_u8_i8: dot_u8_i8_avx2,
+                dot_u4_i8: dot_u4_i8_avx2,
+                u8_weight_limit: 64,
+            });
             if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
                 found.push(QuantKernels {
                     name: "avx512vnni",
@@ -292,6 +399,7 @@ mod x86 {
                     hamming,
                     dot_u8_i8: Some(dot_u8_i8),
                     dot_u4_i8: Some(dot_u4_i8),
+                    u8_weight_limit: 127,
                 });
             }
         }
@@ -308,8 +416,8 @@ pub fn available() -> Vec<QuantKernels> {
     all
 }
 
-/// The fastest build for this CPU, detected once.
+/// The fastest build for this CPU (within `OMENDB_KERNELS`), detected once.
 pub(crate) fn best_kernels() -> QuantKernels {
     static BEST: std::sync::OnceLock<QuantKernels> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| available().pop().unwrap_or(SCALAR))
+    *BEST.get_or_init(|| available().into_iter().rfind(|k| permitted(k.name)).unwrap_or(SCALAR))
 }

@@ -417,7 +417,8 @@ impl QueryCode {
                 let integer = if kind == Quantization::Bits8 { kernels.dot_u8_i8 } else { kernels.dot_u4_i8 };
                 if integer.is_some() {
                     let largest = code.weights.iter().fold(0f32, |m, w| m.max(w.abs()));
-                    code.scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+                    let limit = if kind == Quantization::Bits8 { kernels.u8_weight_limit } else { 127 };
+                    code.scale = if largest > 0.0 { largest / f32::from(limit) } else { 1.0 };
                     let rounded = code.weights.iter().map(|w| (w / code.scale).round() as i8);
                     code.weights_i8 = if kind == Quantization::Bits4 {
                         kernels::group_nibbles(&rounded.collect::<Vec<_>>())
@@ -540,9 +541,17 @@ mod tests {
             for dim in [1usize, 63, 64, 65, 128, 384, 1000] {
                 let padded = dim.next_multiple_of(64);
                 let weights: Vec<i8> = (0..padded).map(|i| ((i * 7919) % 255) as u8 as i8).collect();
-                let codes: Vec<u8> = (0..padded).map(|i| ((i * 104729) % 256) as u8).collect();
-                let (w, c) = (&weights[..dim], &codes[..dim]);
+                // The extremes of each kernel's range: the limit, its negation, and every code.
+                let limit = i32::from(k.u8_weight_limit);
+                let weights_u8: Vec<i8> =
+                    (0..padded).map(|i| ((i * 7919) as i32 % (2 * limit + 1) - limit) as i8).collect();
+                let mut codes: Vec<u8> = (0..padded).map(|i| ((i * 104729) % 256) as u8).collect();
+                let (w, c) = (&weights_u8[..dim], &codes[..dim]);
                 assert_eq!(dot_u8(w, c), kernels::dot_u8_i8_reference(w, c), "{} dim {dim}", k.name);
+                let extreme: Vec<i8> =
+                    (0..dim).map(|i| if i % 3 == 0 { -k.u8_weight_limit } else { k.u8_weight_limit }).collect();
+                codes[..dim].fill(255);
+                assert_eq!(dot_u8(&extreme, &codes[..dim]), kernels::dot_u8_i8_reference(&extreme, &codes[..dim]));
                 let packed = &codes[..padded / 2];
                 assert_eq!(dot_u4(&weights, packed), kernels::dot_u4_i8_reference(&weights, packed), "dim {dim}");
             }
