@@ -24,9 +24,10 @@ fn kernels(c: &mut Criterion) {
                 bench.iter(|| (k.dot_coarse)(black_box(&a), black_box(&high)))
             });
         }
-        // Code kernels: 8-bit and 4-bit weighted sums, Hamming over bits.
+        // Code kernels: 8-bit and 4-bit weighted sums, binary codes against a query's 4 bit planes.
         let bytes: Vec<u8> = (0..dim).map(|i| (i * 37 % 251) as u8).collect();
-        let words: Vec<u64> = (0..dim.div_ceil(64)).map(|i| 0x9E37_79B9_7F4A_7C15u64.rotate_left(i as u32)).collect();
+        let planes: Vec<u64> =
+            (0..4 * dim.div_ceil(64)).map(|i| 0x9E37_79B9_7F4A_7C15u64.rotate_left(i as u32)).collect();
         for k in available_code_kernels() {
             group.bench_function(format!("{}/dot_u8", k.name), |bench| {
                 bench.iter(|| (k.dot_u8)(black_box(&a), black_box(&bytes)))
@@ -34,8 +35,8 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(format!("{}/dot_u4", k.name), |bench| {
                 bench.iter(|| (k.dot_u4)(black_box(&a), black_box(&bytes[..dim / 2])))
             });
-            group.bench_function(format!("{}/hamming", k.name), |bench| {
-                bench.iter(|| (k.hamming)(black_box(&words), black_box(&bytes[..dim / 8])))
+            group.bench_function(format!("{}/bit_planes", k.name), |bench| {
+                bench.iter(|| (k.bit_planes)(black_box(&planes), black_box(&bytes[..dim.div_ceil(64) * 8])))
             });
         }
         group.finish();

@@ -28,8 +28,11 @@ from ann_peers import Faiss, load_dataset, recall, rss_mb  # noqa: E402
 
 
 class OmendbCode:
-    def __init__(self, module, code):
-        self.module, self.code, self.name = module, code, f"omendb-{code}"
+    """`omendb-CODE`, or `omendb-CODE/osN` to search with oversample N instead of the default."""
+
+    def __init__(self, module, code, oversample=0):
+        self.module, self.code, self.oversample = module, code, oversample
+        self.name = f"omendb-{code}" + (f"/os{oversample}" if oversample else "")
 
     def build(self, base, metric, m, efc, threads):
         self.index = self.module.Index(dim=base.shape[1], metric={"l2": "l2", "cos": "cosine"}[metric], m=m,
@@ -37,7 +40,7 @@ class OmendbCode:
         self.index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
 
     def search(self, q, k, ef):
-        return self.index.search_batch(q, k, ef, threads=1)[0]
+        return self.index.search_batch(q, k, ef, oversample=self.oversample, threads=1)[0]
 
 
 class UsearchCode:
@@ -158,7 +161,8 @@ def main():
     print(f"{'system':14} {'build_s':>8} {'vec/s':>8} {'memMB':>7}  " + "  ".join(f"{'ef' + str(e) + ' rec/qps':>14}" for e in efs))
     built = []
     for name in a.systems.split(","):
-        system = makers[name]()
+        code, _, oversample = name.partition("/os")
+        system = OmendbCode(omendb, code[len("omendb-"):], int(oversample)) if oversample else makers[name]()
         gc.collect()
         before = rss_mb()
         t = time.perf_counter()

@@ -48,7 +48,10 @@ pub(crate) fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64
     }
     let flags = [if graph.has_rings.load(Acquire) { FLAG_RINGS } else { 0 }];
     sections.push((Section::Flags, bytemuck::cast_slice(&flags)));
+    let rabitq =
+        graph.codes.as_ref().is_some_and(|c| c.codebook.kind == Quantization::Binary && !c.codebook.is_outdated());
     let header = SegmentHeader {
+        version: if rabitq { segment_file::FORMAT_VERSION } else { segment_file::VERSION_WITHOUT_BINARY_CODES },
         dim: graph.dim as u32,
         metric: graph.distance.metric().code(),
         m: graph.params.m as u32,
@@ -103,12 +106,9 @@ impl Graph {
         if !(1..=Options::MAX_DIM).contains(&dim) || !(2..=Options::MAX_M).contains(&m) {
             return Err(fail("dimension or m out of range"));
         }
-        let codes = Self::codes_from_file(file, dim, len)?;
         // Files before version 3 have no flags section, and no rings.
         let flags = file.optional_array::<u64>(Section::Flags)?;
         let has_rings = flags.is_some_and(|words| words.first().is_some_and(|&w| w & FLAG_RINGS != 0));
-        let quantization = codes.as_ref().map_or(Quantization::None, |c| c.codebook.kind);
-        let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed, quantization };
         let levels: Array<u8> = file.array(Section::Levels, len)?;
         if levels.iter().any(|&l| l as usize > MAX_LEVEL) {
             return Err(fail("a node level is out of range"));
@@ -132,6 +132,9 @@ impl Graph {
             file.array(Section::Low, len * dim)?,
         )
         .ok_or_else(|| fail("vector sections have the wrong size"))?;
+        let codes = Self::codes_from_file(file, dim, len, &vectors)?;
+        let quantization = codes.as_ref().map_or(Quantization::None, |c| c.codebook.kind);
+        let params = Params { m, ef_construction: h.ef_construction.max(1) as usize, seed: h.seed, quantization };
         let entry = h.entry;
         let valid_entry = match (entry == NO_ENTRY, len) {
             (true, 0) => true,
@@ -160,11 +163,15 @@ impl Graph {
         })
     }
 
-    /// The codes in `file`, if it has a codebook section.
-    fn codes_from_file(file: &SegmentFile, dim: usize, len: usize) -> Result<Option<Codes>> {
+    /// The codes in `file`, if it has a codebook section. Binary codes from before RaBitQ are
+    /// computed again from `vectors`: their sign bits cannot give its estimate.
+    fn codes_from_file(file: &SegmentFile, dim: usize, len: usize, vectors: &SplitVectors) -> Result<Option<Codes>> {
         let Some(words) = file.optional_array::<u32>(Section::Codebook)? else { return Ok(None) };
         let codebook =
             Codebook::from_words(&words, dim).ok_or_else(|| file.corrupt("the codebook is malformed".into()))?;
+        if codebook.is_outdated() {
+            return Ok(Some(vectors.recode(Quantization::Binary)));
+        }
         let code_len = codebook.kind.code_len(dim);
         let norms = if codebook.kind == Quantization::Binary { 0 } else { len };
         Ok(Some(Codes {
@@ -176,5 +183,56 @@ impl Graph {
             // it; a growing snapshot: at least half of it).
             trained_on: len,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Metric;
+    use crate::hnsw::build::tests::graph;
+    use crate::hnsw::{with_scratch, Everyone};
+    use crate::options::SearchParams;
+
+    /// A segment written before RaBitQ (version 3): binary codes as sign bits of `x - mean`, a
+    /// codebook of the mean alone. It opens with codes computed again, and searches as a
+    /// segment built today does.
+    #[test]
+    fn binary_codes_from_before_rabitq_are_recomputed_on_open() {
+        let (n, dim) = (1_500, 24);
+        let mut built = graph(n, dim);
+        let today = built.vectors.recode(Quantization::Binary);
+        let mut old_words = vec![Quantization::Binary.code(), dim as u32];
+        old_words.extend(today.codebook.lower.iter().map(|x| x.to_bits()));
+        built.codes = Some(Codes {
+            codebook: Codebook::from_words(&old_words, dim).unwrap(),
+            code_len: dim.div_ceil(64) * 8,
+            bytes: vec![0u8; n * dim.div_ceil(64) * 8].into(),
+            norms: Array::default(),
+            trained_on: n,
+        });
+        let dir = std::env::temp_dir().join(format!("omendb-old-binary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.omen");
+        let ids: Vec<u64> = (0..n as u64).collect();
+        write_segment(&path, 0, &built, &ids).unwrap();
+        assert_eq!(SegmentFile::open(&path, true).unwrap().header.version, 3, "no RaBitQ codebook: version 3");
+        let read = read_segment(&path, true, n as u64, dim, Distance::new(Metric::L2)).unwrap().graph;
+        let codes = read.codes.as_ref().unwrap();
+        assert!(!codes.codebook.is_outdated());
+        assert_eq!(&codes.bytes[..], &today.bytes[..], "the codes a segment built today has");
+        built.codes = Some(today);
+        let mut query = Vec::new();
+        for node in [0u32, 700, 1_499] {
+            read.vector_into(node, &mut query);
+            let params = SearchParams { ef: 64, ..SearchParams::default() };
+            let found = with_scratch(|s| read.search(&query, 5, params, &Everyone, s).to_vec());
+            let expected = with_scratch(|s| built.search(&query, 5, params, &Everyone, s).to_vec());
+            assert_eq!(found, expected);
+            assert_eq!(found[0].node, node);
+        }
+        write_segment(&path, 0, &built, &ids).unwrap();
+        assert_eq!(SegmentFile::open(&path, true).unwrap().header.version, segment_file::FORMAT_VERSION);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,9 @@
-//! Code kernels: weighted sums over 8-bit and 4-bit codes, and Hamming distance over bits.
+//! Code kernels: weighted sums over 8-bit and 4-bit codes, and bit-plane popcounts over binary
+//! codes.
 //!
 //! The portable versions are the reference the SIMD ones are tested against, and the fallback.
 
+use super::rabitq::bit_planes;
 use crate::distance::permitted;
 
 /// One instruction-set build of every code kernel.
@@ -12,8 +14,9 @@ pub struct QuantKernels {
     pub dot_u8: fn(&[f32], &[u8]) -> f32,
     /// `Σ w_i c_i` over 4-bit codes packed 32 dimensions to 16 bytes (low nibbles first).
     pub dot_u4: fn(&[f32], &[u8]) -> f32,
-    /// Differing bits between query words and a code's bytes (little-endian words).
-    pub hamming: fn(&[u64], &[u8]) -> u32,
+    /// `Σ_j 2^j popcount(code ∧ plane_j)`: a binary code's bytes (little-endian words) against
+    /// a query's bit planes, `code.len()/8` words each, lowest first.
+    pub bit_planes: fn(&[u64], &[u8]) -> u32,
     /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights within
     /// `±u8_weight_limit` (AVX-512 VNNI: `vpdpbusd`; AVX2: `vpmaddubsw`, whose 16-bit pair sums
     /// saturate beyond 64 · 255 · 2).
@@ -80,16 +83,8 @@ fn dot_u4(w: &[f32], c: &[u8]) -> f32 {
     acc.iter().sum()
 }
 
-#[inline(always)]
-fn hamming(q: &[u64], c: &[u8]) -> u32 {
-    q.iter()
-        .zip(c.chunks_exact(8))
-        .map(|(&a, b)| (a ^ u64::from_le_bytes(b.try_into().unwrap_or_default())).count_ones())
-        .sum()
-}
-
 const SCALAR: QuantKernels =
-    QuantKernels { name: "scalar", dot_u8, dot_u4, hamming, dot_u8_i8: None, dot_u4_i8: None, u8_weight_limit: 127 };
+    QuantKernels { name: "scalar", dot_u8, dot_u4, bit_planes, dot_u8_i8: None, dot_u4_i8: None, u8_weight_limit: 127 };
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -318,8 +313,8 @@ mod x86 {
     /// # Safety
     /// The CPU supports popcnt.
     #[target_feature(enable = "popcnt")]
-    unsafe fn hamming_popcnt(q: &[u64], c: &[u8]) -> u32 {
-        super::hamming(q, c)
+    unsafe fn bit_planes_popcnt(planes: &[u64], code: &[u8]) -> u32 {
+        super::bit_planes(planes, code)
     }
 
     // The safe wrappers. SAFETY for each: reachable only through the tables `detected` builds
@@ -340,9 +335,9 @@ mod x86 {
         // SAFETY: see above.
         unsafe { dot_u4_avx2(w, c) }
     }
-    fn hamming(q: &[u64], c: &[u8]) -> u32 {
+    fn bit_planes(planes: &[u64], code: &[u8]) -> u32 {
         // SAFETY: see above.
-        unsafe { hamming_popcnt(q, c) }
+        unsafe { bit_planes_popcnt(planes, code) }
     }
     fn dot_u8_i8(w: &[i8], c: &[u8]) -> i32 {
         // SAFETY: see above.
@@ -374,7 +369,7 @@ mod x86 {
                 name: "avx2+fma",
                 dot_u8: dot_u8_256,
                 dot_u4: dot_u4_256,
-                hamming,
+                bit_planes,
                 dot_u8_i8: dot_u8_i8_avx2,
                 dot_u4_i8: dot_u4_i8_avx2,
                 u8_weight_limit: 64,
@@ -386,7 +381,7 @@ mod x86 {
                 name: "avx512f",
                 dot_u8,
                 dot_u4,
-                hamming,
+                bit_planes,
                 dot_u8_i8: dot_u8_i8_avx2,
                 dot_u4_i8: dot_u4_i8_avx2,
                 u8_weight_limit: 64,
@@ -396,7 +391,7 @@ mod x86 {
                     name: "avx512vnni",
                     dot_u8,
                     dot_u4,
-                    hamming,
+                    bit_planes,
                     dot_u8_i8: Some(dot_u8_i8),
                     dot_u4_i8: Some(dot_u4_i8),
                     u8_weight_limit: 127,

@@ -5,10 +5,11 @@
 //!   vectors (re-learnt when it is sealed). The estimate is asymmetric: the query stays f32, and
 //!   `q · x̂ = q · lower + Σ (q_i step_i) c_i` is one weighted sum over the codes. L2 uses
 //!   `|q|² - 2 q · x̂ + |x̂|²` with `|x̂|²` stored per vector.
-//! - `Binary`: one bit per dimension, the sign of the component minus the segment's mean; the
-//!   walk ranks by Hamming distance between query and vector bits (hardware popcount).
+//! - `Binary`: one bit per dimension of a randomly rotated, centred vector, with per-vector
+//!   factors that make the distance estimate unbiased (RaBitQ; see `rabitq`).
 
 mod kernels;
+mod rabitq;
 
 use rayon::prelude::*;
 
@@ -64,8 +65,8 @@ impl Quantization {
         }
     }
 
-    /// Whether this code can rank vectors under `metric`. Sign bits keep directions, not
-    /// lengths, which the inner product needs.
+    /// Whether this code can rank vectors under `metric`. Binary codes are not offered for the
+    /// inner product: their estimate would serve it, but it is measured only under L2 and cosine.
     pub fn serves(self, metric: Metric) -> bool {
         !(self == Quantization::Binary && metric == Metric::InnerProduct)
     }
@@ -74,7 +75,8 @@ impl Quantization {
     pub fn code_len(self, dim: usize) -> usize {
         match self {
             Quantization::None => 0,
-            Quantization::Binary => dim.div_ceil(64) * 8,
+            // The bits of the padded rotation, then the per-vector factors: 64 bytes at 384-d.
+            Quantization::Binary => rabitq::padded(dim) / 8 + rabitq::FACTOR_BYTES,
             // Whole 64-dimension groups (two 16-byte blocks), the width of one integer kernel step.
             Quantization::Bits4 => dim.div_ceil(64) * 32,
             Quantization::Bits8 => dim,
@@ -95,12 +97,15 @@ impl std::fmt::Display for Quantization {
 
 /// What maps a vector to its code: per dimension, `lower` and `step` (scalar codes: the range
 /// is the data's, clipped to three standard deviations around the mean) or the mean (binary,
-/// kept in `lower`).
+/// kept in `lower`, with the rotation).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Codebook {
     pub kind: Quantization,
     pub lower: Vec<f32>,
     pub step: Vec<f32>,
+    /// Binary codes' rotation; `None` in a binary codebook from before RaBitQ (format version
+    /// 3 and older: the sign of `x - lower`), whose codes are recomputed from the vectors.
+    rotation: Option<rabitq::Rotation>,
 }
 
 impl Codebook {
@@ -123,21 +128,24 @@ impl Codebook {
         self.lower.len()
     }
 
+    /// Whether this is a binary codebook from before RaBitQ, whose codes must be recomputed.
+    pub(crate) fn is_outdated(&self) -> bool {
+        self.kind == Quantization::Binary && self.rotation.is_none()
+    }
+
     /// Writes the code of `row` into `out` (`code_len` bytes) and returns `|x̂|²`, the squared
-    /// norm of the vector the code stands for (0 for binary codes).
+    /// norm of the vector the code stands for (0 for binary codes, which carry their factors).
     pub(crate) fn encode(&self, row: &[f32], out: &mut [u8]) -> f32 {
         out.fill(0);
-        match self.kind {
-            Quantization::None => 0.0,
-            Quantization::Binary => {
-                for (i, (&x, &mean)) in row.iter().zip(&self.lower).enumerate() {
-                    if x > mean {
-                        out[i / 8] |= 1 << (i % 8);
-                    }
+        match (self.kind, &self.rotation) {
+            (Quantization::None, _) => 0.0,
+            (Quantization::Binary, rotation) => {
+                if let Some(rotation) = rotation {
+                    rabitq::encode(rotation, &self.lower, row, out, &mut Vec::new());
                 }
                 0.0
             }
-            kind => {
+            (kind, _) => {
                 let levels = Self::levels(kind);
                 let mut norm = 0f32;
                 for (i, ((&x, &lo), &step)) in row.iter().zip(&self.lower).zip(&self.step).enumerate() {
@@ -158,10 +166,12 @@ impl Codebook {
         }
     }
 
-    /// Flattens the codebook for a file: kind, dim, then `lower` and `step` as f32 bits.
+    /// Flattens the codebook for a file: kind, dim, then `lower` and `step` (binary: the
+    /// rotation's signs) as f32 bits.
     pub(crate) fn to_words(&self) -> Vec<u32> {
         let mut words = vec![self.kind.code(), self.dim() as u32];
-        words.extend(self.lower.iter().chain(&self.step).map(|x| x.to_bits()));
+        let rest = self.rotation.as_ref().map_or(&self.step[..], |rotation| rotation.signs());
+        words.extend(self.lower.iter().chain(rest).map(|x| x.to_bits()));
         words
     }
 
@@ -172,12 +182,19 @@ impl Codebook {
             return None;
         }
         let floats: Vec<f32> = words[2..].iter().map(|&w| f32::from_bits(w)).collect();
-        let steps = if kind == Quantization::Binary { 0 } else { dim };
-        if floats.len() != dim + steps || floats.iter().any(|x| !x.is_finite()) {
+        if floats.len() < dim || floats.iter().any(|x| !x.is_finite()) {
             return None;
         }
-        let (lower, step) = floats.split_at(dim);
-        Some(Codebook { kind, lower: lower.to_vec(), step: step.to_vec() })
+        let (lower, rest) = floats.split_at(dim);
+        let lower = lower.to_vec();
+        match kind {
+            Quantization::Binary if rest.is_empty() => Some(Codebook { kind, lower, step: Vec::new(), rotation: None }),
+            Quantization::Binary => {
+                let rotation = Some(rabitq::Rotation::from_signs(dim, rest)?);
+                Some(Codebook { kind, lower, step: Vec::new(), rotation })
+            }
+            _ => (rest.len() == dim).then(|| Codebook { kind, lower, step: rest.to_vec(), rotation: None }),
+        }
     }
 }
 
@@ -244,7 +261,10 @@ impl Trainer {
     fn finish(self, kind: Quantization) -> Codebook {
         if kind == Quantization::Binary {
             let count = self.count.max(1) as f64;
-            return Codebook { kind, lower: self.sum.iter().map(|s| (s / count) as f32).collect(), step: Vec::new() };
+            let centre = self.sum.iter().map(|s| (s / count) as f32).collect();
+            // A fixed seed: a segment's rotation is stored with it, so none depends on another.
+            let rotation = Some(rabitq::Rotation::new(self.lower.len(), 0x5EED_0F_B175));
+            return Codebook { kind, lower: centre, step: Vec::new(), rotation };
         }
         let levels = Codebook::levels(kind);
         let count = self.count.max(1) as f64;
@@ -261,7 +281,7 @@ impl Trainer {
             lower.push(if lo.is_finite() { lo } else { 0.0 });
             step.push(if hi > lo { (hi - lo) / levels } else { 1.0 });
         }
-        Codebook { kind, lower, step }
+        Codebook { kind, lower, step, rotation: None }
     }
 }
 
@@ -370,7 +390,7 @@ impl Codes {
 }
 
 /// A query prepared for one codebook: weights for scalar codes (f32, or i8 for the integer
-/// kernels), or its own bits (binary).
+/// kernels), or its rotated bit planes (binary).
 pub(crate) struct QueryCode {
     kind: Quantization,
     metric: Metric,
@@ -384,7 +404,7 @@ pub(crate) struct QueryCode {
     offset: f32,
     /// `|q|²`.
     norm: f32,
-    bits: Vec<u64>,
+    binary: rabitq::Query,
 }
 
 impl QueryCode {
@@ -398,15 +418,14 @@ impl QueryCode {
             scale: 1.0,
             offset: 0.0,
             norm: 0.0,
-            bits: Vec::new(),
+            binary: rabitq::Query::default(),
         };
         match kind {
             Quantization::None => {}
             Quantization::Binary => {
-                let mut bytes = vec![0u8; kind.code_len(query.len())];
-                codebook.encode(query, &mut bytes);
-                code.bits =
-                    bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
+                if let Some(rotation) = &codebook.rotation {
+                    code.binary = rabitq::Query::new(rotation, &codebook.lower, query);
+                }
             }
             _ => {
                 let padded = if kind == Quantization::Bits4 { query.len().next_multiple_of(64) } else { query.len() };
@@ -436,7 +455,14 @@ impl QueryCode {
     #[inline]
     pub(crate) fn distance(&self, kernels: &QuantKernels, code: &[u8], norm: f32) -> f32 {
         let dot = match (self.kind, kernels.dot_u8_i8, kernels.dot_u4_i8) {
-            (Quantization::Binary, ..) => return (kernels.hamming)(&self.bits, code) as f32,
+            (Quantization::Binary, ..) => {
+                let (l2, dot) = self.binary.distances(kernels.bit_planes, code);
+                return match self.metric {
+                    Metric::L2 => l2,
+                    Metric::Cosine => 1.0 - dot,
+                    Metric::InnerProduct => -dot,
+                };
+            }
             (Quantization::Bits8, Some(integer), _) => self.scale * integer(&self.weights_i8, code) as f32,
             (Quantization::Bits4, _, Some(integer)) => self.scale * integer(&self.weights_i8, code) as f32,
             (Quantization::Bits8, ..) => (kernels.dot_u8)(&self.weights, code),
@@ -559,22 +585,44 @@ mod tests {
     }
 
     #[test]
-    fn binary_codes_count_differing_signs() {
+    fn binary_estimates_agree_across_kernels_and_rank_the_true_neighbours_first() {
         for dim in [1, 63, 64, 65, 384] {
-            let data = rows(20, dim);
+            let data = rows(200, dim);
             let codes = Codes::build(Quantization::Binary, dim, &data);
             let query = &data[dim..2 * dim];
-            let prepared = QueryCode::new(&codes.codebook, Metric::Cosine, query, &available()[0]);
-            for node in 0..20u32 {
-                let row = &data[node as usize * dim..][..dim];
-                let mean = &codes.codebook.lower;
-                let differing = (0..dim).filter(|&i| (row[i] > mean[i]) != (query[i] > mean[i])).count();
+            for metric in [Metric::L2, Metric::Cosine] {
+                let reference = QueryCode::new(&codes.codebook, metric, query, &available()[0]);
                 for k in available() {
-                    assert_eq!(prepared.distance(&k, codes.code(node), 0.0), differing as f32, "{} dim {dim}", k.name);
+                    let prepared = QueryCode::new(&codes.codebook, metric, query, &k);
+                    for node in 0..200u32 {
+                        let (want, got) = (
+                            reference.distance(&available()[0], codes.code(node), 0.0),
+                            prepared.distance(&k, codes.code(node), 0.0),
+                        );
+                        assert_eq!(want, got, "{} dim {dim} node {node}", k.name);
+                    }
                 }
             }
-            assert_eq!(prepared.distance(&available()[0], codes.code(1), 0.0), 0.0);
+            // The query's own row ranks among the closest by the estimate.
+            let prepared = QueryCode::new(&codes.codebook, Metric::L2, query, &best_kernels());
+            let own = prepared.distance(&best_kernels(), codes.code(1), 0.0);
+            let closer = (0..200u32).filter(|&n| prepared.distance(&best_kernels(), codes.code(n), 0.0) < own).count();
+            assert!(closer <= 2 + 200 / dim, "dim {dim}: {closer} rows estimated closer than the query itself");
         }
+    }
+
+    #[test]
+    fn binary_codebooks_from_before_rabitq_are_recognised() {
+        let mut words = vec![Quantization::Binary.code(), 3];
+        words.extend([0.5f32, -1.0, 2.0].map(f32::to_bits));
+        let outdated = Codebook::from_words(&words, 3).unwrap();
+        assert!(outdated.is_outdated());
+        assert!(!Codebook::train(Quantization::Binary, 3, &rows(5, 3)).is_outdated());
+        // Signs that are not all +-1 are damage, not an old format.
+        let mut damaged = Codebook::train(Quantization::Binary, 3, &rows(5, 3)).to_words();
+        let last = damaged.len() - 1;
+        damaged[last] = 0.5f32.to_bits();
+        assert_eq!(Codebook::from_words(&damaged, 3), None);
     }
 
     #[test]

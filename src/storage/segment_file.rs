@@ -15,9 +15,11 @@ use crate::memory::{release_pages, Array, Mapping, Plain};
 
 const MAGIC: &[u8; 8] = b"OMENSEG\0";
 /// Bumped when a reader of the previous version would misread a file; see docs/format.md.
-/// Version 2 added the quantized-code sections, version 3 the ring bit in layer-0 count words;
-/// files of versions 1 and 2 (which have neither) still open.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// Version 2 added the quantized-code sections, version 3 the ring bit in layer-0 count words,
+/// version 4 binary codebooks with a rotation (RaBitQ); files of versions 1 to 3 still open.
+pub(crate) const FORMAT_VERSION: u32 = 4;
+/// What a segment without binary codes is written as, so older libraries keep reading it.
+pub(crate) const VERSION_WITHOUT_BINARY_CODES: u32 = 3;
 const OLDEST_VERSION: u32 = 1;
 const FIXED_HEADER: usize = 64;
 const TABLE_ENTRY: usize = 32;
@@ -68,6 +70,8 @@ impl Section {
 /// What a segment file says about its graph, besides the arrays.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct SegmentHeader {
+    /// The format version the file is written in (or was read from).
+    pub version: u32,
     pub dim: u32,
     pub metric: u32,
     pub m: u32,
@@ -103,7 +107,7 @@ pub(crate) fn write(path: &Path, header: &SegmentHeader, sections: &[(Section, &
     }
     let mut head = Vec::with_capacity(header_len);
     head.extend_from_slice(MAGIC);
-    for word in [FORMAT_VERSION, header_len as u32, header.dim, header.metric, header.m, header.ef_construction] {
+    for word in [header.version, header_len as u32, header.dim, header.metric, header.m, header.ef_construction] {
         head.extend_from_slice(&word.to_le_bytes());
     }
     for word in [header.count, header.seed, header.entry] {
@@ -185,8 +189,17 @@ impl SegmentFile {
         let (dim, metric, m, ef_construction) = (word(), word(), word(), word());
         let mut long = || fields.u64().unwrap_or(0);
         let (count, seed, entry) = (long(), long(), long());
-        let header =
-            SegmentHeader { dim, metric, m, ef_construction, count, seed, entry, ordinal: fields.u32().unwrap_or(0) };
+        let header = SegmentHeader {
+            version,
+            dim,
+            metric,
+            m,
+            ef_construction,
+            count,
+            seed,
+            entry,
+            ordinal: fields.u32().unwrap_or(0),
+        };
         let mut table = Vec::with_capacity(sections);
         for i in 0..sections {
             let mut fields = LeReader::at(bytes, FIXED_HEADER + i * TABLE_ENTRY);

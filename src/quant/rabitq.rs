@@ -1,0 +1,264 @@
+//! Binary codes with an unbiased distance estimate: RaBitQ (Gao & Long, SIGMOD 2024).
+//!
+//! Symbols as in the paper: a segment's vectors are centred on their mean `c` (`o_r = o − c`) and
+//! turned by a random orthogonal rotation `P` (`r = P o_r`, padded to `D`, a multiple of 64
+//! dimensions); the code is the sign of each rotated component, `x_b = [r_i > 0]`. With
+//! `x̄ = (2 x_b − 1)/√D`, the estimate `⟨o_r, q_r⟩ ≈ |o_r| ⟨x̄, q'⟩ / ⟨x̄, r/|r|⟩` (`q' = P q_r`) is
+//! unbiased, with an error that shrinks as `1/√D`. Rewritten for the bits:
+//!
+//! `⟨o_r, q_r⟩ ≈ |r|² / Σ|r_i| · (2 ⟨x_b, q'⟩ − Σ q'_i)`
+//!
+//! The factor `|r|²/Σ|r_i|` is stored beside each code, so the estimate costs one bit product.
+//! The query is quantised to 4 bits a dimension (`B_q = 4` in the paper: `q'_i ≈ low + step ·
+//! u_i`), so `⟨x_b, q'⟩ ≈ low · |x_b| + step · Σ_j 2^j popcount(x_b ∧ plane_j)`: four popcounts a
+//! 64-dimension word.
+//!
+//! Unlike the sign of `x − mean` that binary codes were before, the estimate keeps each vector's
+//! length and angle to the query, so it ranks within a tight cluster (where every vector shares
+//! its signs) and serves the inner product too.
+//!
+//! The rotation is a Kac walk of fast Walsh-Hadamard transforms: each round flips signs and
+//! transforms the first `B` components (`B` the largest power of two within `D`), then flips
+//! again and transforms the last `B`. O(D log D) a query, exact in any f32 arithmetic order that
+//! the tests compare against, and stored as its signs alone.
+
+/// Rounds of the rotation: each mixes every component with `B` others twice.
+const ROUNDS: usize = 3;
+
+/// Bytes after a code's bits: `|o_r|²`, `|r|²/Σ|r_i|`, `⟨o_r, c⟩`, `|x_b|`, as little-endian f32.
+pub(super) const FACTOR_BYTES: usize = 16;
+
+/// Bits a query component is quantised to.
+const QUERY_BITS: usize = 4;
+
+/// Dimensions after padding: whole 64-bit words of code.
+pub(super) fn padded(dim: usize) -> usize {
+    dim.div_ceil(64) * 64
+}
+
+/// A random orthogonal map of `padded(dim)` dimensions, kept as the signs of its flips.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Rotation {
+    padded: usize,
+    /// `2 · ROUNDS` vectors of `padded` signs (±1): one before each half-round.
+    signs: Vec<f32>,
+}
+
+impl Rotation {
+    /// The rotation drawn from `seed`.
+    pub(super) fn new(dim: usize, seed: u64) -> Rotation {
+        let padded = padded(dim);
+        let mut state = seed;
+        let signs = (0..2 * ROUNDS * padded)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                if (z ^ (z >> 31)) & 1 == 0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            })
+            .collect();
+        Rotation { padded, signs }
+    }
+
+    /// The rotation whose signs are `signs`, or `None` unless they are `2 · ROUNDS · padded(dim)`
+    /// values of ±1.
+    pub(super) fn from_signs(dim: usize, signs: &[f32]) -> Option<Rotation> {
+        let padded = padded(dim);
+        (signs.len() == 2 * ROUNDS * padded && signs.iter().all(|&s| s == 1.0 || s == -1.0))
+            .then(|| Rotation { padded, signs: signs.to_vec() })
+    }
+
+    pub(super) fn signs(&self) -> &[f32] {
+        &self.signs
+    }
+
+    /// `P x` into `out` (`padded` values; `x` is zero-padded).
+    pub(super) fn apply(&self, x: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(x);
+        out.resize(self.padded, 0.0);
+        let block = 1usize << (usize::BITS - 1 - self.padded.leading_zeros());
+        for (round, signs) in self.signs.chunks_exact(self.padded).enumerate() {
+            out.iter_mut().zip(signs).for_each(|(x, s)| *x *= s);
+            let start = if round % 2 == 0 { 0 } else { self.padded - block };
+            walsh_hadamard(&mut out[start..start + block]);
+        }
+    }
+}
+
+/// The orthonormal Walsh-Hadamard transform of `x` (a power of two long), in place.
+fn walsh_hadamard(x: &mut [f32]) {
+    let mut half = 1;
+    while half < x.len() {
+        for pair in x.chunks_exact_mut(2 * half) {
+            let (a, b) = pair.split_at_mut(half);
+            for (a, b) in a.iter_mut().zip(b) {
+                let (sum, difference) = (*a + *b, *a - *b);
+                *a = sum;
+                *b = difference;
+            }
+        }
+        half *= 2;
+    }
+    let scale = 1.0 / (x.len() as f32).sqrt();
+    x.iter_mut().for_each(|v| *v *= scale);
+}
+
+/// Writes the code of `row` (bits, then the factors) into `out`, which holds
+/// `padded/8 + FACTOR_BYTES` zeroed bytes. `buffer` is scratch.
+pub(super) fn encode(rotation: &Rotation, centre: &[f32], row: &[f32], out: &mut [u8], buffer: &mut Vec<f32>) {
+    let centred: Vec<f32> = row.iter().zip(centre).map(|(x, c)| x - c).collect();
+    rotation.apply(&centred, buffer);
+    let (bits, factors) = out.split_at_mut(rotation.padded / 8);
+    let (mut norm, mut absolute, mut ones) = (0f64, 0f64, 0u32);
+    for (i, &r) in buffer.iter().enumerate() {
+        norm += f64::from(r) * f64::from(r);
+        absolute += f64::from(r.abs());
+        if r > 0.0 {
+            bits[i / 8] |= 1 << (i % 8);
+            ones += 1;
+        }
+    }
+    let centre_dot: f64 = centred.iter().zip(centre).map(|(x, c)| f64::from(*x) * f64::from(*c)).sum();
+    // A vector at the centre has no direction: its factor is 0, and so is its estimate.
+    let factor = if absolute > 0.0 { norm / absolute } else { 0.0 };
+    for (slot, value) in factors.chunks_exact_mut(4).zip([norm, factor, centre_dot, f64::from(ones)]) {
+        slot.copy_from_slice(&(value as f32).to_le_bytes());
+    }
+}
+
+/// A query prepared for one segment's binary codes.
+#[derive(Default)]
+pub(super) struct Query {
+    /// `QUERY_BITS` bit planes of the quantised `q'`, each `padded/64` words, lowest first.
+    planes: Vec<u64>,
+    low: f32,
+    step: f32,
+    /// `Σ q'_i`.
+    sum: f32,
+    /// `|q_r|²`.
+    norm: f32,
+    /// `⟨c, q⟩`.
+    centre_dot: f32,
+}
+
+impl Query {
+    pub(super) fn new(rotation: &Rotation, centre: &[f32], query: &[f32]) -> Query {
+        let centred: Vec<f32> = query.iter().zip(centre).map(|(x, c)| x - c).collect();
+        let mut rotated = Vec::new();
+        rotation.apply(&centred, &mut rotated);
+        let low = rotated.iter().copied().fold(f32::INFINITY, f32::min);
+        let high = rotated.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let levels = ((1 << QUERY_BITS) - 1) as f32;
+        let step = if high > low { (high - low) / levels } else { 1.0 };
+        let words = rotation.padded / 64;
+        let mut planes = vec![0u64; QUERY_BITS * words];
+        for (i, &x) in rotated.iter().enumerate() {
+            let level = ((x - low) / step).round().clamp(0.0, levels) as u64;
+            for (bit, plane) in planes.chunks_exact_mut(words).enumerate() {
+                plane[i / 64] |= ((level >> bit) & 1) << (i % 64);
+            }
+        }
+        Query {
+            planes,
+            low,
+            step,
+            sum: rotated.iter().sum(),
+            norm: centred.iter().map(|x| x * x).sum(),
+            centre_dot: query.iter().zip(centre).map(|(q, c)| q * c).sum(),
+        }
+    }
+
+    /// The estimated `⟨o_r, q_r⟩`, `|o_r|²`, `⟨o_r, c⟩` for `code`, given `bit_planes`, the kernel
+    /// for `Σ_j 2^j popcount(x_b ∧ plane_j)`.
+    #[inline]
+    fn estimate(&self, bit_planes: fn(&[u64], &[u8]) -> u32, code: &[u8]) -> (f32, f32, f32) {
+        let (bits, factors) = code.split_at(code.len() - FACTOR_BYTES);
+        let factor =
+            |i: usize| f32::from_le_bytes([factors[4 * i], factors[4 * i + 1], factors[4 * i + 2], factors[4 * i + 3]]);
+        let bit_dot = self.low * factor(3) + self.step * bit_planes(&self.planes, bits) as f32;
+        (factor(1) * (2.0 * bit_dot - self.sum), factor(0), factor(2))
+    }
+
+    /// The estimated squared L2 distance, and `⟨o, q⟩ = ⟨o_r, q_r⟩ + ⟨o_r, c⟩ + ⟨c, q⟩`.
+    #[inline]
+    pub(super) fn distances(&self, bit_planes: fn(&[u64], &[u8]) -> u32, code: &[u8]) -> (f32, f32) {
+        let (dot, norm, centre) = self.estimate(bit_planes, code);
+        (norm + self.norm - 2.0 * dot, dot + centre + self.centre_dot)
+    }
+}
+
+/// Reference for the `bit_planes` kernels: `Σ_j 2^j popcount(code ∧ plane_j)` over the
+/// `code.len()/8` little-endian words of `code`.
+#[inline(always)]
+pub(super) fn bit_planes(planes: &[u64], code: &[u8]) -> u32 {
+    let words = code.len() / 8;
+    let mut total = 0;
+    for (bit, plane) in planes.chunks_exact(words.max(1)).enumerate() {
+        let count: u32 = plane
+            .iter()
+            .zip(code.chunks_exact(8))
+            .map(|(&p, c)| (p & u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).count_ones())
+            .sum();
+        total += count << bit;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rotation_keeps_lengths_and_angles() {
+        for dim in [1, 63, 64, 100, 128, 384, 1000] {
+            let rotation = Rotation::new(dim, 5);
+            let a: Vec<f32> = (0..dim).map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0).collect();
+            let b: Vec<f32> = (0..dim).map(|i| ((i * 11 % 13) as f32 - 6.0) / 2.0).collect();
+            let (mut ra, mut rb) = (Vec::new(), Vec::new());
+            rotation.apply(&a, &mut ra);
+            rotation.apply(&b, &mut rb);
+            let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| f64::from(p * q)).sum::<f64>();
+            for (before, after) in [(dot(&a, &a), dot(&ra, &ra)), (dot(&a, &b), dot(&ra, &rb))] {
+                assert!((before - after).abs() <= 1e-4 * (1.0 + before.abs()), "dim {dim}: {before} vs {after}");
+            }
+            assert_eq!(Rotation::from_signs(dim, rotation.signs()), Some(rotation.clone()));
+            assert_eq!(Rotation::from_signs(dim + 64, rotation.signs()), None);
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_close_to_the_true_inner_product() {
+        let dim = 384;
+        let mut state = 3u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let centre: Vec<f32> = (0..dim).map(|_| next() * 0.1).collect();
+        let rotation = Rotation::new(dim, 9);
+        let query: Vec<f32> = (0..dim).map(|_| next()).collect();
+        let prepared = Query::new(&rotation, &centre, &query);
+        let mut errors = Vec::new();
+        for _ in 0..200 {
+            let row: Vec<f32> = (0..dim).map(|_| next()).collect();
+            let mut code = vec![0u8; padded(dim) / 8 + FACTOR_BYTES];
+            encode(&rotation, &centre, &row, &mut code, &mut Vec::new());
+            let (l2, dot) = prepared.distances(bit_planes, &code);
+            let exact_dot: f32 = row.iter().zip(&query).map(|(a, b)| a * b).sum();
+            let exact_l2: f32 = row.iter().zip(&query).map(|(a, b)| (a - b) * (a - b)).sum();
+            // Both estimates err by the same amount: twice the inner product's under L2.
+            assert!(((exact_l2 - l2) - 2.0 * (dot - exact_dot)).abs() < 1e-2 * exact_l2);
+            errors.push(f64::from(dot - exact_dot));
+        }
+        // Unbiased, and within a few |o||q|/√D (here |o||q| is about 128).
+        let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+        let spread = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
+        assert!(mean.abs() < 2.0 && spread < 12.0, "mean error {mean}, spread {spread}");
+    }
+}
