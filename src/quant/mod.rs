@@ -263,7 +263,7 @@ impl Trainer {
             let count = self.count.max(1) as f64;
             let centre = self.sum.iter().map(|s| (s / count) as f32).collect();
             // A fixed seed: a segment's rotation is stored with it, so none depends on another.
-            let rotation = Some(rabitq::Rotation::new(self.lower.len(), 0x5EED_0F_B175));
+            let rotation = Some(rabitq::Rotation::new(self.lower.len(), 0x005E_ED0F_B175));
             return Codebook { kind, lower: centre, step: Vec::new(), rotation };
         }
         let levels = Codebook::levels(kind);
