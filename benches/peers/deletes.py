@@ -135,10 +135,19 @@ def main():
         for start in range(0, len(doomed), 10_000):
             memory.delete(doomed[start:start + 10_000])
         delete_rate = len(doomed) / (time.perf_counter() - t)
-        # Searches on the same index, idle and while it compacts (half of its vectors deleted);
-        # meanwhile one thread inserts batches of 100 (their latency shows the compaction's pauses
-        # under the writer lock) and the resident set is sampled (the rebuild's extra memory).
+        # Searches on the same index, idle and while it compacts (half of its vectors deleted).
         idle = sweep(lambda q, ef: memory.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], 1)
+        compacting = threading.Thread(target=memory.compact)
+        compacting.start()
+        during = sweep(lambda q, ef: memory.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], 1)
+        compacting.join()
+        print(f"# ef{efs[1]} recall/qps idle {idle.strip()}, while compacting {during.strip()} (same index)")
+        # Pauses and memory of a second compaction (a third of the rest deleted): one thread inserts
+        # batches of 100 throughout (their latency shows the waits on the writer lock) while the
+        # resident set is sampled (the rebuild's extra memory).
+        gone = rng.choice(live, len(live) // 3, replace=False).astype(np.uint64)
+        memory.delete(gone)
+        still = np.setdiff1d(live, gone)
         # Far from every query (random directions; offset under L2), so they change no result.
         extra = (rng.normal(0, 1, (20_000, dim)) + (10 if a.metric == "l2" else 0)).astype(np.float32)
         next_id = [2 * n]
@@ -167,22 +176,18 @@ def main():
         workers = [threading.Thread(target=compact), threading.Thread(target=sample)]
         for worker in workers:
             worker.start()
-        busy = []
-        inserting = threading.Thread(target=lambda: busy.append(insert_latencies(done.is_set)))
-        inserting.start()
-        during = sweep(lambda q, ef: memory.search_batch(q, k=k, ef=ef, threads=1)[0], queries, truth, k, efs[1:2], 1)
-        for worker in workers + [inserting]:
+        busy = insert_latencies(done.is_set)
+        for worker in workers:
             worker.join()
-        busy = busy[0] if busy and len(busy[0]) else np.zeros(1)
+        busy = busy if len(busy) else np.zeros(1)
         memory.delete(np.arange(2 * n, next_id[0], dtype=np.uint64))
-        print(f"# ef{efs[1]} recall/qps idle {idle.strip()}, while compacting {during.strip()} (same index)")
-        print(f"# inserts of 100 during the compaction: p50 {np.median(busy):.1f} ms, max {busy.max():.1f} ms "
+        print(f"# inserts of 100 during a compaction: p50 {np.median(busy):.1f} ms, max {busy.max():.1f} ms "
               f"({len(busy)} batches) against p50 {np.median(calm):.1f} ms, max {calm.max():.1f} ms idle; "
               f"resident set during it peaked {(peak_rss[0] - before_rss) / 2**20:+.0f} MiB over "
               f"{before_rss / 2**20:.0f} MiB")
         # Upserts of present ids against inserts of as many new ones into the same index, in
         # alternating rounds (so a noisy neighbour or the index's growth weighs on both alike).
-        replaced = live[: min(len(live), 10_000)]
+        replaced = still[: min(len(still), 10_000)]
         rates = {"insert": [], "upsert": []}
         for round_ in range(6):
             noisy = base[replaced] + rng.normal(0, 1e-3, (len(replaced), dim)).astype(np.float32)
