@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::search::{CoarseWalk, Everyone, Reach};
 use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
+use crate::distance::prefetch_all;
 use crate::quant::{Codes, Quantization};
 
 impl Graph {
@@ -329,7 +330,19 @@ impl Graph {
         // A link out of range can only come from a damaged file opened without verification:
         // drop it here rather than read out of bounds.
         let links = list[Self::first_link(list)..=count].iter().map(|slot| slot.load(Relaxed));
-        for n in links.filter(|&n| (n as usize) < self.len()) {
+        s.hop.clear();
+        s.hop.extend(links.filter(|&n| (n as usize) < self.len()));
+        // The neighbour's links lie anywhere in the graph and few are in cache: keep the next
+        // few vectors loading while each is scored, as the search does.
+        const LOOKAHEAD: usize = 4;
+        for &n in s.hop.iter().take(LOOKAHEAD) {
+            prefetch_all(self.vectors.high(n));
+        }
+        for i in 0..s.hop.len() {
+            if let Some(&ahead) = s.hop.get(i + LOOKAHEAD) {
+                prefetch_all(self.vectors.high(ahead));
+            }
+            let n = s.hop[i];
             s.prune.push(Scored { distance: distance(n), node: n });
         }
         s.prune.sort_unstable();

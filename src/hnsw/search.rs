@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Acquire;
 
 use super::scratch::{Rings, Scored, Scratch, Visited};
 use super::{unpack, Graph, NO_ENTRY};
-use crate::distance::prefetch_all;
+use crate::distance::{prefetch, prefetch_all};
 use crate::options::SearchParams;
 use crate::quant::{self, Codes, QuantKernels, QueryCode};
 
@@ -86,6 +86,10 @@ impl Walk for CodeWalk<'_> {
     #[inline]
     fn prefetch(&self, node: u32) {
         prefetch_all(self.codes.code(node));
+        // Scalar codes keep |x̂|² in an array of their own: one more line a node, as far away.
+        if let Some(norm) = self.codes.norms.get(node as usize..) {
+            prefetch(norm);
+        }
     }
 }
 
@@ -174,12 +178,20 @@ impl Graph {
                 return false;
             }
             budget -= s.unvisited.len();
-            for &n in s.unvisited.iter().take(LOOKAHEAD) {
+            // With rings, a node entering the beam has its list's first words read (is it in a
+            // ring?): load them beside what the distance reads.
+            let prefetch = |n: u32| {
                 walk.prefetch(n);
+                if rings {
+                    prefetch(&self.list(n, 0)[..1]);
+                }
+            };
+            for &n in s.unvisited.iter().take(LOOKAHEAD) {
+                prefetch(n);
             }
             for (i, &n) in s.unvisited.iter().enumerate() {
                 if let Some(&ahead) = s.unvisited.get(i + LOOKAHEAD) {
-                    walk.prefetch(ahead);
+                    prefetch(ahead);
                 }
                 let distance = walk.distance(n);
                 let full = s.results.len() >= ef;

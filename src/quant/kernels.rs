@@ -314,7 +314,21 @@ mod x86 {
     /// The CPU supports popcnt.
     #[target_feature(enable = "popcnt")]
     unsafe fn bit_planes_popcnt(planes: &[u64], code: &[u8]) -> u32 {
-        super::bit_planes(planes, code)
+        // Written out with the intrinsic: the reference's iterator closures are compiled outside
+        // this function's target features, and there popcount is a dozen shifts and masks (a
+        // third of a binary search's time on npm51k).
+        let words = code.len() / 8;
+        let mut total = 0u32;
+        for (bit, plane) in planes.chunks_exact(words.max(1)).enumerate() {
+            let mut count = 0i32;
+            for (w, &p) in plane.iter().enumerate().take(words) {
+                // SAFETY: `w < words`, so the 8 bytes at `8 w` lie inside `code`; unaligned read.
+                let word = unsafe { code.as_ptr().add(8 * w).cast::<u64>().read_unaligned() };
+                count += _popcnt64((u64::from_le(word) & p) as i64);
+            }
+            total += (count as u32) << bit;
+        }
+        total
     }
 
     // The safe wrappers. SAFETY for each: reachable only through the tables `detected` builds
