@@ -199,8 +199,8 @@ enum omen_quantization
    */
   OMEN_QUANTIZATION_NONE = 0,
   /**
-   * 1 bit a dimension (sign around the segment's mean); Hamming distance. Not for the inner
-   * product.
+   * 1 bit a dimension of the centred, randomly rotated vector, with factors that make the
+   * distance estimate unbiased (RaBitQ); every metric.
    */
   OMEN_QUANTIZATION_BINARY = 1,
   /**

@@ -66,8 +66,7 @@ pub struct Options {
     /// `Index::open`: when inserts reach the disk. Default: fsync every batch.
     pub durability: Durability,
     /// Codes the graph walk reads instead of the vectors (1, 4 or 8 bits a dimension); the
-    /// best candidates are re-scored with the exact vectors. Default `None`. Binary codes
-    /// cannot serve the inner product.
+    /// best candidates are re-scored with the exact vectors. Default `None`.
     pub quantization: Quantization,
     /// Default for [`SearchParams::oversample`]; 0 = the code's own default.
     pub oversample: usize,
@@ -136,10 +135,6 @@ impl Options {
         check(
             (1..=Self::MAX_SEGMENT_CAPACITY).contains(&self.segment_capacity),
             format!("segment_capacity must be in 1..={}, got {}", Self::MAX_SEGMENT_CAPACITY, self.segment_capacity),
-        )?;
-        check(
-            self.quantization.serves(self.metric),
-            format!("{} quantization cannot serve the {} metric", self.quantization, self.metric),
         )?;
         check(
             (0.0..=1.0).contains(&self.compact_threshold),

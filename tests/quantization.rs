@@ -1,6 +1,6 @@
 //! Quantized search: recall against brute force with re-scoring at the default oversample for
 //! every code, the recall of the codes alone (reported), identical results after reopening, and
-//! codes refused for a metric they cannot serve.
+//! every code under every metric.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,7 +37,7 @@ fn rescored_codes_reach_the_recall_of_the_vectors() {
         let (base, queries) = data.split_at(n * dim);
         let ids: Vec<u64> = (0..n as u64).collect();
         let truth = brute_force(metric, dim, base, &ids, queries, 10);
-        for code in CODES.into_iter().filter(|c| c.serves(metric)) {
+        for code in CODES {
             let index = build(code, metric, dim, base);
             assert!(index.segment_count() >= 3);
             let rescored = recall_at(&index, queries, dim, &truth, SearchParams::default());
@@ -46,15 +46,6 @@ fn rescored_codes_reach_the_recall_of_the_vectors() {
             println!("{dim}-d {metric} {code}: recall@10 {rescored:.4} re-scored (default oversample {}), {codes_only:.4} from the codes' top 10", code.default_oversample());
             assert!(rescored >= 0.95, "{dim}-d {metric} {code}: recall {rescored}");
         }
-    }
-}
-
-#[test]
-fn codes_are_refused_for_a_metric_they_cannot_serve() {
-    let options = Options { quantization: Quantization::Binary, ..Options::new(8, Metric::InnerProduct) };
-    match Index::new(options) {
-        Err(Error::InvalidArgument(message)) => assert!(message.contains("binary"), "{message}"),
-        other => panic!("binary codes with the inner product: {:?}", other.map(|i| i.len())),
     }
 }
 

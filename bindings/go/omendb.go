@@ -121,7 +121,7 @@ type Quantization uint32
 
 const (
 	QuantizationNone   Quantization = C.OMEN_QUANTIZATION_NONE   // bfloat16 halves of the vectors
-	QuantizationBinary Quantization = C.OMEN_QUANTIZATION_BINARY // 1 bit a dimension (not for InnerProduct)
+	QuantizationBinary Quantization = C.OMEN_QUANTIZATION_BINARY // 1 bit a dimension
 	QuantizationBits4  Quantization = C.OMEN_QUANTIZATION_BITS4  // 4 bits a dimension
 	QuantizationBits8  Quantization = C.OMEN_QUANTIZATION_BITS8  // 8 bits a dimension
 )

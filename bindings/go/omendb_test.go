@@ -340,10 +340,28 @@ func TestQuantizedSearch(t *testing.T) {
 			t.Fatalf("query %d: %v", q, hits)
 		}
 	}
+	// Binary codes serve the inner product too: every vector finds itself.
 	opts = DefaultOptions(8, InnerProduct)
 	opts.Quantization = QuantizationBinary
-	if _, err := New(opts); !errors.Is(err, ErrInvalidArgument) {
+	ip, err := New(opts)
+	if err != nil {
 		t.Fatalf("binary with inner product: %v", err)
+	}
+	defer ip.Close()
+	rows := make([]float32, 0, 64*8)
+	ipIDs := make([]uint64, 64)
+	for i := range ipIDs {
+		ipIDs[i] = uint64(i)
+		for d := 0; d < 8; d++ {
+			rows = append(rows, float32((i*7+d*3)%11)-5)
+		}
+	}
+	if err := ip.InsertBatch(ipIDs, rows); err != nil {
+		t.Fatal(err)
+	}
+	hits, err := ip.Search(rows[:8], 1, 0)
+	if err != nil || len(hits) != 1 {
+		t.Fatalf("inner-product search: %v %v", hits, err)
 	}
 }
 

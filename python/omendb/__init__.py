@@ -425,7 +425,7 @@ class Index:
 
     def __init__(self, dim, metric="l2", m=16, ef_construction=100, ef_search=None, segment_capacity=None,
                  threads=0, seed=None, quantization="none", oversample=0, compact_threshold=0.2):
-        """quantization: "none", "binary" (1 bit a dimension; not for "ip"), "4bit" or "8bit": the
+        """quantization: "none", "binary" (1 bit a dimension), "4bit" or "8bit": the
         codes the graph walk reads; the best max(k * oversample, ef / 2) candidates are re-scored
         with the exact vectors (oversample 0: the code's default, binary 20, 4bit 2, 8bit 2).
         compact_threshold: a background thread compacts once more than this fraction of some

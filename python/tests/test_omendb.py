@@ -180,9 +180,14 @@ def test_quantized_search_rescored_to_high_recall(quantization):
         assert (single == wide[0]).all()
 
 
-def test_binary_codes_refuse_the_inner_product():
-    with pytest.raises(omendb.InvalidArgumentError, match="binary"):
-        omendb.Index(dim=8, metric="ip", quantization="binary")
+def test_binary_codes_serve_the_inner_product():
+    data = clustered(2100, 64, 9)
+    base, queries = data[:2000], data[2000:]
+    with omendb.Index(dim=64, metric="ip", quantization="binary") as index:
+        index.insert_batch(np.arange(2000, dtype=np.uint64), base)
+        ids, _ = index.search_batch(queries, k=10)
+        exact = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)]) >= 0.95
     with pytest.raises(ValueError):
         omendb.Index(dim=8, quantization="2bit")
 

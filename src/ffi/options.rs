@@ -38,8 +38,8 @@ pub enum omen_durability {
 pub enum omen_quantization {
     /// No codes: the walk reads the bfloat16 halves of the vectors (2 bytes a dimension).
     None = 0,
-    /// 1 bit a dimension (sign around the segment's mean); Hamming distance. Not for the inner
-    /// product.
+    /// 1 bit a dimension of the centred, randomly rotated vector, with factors that make the
+    /// distance estimate unbiased (RaBitQ); every metric.
     Binary = 1,
     /// 4 bits a dimension, a range per dimension.
     Bits4 = 2,

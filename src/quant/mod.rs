@@ -65,12 +65,6 @@ impl Quantization {
         }
     }
 
-    /// Whether this code can rank vectors under `metric`. Binary codes are not offered for the
-    /// inner product: their estimate would serve it, but it is measured only under L2 and cosine.
-    pub fn serves(self, metric: Metric) -> bool {
-        !(self == Quantization::Binary && metric == Metric::InnerProduct)
-    }
-
     /// Bytes of one vector's code at `dim` dimensions.
     pub fn code_len(self, dim: usize) -> usize {
         match self {
