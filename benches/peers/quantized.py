@@ -141,7 +141,8 @@ def main():
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--efs", default="10,20,40,80,160,320")
     ap.add_argument("--omendb", metavar="DIR", required=True, help="directory holding the omendb Python package")
-    ap.add_argument("--systems", default="omendb-none,omendb-4bit,omendb-8bit,omendb-binary,usearch-i8,usearch-b1,"
+    ap.add_argument("--systems", default="omendb-none,omendb-4bit,omendb-8bit,omendb-binary,omendb-binary/os5,"
+                                         "usearch-i8,usearch-b1,"
                                          "faiss-sq8,faiss-sq4,faiss-bin")
     ap.add_argument("--no-resident", action="store_true", help="skip the resident-memory runs")
     ap.add_argument("--rounds", type=int, default=3, help="search rounds over all systems; the fastest counts")
