@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Acquire;
 
 use super::scratch::{Rings, Scored, Scratch, Visited};
 use super::{unpack, Graph, NO_ENTRY};
-use crate::distance::{prefetch, prefetch_all};
+use crate::distance::{prefetch, prefetch_all, Metric};
 use crate::options::SearchParams;
 use crate::quant::{self, Codes, QuantKernels, QueryCode};
 
@@ -377,9 +377,30 @@ impl Graph {
         s.rings.copies.retain(|c| c.distance <= last);
         s.rings.copies.truncate(ef.max(k));
         s.found.append(&mut s.rings.copies);
+        if self.codes.is_none() {
+            self.keep_possible_results(query, k, s);
+        }
         self.rescore(query, self.codes.is_some(), s);
         s.found.truncate(k);
         true
+    }
+
+    /// Drops from `s.found` (ranked by the bfloat16 halves) the candidates that cannot be among
+    /// the `k` nearest, so that re-scoring reads fewer low halves. Under cosine the stored vectors
+    /// have length 1 and truncating each component to its high half changes it by less than
+    /// 2^-7 of itself, so a coarse distance is within `|q| 2^-7` of the exact one (plus f32
+    /// rounding); a candidate whose coarse distance exceeds the k-th best's by twice that is
+    /// beaten by k others. The results are those of re-scoring every candidate. (Lengths vary
+    /// under L2 and the inner product, where the bound would need each vector's norm.)
+    fn keep_possible_results(&self, query: &[f32], k: usize, s: &mut Scratch) {
+        if self.distance.metric() != Metric::Cosine || s.found.len() <= k {
+            return;
+        }
+        let slack = self.distance.norm_squared(query).sqrt() * (1.0 / 128.0 + 1e-4);
+        s.found.sort_unstable();
+        let cutoff = s.found[k - 1].distance + 2.0 * slack;
+        let kept = s.found.partition_point(|f| f.distance <= cutoff);
+        s.found.truncate(kept);
     }
 
     /// The `k` nearest of `nodes` to `query`, closest first, with exact distances, into
@@ -401,6 +422,7 @@ impl Graph {
         }
         s.found.clear();
         s.found.extend(s.results.drain());
+        self.keep_possible_results(query, k, s);
         self.rescore(query, false, s);
         s.found.truncate(k);
     }
@@ -569,5 +591,54 @@ impl Graph {
             s.seeds.push(at_entry);
         }
         self.search_layer(walk, admit, ef, 0, reach, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Distance;
+    use crate::hnsw::{with_scratch, Everyone, Params};
+    use crate::quant::Quantization;
+
+    /// Under cosine only the candidates that can still be among the k nearest are re-scored;
+    /// with the whole graph as the beam the results must still be brute force's, ids and exact
+    /// distances, also among near-copies that differ only below the bfloat16 halves.
+    #[test]
+    fn pruned_rescoring_under_cosine_returns_the_exact_nearest() {
+        let (n, dim) = (1_200, 32);
+        let mut state = 5u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut data = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let row: Vec<f32> = if i % 3 == 0 || i < 3 {
+                (0..dim).map(|_| next()).collect()
+            } else {
+                // A near-copy of an earlier row: equal high halves, different low ones.
+                let base = &data[(i / 3) * 3 * dim..][..dim];
+                base.iter().map(|&x: &f32| f32::from_bits(x.to_bits() ^ (next().to_bits() & 0x7FFF))).collect()
+            };
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            data.extend(row.iter().map(|x| x / norm));
+        }
+        let params = Params { m: 8, ef_construction: 64, seed: 3, quantization: Quantization::None };
+        let mut graph = Graph::new(dim, params, Distance::new(Metric::Cosine));
+        graph.append(&data);
+        graph.insert_range(0..n as u32);
+        let distance = Distance::new(Metric::Cosine);
+        for q in 0..40 {
+            // Unnormalised queries: the bound scales with |q|.
+            let query: Vec<f32> = (0..dim).map(|_| next() * (1.0 + q as f32)).collect();
+            let mut exact: Vec<Scored> = (0..n as u32)
+                .map(|node| Scored { distance: distance.eval(&query, &data[node as usize * dim..][..dim]), node })
+                .collect();
+            exact.sort_unstable();
+            let params = SearchParams { ef: n, ..SearchParams::default() };
+            let found = with_scratch(|s| graph.search(&query, 10, params, &Everyone, s).to_vec());
+            assert_eq!(found, exact[..10].to_vec(), "query {q}");
+        }
     }
 }
