@@ -328,8 +328,9 @@ impl Graph {
     /// distances, into `s.found`; false when the walk used up `reach.budget` first (`s.found`
     /// then holds nothing useful).
     ///
-    /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and all
-    /// of the beam is re-scored exactly. With codes it ranks by them, with a beam of
+    /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and the
+    /// beam is re-scored exactly (under cosine, only the part that can hold the k nearest:
+    /// `keep_possible_results`). With codes it ranks by them, with a beam of
     /// `max(ef, k * oversample)`, and re-scores the best `max(k * oversample, ef / 2)`
     /// (`oversample` 0: the code's default).
     pub(crate) fn search_within(
