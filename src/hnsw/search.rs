@@ -329,7 +329,7 @@ impl Graph {
     /// then holds nothing useful).
     ///
     /// Without codes the walk ranks by the bfloat16 halves with a beam of `max(ef, k)`, and the
-    /// beam is re-scored exactly (under cosine, only the part that can hold the k nearest:
+    /// beam is re-scored exactly (only the part that can hold the k nearest:
     /// `keep_possible_results`). With codes it ranks by them, with a beam of
     /// `max(ef, k * oversample)`, and re-scores the best `max(k * oversample, ef / 2)`
     /// (`oversample` 0: the code's default).
@@ -387,21 +387,50 @@ impl Graph {
     }
 
     /// Drops from `s.found` (ranked by the bfloat16 halves) the candidates that cannot be among
-    /// the `k` nearest, so that re-scoring reads fewer low halves. Under cosine the stored vectors
-    /// have length 1 and truncating each component to its high half changes it by less than
-    /// 2^-7 of itself, so a coarse distance is within `|q| 2^-7` of the exact one (plus f32
-    /// rounding); a candidate whose coarse distance exceeds the k-th best's by twice that is
-    /// beaten by k others. The results are those of re-scoring every candidate. (Lengths vary
-    /// under L2 and the inner product, where the bound would need each vector's norm.)
+    /// the `k` nearest, so that re-scoring reads fewer low halves. Truncating a component to its
+    /// high half changes it by less than 2^-7 of itself, so the stored vector `x` and its halves
+    /// `x̃` differ by less than `2^-7 |x|`, and `|x| < |x̃| / (1 - 2^-7)`. Hence each exact distance
+    /// lies in an interval around the coarse one: `±2^-7 |x|` for the L2 distance itself (the
+    /// root of what the walk ranks by), `±2^-7 |q| |x|` for the inner product and cosine (whose
+    /// vectors have length 1, so no norm is read). A candidate whose interval starts above the
+    /// k-th lowest interval end is beaten by k others. The results are those of re-scoring
+    /// every candidate.
     fn keep_possible_results(&self, query: &[f32], k: usize, s: &mut Scratch) {
-        if self.distance.metric() != Metric::Cosine || s.found.len() <= k {
+        if s.found.len() <= k {
             return;
         }
-        let slack = self.distance.norm_squared(query).sqrt() * (1.0 / 128.0 + 1e-4);
-        s.found.sort_unstable();
-        let cutoff = s.found[k - 1].distance + 2.0 * slack;
-        let kept = s.found.partition_point(|f| f.distance <= cutoff);
-        s.found.truncate(kept);
+        // The truncation, and a margin for f32 rounding in the kernels and norms.
+        const ERROR: f32 = 1.0 / 128.0 + 1e-4;
+        let metric = self.distance.metric();
+        let query_norm = self.distance.norm_squared(query).sqrt();
+        if metric == Metric::Cosine {
+            // Every interval has the same width: the k-th lowest end is the k-th best's.
+            let spread = |distance: f32| query_norm * ERROR + 1e-4 * distance.abs();
+            s.found.sort_unstable();
+            let kth = s.found[k - 1].distance;
+            let bound = kth + spread(kth);
+            let kept = s.found.partition_point(|f| f.distance - spread(f.distance) <= bound);
+            s.found.truncate(kept);
+            return;
+        }
+        let mut intervals = Vec::with_capacity(s.found.len());
+        for found in &s.found {
+            self.vectors.coarse_into(found.node, &mut s.vector);
+            let length = self.distance.norm_squared(&s.vector).sqrt() / (1.0 - 1.0 / 128.0);
+            let (centre, spread) = match metric {
+                Metric::L2 => (found.distance.max(0.0).sqrt(), length * ERROR),
+                _ => (found.distance, query_norm * length * ERROR),
+            };
+            let spread = spread + 1e-4 * centre.abs();
+            intervals.push((centre - spread, centre + spread));
+        }
+        let mut ends: Vec<f32> = intervals.iter().map(|&(_, end)| end).collect();
+        let (_, &mut bound, _) = ends.select_nth_unstable_by(k - 1, f32::total_cmp);
+        let mut at = 0;
+        s.found.retain(|_| {
+            at += 1;
+            intervals[at - 1].0 <= bound
+        });
     }
 
     /// The `k` nearest of `nodes` to `query`, closest first, with exact distances, into
@@ -602,44 +631,55 @@ mod tests {
     use crate::hnsw::{with_scratch, Everyone, Params};
     use crate::quant::Quantization;
 
-    /// Under cosine only the candidates that can still be among the k nearest are re-scored;
-    /// with the whole graph as the beam the results must still be brute force's, ids and exact
-    /// distances, also among near-copies that differ only below the bfloat16 halves.
+    /// Only the candidates that can still be among the k nearest are re-scored; with the whole
+    /// graph as the beam the results must still be brute force's, ids and exact distances, under
+    /// every metric, for vectors of many lengths and near-copies that differ only below the
+    /// bfloat16 halves.
     #[test]
-    fn pruned_rescoring_under_cosine_returns_the_exact_nearest() {
+    fn pruned_rescoring_returns_the_exact_nearest() {
         let (n, dim) = (1_200, 32);
         let mut state = 5u64;
         let mut next = || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        let mut data = Vec::with_capacity(n * dim);
-        for i in 0..n {
-            let row: Vec<f32> = if i % 3 == 0 || i < 3 {
-                (0..dim).map(|_| next()).collect()
-            } else {
-                // A near-copy of an earlier row: equal high halves, different low ones.
-                let base = &data[(i / 3) * 3 * dim..][..dim];
-                base.iter().map(|&x: &f32| f32::from_bits(x.to_bits() ^ (next().to_bits() & 0x7FFF))).collect()
-            };
-            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-            data.extend(row.iter().map(|x| x / norm));
-        }
-        let params = Params { m: 8, ef_construction: 64, seed: 3, quantization: Quantization::None };
-        let mut graph = Graph::new(dim, params, Distance::new(Metric::Cosine));
-        graph.append(&data);
-        graph.insert_range(0..n as u32);
-        let distance = Distance::new(Metric::Cosine);
-        for q in 0..40 {
-            // Unnormalised queries: the bound scales with |q|.
-            let query: Vec<f32> = (0..dim).map(|_| next() * (1.0 + q as f32)).collect();
-            let mut exact: Vec<Scored> = (0..n as u32)
-                .map(|node| Scored { distance: distance.eval(&query, &data[node as usize * dim..][..dim]), node })
-                .collect();
-            exact.sort_unstable();
-            let params = SearchParams { ef: n, ..SearchParams::default() };
-            let found = with_scratch(|s| graph.search(&query, 10, params, &Everyone, s).to_vec());
-            assert_eq!(found, exact[..10].to_vec(), "query {q}");
+        for metric in [Metric::Cosine, Metric::L2, Metric::InnerProduct] {
+            let (offset, spread) = if metric == Metric::Cosine { (0.0, 1.0) } else { (8.0, 0.02) };
+            let mut data: Vec<f32> = Vec::with_capacity(n * dim);
+            for i in 0..n {
+                // Under L2 and the inner product, a common offset much longer than the spread
+                // makes the truncation errors as large as the gaps between neighbours.
+                let row: Vec<f32> = if i % 3 == 0 || i < 3 {
+                    let scale = 0.2 + 4.0 * next().abs();
+                    (0..dim).map(|_| offset + next() * scale * spread).collect()
+                } else {
+                    // A near-copy of an earlier row: equal high halves, different low ones.
+                    let base = &data[(i / 3) * 3 * dim..][..dim];
+                    base.iter().map(|&x| f32::from_bits(x.to_bits() ^ (next().to_bits() & 0x7FFF))).collect()
+                };
+                let norm = if metric == Metric::Cosine { row.iter().map(|x| x * x).sum::<f32>().sqrt() } else { 1.0 };
+                data.extend(row.iter().map(|x| x / norm));
+            }
+            let params = Params { m: 8, ef_construction: 64, seed: 3, quantization: Quantization::None };
+            let mut graph = Graph::new(dim, params, Distance::new(metric));
+            graph.append(&data);
+            // One thread: the same graph on every run.
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            pool.install(|| graph.insert_range(0..n as u32));
+            // Every node reachable, as the segments make it: the whole graph is then the beam.
+            graph.connect();
+            let distance = Distance::new(metric);
+            for q in 0..100 {
+                // Unnormalised queries: the bounds scale with |q|.
+                let query: Vec<f32> = (0..dim).map(|_| (offset + next() * spread) * (1.0 + q as f32)).collect();
+                let mut exact: Vec<Scored> = (0..n as u32)
+                    .map(|node| Scored { distance: distance.eval(&query, &data[node as usize * dim..][..dim]), node })
+                    .collect();
+                exact.sort_unstable();
+                let params = SearchParams { ef: n, ..SearchParams::default() };
+                let found = with_scratch(|s| graph.search(&query, 10, params, &Everyone, s).to_vec());
+                assert_eq!(found, exact[..10].to_vec(), "{metric} query {q}");
+            }
         }
     }
 }
