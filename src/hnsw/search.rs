@@ -413,8 +413,10 @@ impl Graph {
             s.found.truncate(kept);
             return;
         }
-        let mut intervals = Vec::with_capacity(s.found.len());
-        for found in &s.found {
+        // Each candidate's distance becomes its interval's start (re-scoring replaces it), and
+        // the ends are collected to find the k-th lowest.
+        let mut ends = Vec::with_capacity(s.found.len());
+        for found in &mut s.found {
             self.vectors.coarse_into(found.node, &mut s.vector);
             let length = self.distance.norm_squared(&s.vector).sqrt() / (1.0 - 1.0 / 128.0);
             let (centre, spread) = match metric {
@@ -422,15 +424,11 @@ impl Graph {
                 _ => (found.distance, query_norm * length * ERROR),
             };
             let spread = spread + 1e-4 * centre.abs();
-            intervals.push((centre - spread, centre + spread));
+            found.distance = centre - spread;
+            ends.push(centre + spread);
         }
-        let mut ends: Vec<f32> = intervals.iter().map(|&(_, end)| end).collect();
         let (_, &mut bound, _) = ends.select_nth_unstable_by(k - 1, f32::total_cmp);
-        let mut at = 0;
-        s.found.retain(|_| {
-            at += 1;
-            intervals[at - 1].0 <= bound
-        });
+        s.found.retain(|f| f.distance <= bound);
     }
 
     /// The `k` nearest of `nodes` to `query`, closest first, with exact distances, into

@@ -135,7 +135,7 @@ impl Codebook {
             (Quantization::None, _) => 0.0,
             (Quantization::Binary, rotation) => {
                 if let Some(rotation) = rotation {
-                    rabitq::encode(rotation, &self.lower, row, out, &mut Vec::new());
+                    rabitq::encode(rotation, &self.lower, row, out);
                 }
                 0.0
             }

@@ -77,10 +77,8 @@ impl Rotation {
         &self.signs
     }
 
-    /// `P x` into `out` (`padded` values; `x` is zero-padded).
-    pub(super) fn apply(&self, x: &[f32], out: &mut Vec<f32>) {
-        out.clear();
-        out.extend_from_slice(x);
+    /// Replaces `x` by `P x` (`padded` values; `x` is zero-padded first).
+    pub(super) fn apply(&self, out: &mut Vec<f32>) {
         out.resize(self.padded, 0.0);
         let block = 1usize << (usize::BITS - 1 - self.padded.leading_zeros());
         for (round, signs) in self.signs.chunks_exact(self.padded).enumerate() {
@@ -110,13 +108,14 @@ fn walsh_hadamard(x: &mut [f32]) {
 }
 
 /// Writes the code of `row` (bits, then the factors) into `out`, which holds
-/// `padded/8 + FACTOR_BYTES` zeroed bytes. `buffer` is scratch.
-pub(super) fn encode(rotation: &Rotation, centre: &[f32], row: &[f32], out: &mut [u8], buffer: &mut Vec<f32>) {
-    let centred: Vec<f32> = row.iter().zip(centre).map(|(x, c)| x - c).collect();
-    rotation.apply(&centred, buffer);
+/// `padded/8 + FACTOR_BYTES` zeroed bytes.
+pub(super) fn encode(rotation: &Rotation, centre: &[f32], row: &[f32], out: &mut [u8]) {
+    let mut rotated: Vec<f32> = row.iter().zip(centre).map(|(x, c)| x - c).collect();
+    let centre_dot: f64 = rotated.iter().zip(centre).map(|(x, c)| f64::from(*x) * f64::from(*c)).sum();
+    rotation.apply(&mut rotated);
     let (bits, factors) = out.split_at_mut(rotation.padded / 8);
     let (mut norm, mut absolute, mut ones) = (0f64, 0f64, 0u32);
-    for (i, &r) in buffer.iter().enumerate() {
+    for (i, &r) in rotated.iter().enumerate() {
         norm += f64::from(r) * f64::from(r);
         absolute += f64::from(r.abs());
         if r > 0.0 {
@@ -124,7 +123,6 @@ pub(super) fn encode(rotation: &Rotation, centre: &[f32], row: &[f32], out: &mut
             ones += 1;
         }
     }
-    let centre_dot: f64 = centred.iter().zip(centre).map(|(x, c)| f64::from(*x) * f64::from(*c)).sum();
     // A vector at the centre has no direction: its factor is 0, and so is its estimate.
     let factor = if absolute > 0.0 { norm / absolute } else { 0.0 };
     for (slot, value) in factors.chunks_exact_mut(4).zip([norm, factor, centre_dot, f64::from(ones)]) {
@@ -149,9 +147,10 @@ pub(super) struct Query {
 
 impl Query {
     pub(super) fn new(rotation: &Rotation, centre: &[f32], query: &[f32]) -> Query {
-        let centred: Vec<f32> = query.iter().zip(centre).map(|(x, c)| x - c).collect();
-        let mut rotated = Vec::new();
-        rotation.apply(&centred, &mut rotated);
+        let mut rotated: Vec<f32> = query.iter().zip(centre).map(|(x, c)| x - c).collect();
+        // |q_r|² before the rotation, which keeps it.
+        let norm = rotated.iter().map(|x| x * x).sum();
+        rotation.apply(&mut rotated);
         let low = rotated.iter().copied().fold(f32::INFINITY, f32::min);
         let high = rotated.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let levels = ((1 << QUERY_BITS) - 1) as f32;
@@ -169,7 +168,7 @@ impl Query {
             low,
             step,
             sum: rotated.iter().sum(),
-            norm: centred.iter().map(|x| x * x).sum(),
+            norm,
             centre_dot: query.iter().zip(centre).map(|(q, c)| q * c).sum(),
         }
     }
@@ -220,9 +219,9 @@ mod tests {
             let rotation = Rotation::new(dim, 5);
             let a: Vec<f32> = (0..dim).map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0).collect();
             let b: Vec<f32> = (0..dim).map(|i| ((i * 11 % 13) as f32 - 6.0) / 2.0).collect();
-            let (mut ra, mut rb) = (Vec::new(), Vec::new());
-            rotation.apply(&a, &mut ra);
-            rotation.apply(&b, &mut rb);
+            let (mut ra, mut rb) = (a.clone(), b.clone());
+            rotation.apply(&mut ra);
+            rotation.apply(&mut rb);
             let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| f64::from(p * q)).sum::<f64>();
             for (before, after) in [(dot(&a, &a), dot(&ra, &ra)), (dot(&a, &b), dot(&ra, &rb))] {
                 assert!((before - after).abs() <= 1e-4 * (1.0 + before.abs()), "dim {dim}: {before} vs {after}");
@@ -248,7 +247,7 @@ mod tests {
         for _ in 0..200 {
             let row: Vec<f32> = (0..dim).map(|_| next()).collect();
             let mut code = vec![0u8; padded(dim) / 8 + FACTOR_BYTES];
-            encode(&rotation, &centre, &row, &mut code, &mut Vec::new());
+            encode(&rotation, &centre, &row, &mut code);
             let (l2, dot) = prepared.distances(bit_planes, &code);
             let exact_dot: f32 = row.iter().zip(&query).map(|(a, b)| a * b).sum();
             let exact_l2: f32 = row.iter().zip(&query).map(|(a, b)| (a - b) * (a - b)).sum();
