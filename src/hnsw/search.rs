@@ -72,22 +72,31 @@ impl Walk for CoarseWalk<'_> {
 /// Ranks by quantized codes.
 struct CodeWalk<'a> {
     codes: &'a Codes,
+    /// The codes' `|x̂|²` when the estimate reads them (scalar codes under L2), else empty:
+    /// they lie in an array of their own, one more line a node, as far away as the code.
+    norms: &'a [f32],
     query: &'a QueryCode,
     kernels: QuantKernels,
+}
+
+impl<'a> CodeWalk<'a> {
+    fn new(codes: &'a Codes, metric: Metric, query: &'a QueryCode, kernels: QuantKernels) -> Self {
+        let norms = if metric == Metric::L2 { &codes.norms[..] } else { &[] };
+        CodeWalk { codes, norms, query, kernels }
+    }
 }
 
 impl Walk for CodeWalk<'_> {
     #[inline]
     fn distance(&self, node: u32) -> f32 {
-        let norm = self.codes.norms.get(node as usize).copied().unwrap_or(0.0);
+        let norm = self.norms.get(node as usize).copied().unwrap_or(0.0);
         self.query.distance(&self.kernels, self.codes.code(node), norm)
     }
 
     #[inline]
     fn prefetch(&self, node: u32) {
         prefetch_all(self.codes.code(node));
-        // Scalar codes keep |x̂|² in an array of their own: one more line a node, as far away.
-        if let Some(norm) = self.codes.norms.get(node as usize..) {
+        if let Some(norm) = self.norms.get(node as usize..) {
             prefetch(norm);
         }
     }
@@ -360,7 +369,7 @@ impl Graph {
                 let candidates = k.saturating_mul(oversample);
                 let kernels = quant::best_kernels();
                 let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query, &kernels);
-                let walk = CodeWalk { codes, query: &prepared, kernels };
+                let walk = CodeWalk::new(codes, self.distance.metric(), &prepared, kernels);
                 let complete = self.walk_layer0(&walk, admit, ef.max(candidates), entry, reach, s);
                 // Half the beam at least, so a wider beam still raises recall where the codes
                 // rank poorly (as re-scoring the whole beam does without codes).
