@@ -34,10 +34,13 @@ pub type IntegerKernel = fn(&[i8], &[u8]) -> i32;
 /// kernel unpacks a 64-dimension group of codes: the low nibbles of both 16-byte blocks (dims
 /// 0-15, 32-47), then the high nibbles (dims 16-31, 48-63).
 pub(crate) fn group_nibbles(weights: &[i8]) -> Vec<i8> {
-    weights
-        .chunks_exact(64)
-        .flat_map(|g| g[0..16].iter().chain(&g[32..48]).chain(&g[16..32]).chain(&g[48..64]).copied())
-        .collect()
+    let mut grouped = Vec::with_capacity(weights.len());
+    for group in weights.chunks_exact(64) {
+        for block in [0..16, 32..48, 16..32, 48..64] {
+            grouped.extend_from_slice(&group[block]);
+        }
+    }
+    grouped
 }
 
 /// Reference for `dot_u8_i8`.
