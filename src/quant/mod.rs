@@ -564,7 +564,7 @@ mod tests {
     fn integer_kernels_match_their_references_exactly() {
         for k in available() {
             let (Some(dot_u8), Some(dot_u4)) = (k.dot_u8_i8, k.dot_u4_i8) else { continue };
-            for dim in [1usize, 63, 64, 65, 128, 384, 1000] {
+            for dim in [1usize, 63, 64, 65, 128, 192, 384, 1000] {
                 let padded = dim.next_multiple_of(64);
                 let weights: Vec<i8> = (0..padded).map(|i| ((i * 7919) % 255) as u8 as i8).collect();
                 // The extremes of each kernel's range: the limit, its negation, and every code.
