@@ -387,12 +387,31 @@ impl Graph {
         s.rings.copies.retain(|c| c.distance <= last);
         s.rings.copies.truncate(ef.max(k));
         s.found.append(&mut s.rings.copies);
-        if self.codes.is_none() {
-            self.keep_possible_results(query, k, s);
+        if self.codes.is_some() {
+            self.rank_coarsely(query, s);
         }
-        self.rescore(query, self.codes.is_some(), s);
+        self.keep_possible_results(query, k, s);
+        self.rescore(query, s);
         s.found.truncate(k);
         true
+    }
+
+    /// Replaces the code estimates in `s.found` by distances from the bfloat16 halves. Codes
+    /// cannot bound the exact distance, the halves can (`keep_possible_results`): ranking the
+    /// candidates by them first spares re-scoring the low halves of those they rule out, where
+    /// re-scoring every candidate read both halves of each.
+    fn rank_coarsely(&self, query: &[f32], s: &mut Scratch) {
+        const LOOKAHEAD: usize = 4;
+        let walk = CoarseWalk { graph: self, query };
+        for found in s.found.iter().take(LOOKAHEAD) {
+            walk.prefetch(found.node);
+        }
+        for i in 0..s.found.len() {
+            if let Some(ahead) = s.found.get(i + LOOKAHEAD) {
+                walk.prefetch(ahead.node);
+            }
+            s.found[i].distance = walk.distance(s.found[i].node);
+        }
     }
 
     /// Drops from `s.found` (ranked by the bfloat16 halves) the candidates that cannot be among
@@ -460,28 +479,20 @@ impl Graph {
         s.found.clear();
         s.found.extend(s.results.drain());
         self.keep_possible_results(query, k, s);
-        self.rescore(query, false, s);
+        self.rescore(query, s);
         s.found.truncate(k);
     }
 
-    /// Replaces the distances of `s.found` by exact ones and sorts it. Their low halves (with
-    /// codes, `read_both`, all of them) were never read: keep the next few loading while each
-    /// is re-scored, as in `search_layer`.
-    fn rescore(&self, query: &[f32], read_both: bool, s: &mut Scratch) {
+    /// Replaces the distances of `s.found` by exact ones and sorts it. Their low halves were
+    /// never read: keep the next few loading while each is re-scored, as in `search_layer`.
+    fn rescore(&self, query: &[f32], s: &mut Scratch) {
         const LOOKAHEAD: usize = 4;
-        let prefetch = |node| {
-            if read_both {
-                self.vectors.prefetch_exact(node)
-            } else {
-                self.vectors.prefetch_low(node)
-            }
-        };
         for found in s.found.iter().take(LOOKAHEAD) {
-            prefetch(found.node);
+            self.vectors.prefetch_low(found.node);
         }
         for i in 0..s.found.len() {
             if let Some(ahead) = s.found.get(i + LOOKAHEAD) {
-                prefetch(ahead.node);
+                self.vectors.prefetch_low(ahead.node);
             }
             self.vectors.exact_into(s.found[i].node, &mut s.vector);
             s.found[i].distance = self.distance.eval(query, &s.vector);

@@ -43,14 +43,6 @@ impl SplitVectors {
         prefetch_all(&self.low[start..start + self.dim]);
     }
 
-    /// Starts loading both halves of `node`'s vector for exact re-scoring.
-    #[inline]
-    pub(crate) fn prefetch_exact(&self, node: u32) {
-        let start = node as usize * self.dim;
-        prefetch_all(&self.high[start..start + self.dim]);
-        prefetch_all(&self.low[start..start + self.dim]);
-    }
-
     /// `node`'s exact vector, written into `out`.
     #[inline]
     pub(crate) fn exact_into(&self, node: u32, out: &mut Vec<f32>) {
