@@ -1,37 +1,34 @@
-"""Queries/s of two builds of the library on one data set, searched alternately: each build runs
-in a process of its own (the library is loaded once per process), both build the same index, and
-the rounds alternate which one searches first; each keeps its fastest round.
+"""Queries/s of two builds of the library on one data set, in one process: both libraries are
+loaded side by side (each copy of the package binds its own), each builds the same index, and
+the searches alternate in small chunks of queries, so that a noisy neighbour slows both alike.
 
     python benches/ab/search_ab.py --a OLD/libomendb.so --b target/release/libomendb.so \
-        --data ../shared/data/npm51k --metric cos --ef 48
+        --data ../shared/data/npm51k --metric cos --ef 24,48 --quantization 8bit
     python benches/ab/search_ab.py --a ... --b ... --data build/clustered1000000 --metric l2 --n 200000 --ef 64
 
-Prints both queries/s and B/A. The two graphs are built in parallel and are not identical, so
-small differences (a few percent) need several runs to call.
+Prints, per ef, each build's recall@k and queries/s (one search thread) and B/A. The two graphs
+are built in parallel and are not identical, so their recalls differ a little, and differences
+of a percent or two need several runs to call.
 """
 import argparse
+import importlib
 import os
-import subprocess
 import sys
+import time
 
-WORKER = r'''
-import sys, time
 import numpy as np
-sys.path.insert(0, {package!r}); sys.path.insert(0, {peers!r})
-import omendb
-from ann_peers import load_dataset
-base, queries, _ = load_dataset({data!r}, {metric!r}, {n}, 10)
-index = omendb.Index(dim=base.shape[1], metric={{"cos": "cosine", "l2": "l2", "ip": "ip"}}[{metric!r}],
-                     quantization={code!r}, threads=2, seed=7)
-index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
-for _ in sys.stdin:
-    best = 0.0
-    for _ in range(3):
-        t = time.perf_counter()
-        index.search_batch(queries, 10, {ef}, oversample={oversample}, threads=1)
-        best = max(best, len(queries) / (time.perf_counter() - t))
-    print(int(best), flush=True)
-'''
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+sys.path.insert(0, os.path.join(HERE, "..", "peers"))
+from ann_peers import load_dataset  # noqa: E402
+
+
+def load_package(library):
+    """A fresh copy of the `omendb` package bound to `library`."""
+    os.environ["OMENDB_LIBRARY"] = os.path.abspath(library)
+    sys.modules.pop("omendb", None)
+    return importlib.import_module("omendb")
 
 
 def main():
@@ -41,29 +38,34 @@ def main():
     ap.add_argument("--data", default="../shared/data/npm51k")
     ap.add_argument("--metric", default="cos", choices=["cos", "l2", "ip"])
     ap.add_argument("--n", type=int, default=0)
-    ap.add_argument("--ef", type=int, default=48)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--ef", default="48", help="comma-separated")
     ap.add_argument("--quantization", default="none")
     ap.add_argument("--oversample", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=12, help="passes over the queries, in 10 chunks each")
     a = ap.parse_args()
-    here = os.path.dirname(os.path.abspath(__file__))
-    script = WORKER.format(package=os.path.join(here, "..", "..", "python"), peers=os.path.join(here, "..", "peers"),
-                           data=a.data, metric=a.metric, n=a.n, code=a.quantization, ef=a.ef,
-                           oversample=a.oversample)
-    workers = {name: subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, OMENDB_LIBRARY=lib),
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-               for name, lib in (("A", a.a), ("B", a.b))}
-    best = {"A": 0, "B": 0}
-    for round_ in range(a.rounds):
-        for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
-            workers[name].stdin.write("go\n")
-            workers[name].stdin.flush()
-            best[name] = max(best[name], int(workers[name].stdout.readline()))
-    for worker in workers.values():
-        worker.stdin.close()
-        worker.wait()
-    print(f"{os.path.basename(a.data)} {a.metric} {a.quantization} ef {a.ef}: A {best['A']} q/s, B {best['B']} q/s, "
-          f"B/A {best['B'] / best['A']:.3f}")
+    packages = {"A": load_package(a.a), "B": load_package(a.b)}
+    base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
+    indexes = {}
+    for name, package in packages.items():
+        indexes[name] = package.Index(dim=base.shape[1], metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
+                                      quantization=a.quantization, threads=2, seed=7)
+        indexes[name].insert_batch(np.arange(len(base), dtype=np.uint64), base)
+    chunks = np.array_split(np.arange(len(queries)), 10)
+    for ef in (int(e) for e in a.ef.split(",")):
+        seconds, hits = {"A": 0.0, "B": 0.0}, {"A": 0, "B": 0}
+        for round_ in range(a.rounds):
+            for chunk in chunks:
+                for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
+                    start = time.perf_counter()
+                    ids = indexes[name].search_batch(queries[chunk], a.k, ef, oversample=a.oversample, threads=1)[0]
+                    seconds[name] += time.perf_counter() - start
+                    if round_ == 0:
+                        hits[name] += sum(len(set(got) & set(want[:a.k])) for got, want in zip(ids, truth[chunk]))
+        qps = {name: a.rounds * len(queries) / seconds[name] for name in seconds}
+        recall = {name: hits[name] / (a.k * len(queries)) for name in hits}
+        print(f"{os.path.basename(a.data)} {a.metric} {a.quantization} ef {ef}: A {recall['A']:.3f} / {qps['A']:.0f} q/s, "
+              f"B {recall['B']:.3f} / {qps['B']:.0f} q/s, B/A {qps['B'] / qps['A']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
