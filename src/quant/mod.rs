@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn binary_estimates_agree_across_kernels_and_rank_the_true_neighbours_first() {
-        for dim in [1, 63, 64, 65, 384] {
+        for dim in [1, 63, 64, 65, 384, 600, 1024] {
             let data = rows(200, dim);
             let codes = Codes::build(Quantization::Binary, dim, &data);
             let query = &data[dim..2 * dim];
