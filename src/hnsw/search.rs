@@ -108,6 +108,10 @@ impl Graph {
         loop {
             self.copy_neighbors(current.node, level, &mut s.neighbors);
             let before = current.node;
+            // Upper lists hold at most m links: load all their vectors (or codes) at once.
+            for &n in &s.neighbors {
+                walk.prefetch(n);
+            }
             for &n in &s.neighbors {
                 let distance = walk.distance(n);
                 if distance < current.distance {
