@@ -100,6 +100,8 @@ pub(crate) struct Scratch {
     pub back_links: Vec<(usize, Scored)>,
     /// What the heuristic keeps of `prune`.
     pub pruned: Vec<Scored>,
+    /// The ends of the candidates' distance intervals while pruning re-scoring.
+    pub interval_ends: Vec<f32>,
     /// The exact vector of the node being inserted.
     pub query: Vec<f32>,
     /// The coarse vector of the node whose list is being re-pruned.

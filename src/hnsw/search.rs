@@ -448,7 +448,8 @@ impl Graph {
         }
         // Each candidate's distance becomes its interval's start (re-scoring replaces it), and
         // the ends are collected to find the k-th lowest.
-        let mut ends = Vec::with_capacity(s.found.len());
+        let ends = &mut s.interval_ends;
+        ends.clear();
         for found in &mut s.found {
             self.vectors.coarse_into(found.node, &mut s.vector);
             let length = self.distance.norm_squared(&s.vector).sqrt() / (1.0 - 1.0 / 128.0);
