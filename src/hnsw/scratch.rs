@@ -4,6 +4,8 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+use crate::memory::AlignedVec;
+
 /// A node with its distance to the current query. Ordered by distance, then node, so that every
 /// sort and heap is deterministic.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,10 +29,13 @@ impl Ord for Scored {
 }
 
 /// Visited marks stamped with a generation number, so clearing between searches is O(1)
-/// (one full reset every 65,535 searches).
+/// (one full reset every 65,535 searches). An expansion reads 2m marks at random: on 4 KiB pages
+/// at 1M nodes nearly each one misses the TLB, and the huge page `AlignedVec` asks for from 2 MiB
+/// up gave 0-18% more queries/s there over four runs (8-bit codes, one process; the kernel
+/// grants the page or not).
 #[derive(Default)]
 pub(crate) struct Visited {
-    marks: Vec<u16>,
+    marks: AlignedVec<u16>,
     stamp: u16,
 }
 
@@ -57,6 +62,48 @@ impl Visited {
     }
 }
 
+/// The best nodes found so far [W], closest first, at most `ef` of them. A sorted array rather
+/// than a heap: a heap's sift paths mispredict a branch a level on every insertion, where a
+/// binary search and a short move do not, and the array comes out sorted.
+#[derive(Default)]
+pub(crate) struct Beam {
+    sorted: Vec<Scored>,
+}
+
+impl Beam {
+    pub fn clear(&mut self) {
+        self.sorted.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The farthest node's distance (infinite while empty).
+    #[inline]
+    pub fn worst(&self) -> f32 {
+        self.sorted.last().map_or(f32::INFINITY, |w| w.distance)
+    }
+
+    /// Adds `scored`, dropping the farthest when that would make more than `ef`.
+    #[inline]
+    pub fn insert(&mut self, scored: Scored, ef: usize) {
+        let at = self.sorted.partition_point(|s| *s < scored);
+        if at >= ef {
+            return;
+        }
+        if self.sorted.len() >= ef {
+            self.sorted.pop();
+        }
+        self.sorted.insert(at, scored);
+    }
+
+    /// The nodes, closest first, moved out into `out`.
+    pub fn drain_into(&mut self, out: &mut Vec<Scored>) {
+        out.append(&mut self.sorted);
+    }
+}
+
 /// What a layer-0 search keeps of the rings of copies it meets.
 #[derive(Default)]
 pub(crate) struct Rings {
@@ -74,9 +121,11 @@ pub(crate) struct Scratch {
     pub visited: Visited,
     /// Nodes still to expand, closest first [C].
     pub candidates: BinaryHeap<Reverse<Scored>>,
-    /// The best `ef` found so far, farthest on top [W].
+    /// The best `ef` found so far during a layer search [W].
+    pub beam: Beam,
+    /// A scan's or a range search's best so far, farthest on top.
     pub results: BinaryHeap<Scored>,
-    /// `results` drained in ascending order after a layer search (with the copies that tie them).
+    /// `beam` drained in ascending order after a layer search (with the copies that tie them).
     pub found: Vec<Scored>,
     /// Copies met through rings during a layer-0 search.
     pub rings: Rings,
@@ -113,11 +162,15 @@ pub(crate) struct Scratch {
 impl Scratch {
     /// Marks `neighbors` visited and appends those that were not to `unvisited`.
     pub(crate) fn take_unvisited_neighbors(&mut self) {
+        // Without a branch: whether a neighbour was visited is a coin toss to the predictor
+        // (+6-8% queries/s with 4-bit codes on npm51k).
+        let mut len = self.unvisited.len();
+        self.unvisited.resize(len + self.neighbors.len(), 0);
         for &n in &self.neighbors {
-            if self.visited.insert(n) {
-                self.unvisited.push(n);
-            }
+            self.unvisited[len] = n;
+            len += usize::from(self.visited.insert(n));
         }
+        self.unvisited.truncate(len);
     }
 }
 
@@ -132,4 +185,49 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         // Only reachable if a search were re-entered on one thread; stay correct, just slower.
         Err(_) => f(&mut Scratch::default()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beam_keeps_the_closest_ef_in_order() {
+        let mut state = 5u64;
+        let scored: Vec<Scored> = (0..500u32)
+            .map(|node| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                // Few distinct distances, so ties are broken by node as everywhere else.
+                Scored { distance: (state >> 58) as f32, node }
+            })
+            .collect();
+        for ef in [1, 7, 64, 600] {
+            let mut beam = Beam::default();
+            for &s in &scored {
+                // As a search adds them: only nodes closer than the worst once the beam is full.
+                if beam.len() < ef || s.distance < beam.worst() {
+                    beam.insert(s, ef);
+                }
+            }
+            let mut expected = scored.clone();
+            expected.sort_unstable();
+            expected.truncate(ef);
+            let mut got = Vec::new();
+            beam.drain_into(&mut got);
+            assert_eq!(got, expected, "ef {ef}");
+        }
+    }
+
+    #[test]
+    fn unvisited_neighbours_are_taken_once() {
+        let mut s = Scratch::default();
+        s.visited.begin(10);
+        s.neighbors = vec![3, 1, 3, 4];
+        s.take_unvisited_neighbors();
+        s.neighbors = vec![4, 5, 1, 9];
+        s.take_unvisited_neighbors();
+        assert_eq!(s.unvisited, [3, 1, 4, 5, 9]);
+        s.visited.begin(10);
+        assert!(s.visited.insert(3), "a new search forgets the marks");
+    }
 }

@@ -149,7 +149,7 @@ impl Graph {
         let mut budget = reach.budget;
         s.visited.begin(self.len());
         s.candidates.clear();
-        s.results.clear();
+        s.beam.clear();
         s.rings.copies.clear();
         s.rings.met.clear();
         let rings = level == 0 && self.has_rings.load(Acquire);
@@ -157,19 +157,15 @@ impl Graph {
             if s.visited.insert(seed.node) {
                 s.candidates.push(Reverse(seed));
                 if admit.admits(seed.node) {
-                    s.results.push(seed);
+                    s.beam.insert(seed, ef);
                 }
                 if rings {
                     self.admit_ring(walk, seed, ef, &mut s.rings, &mut s.visited, &mut s.candidates);
                 }
             }
         }
-        while s.results.len() > ef {
-            s.results.pop();
-        }
         while let Some(Reverse(closest)) = s.candidates.pop() {
-            let worst = s.results.peek().map_or(f32::INFINITY, |w| w.distance);
-            if closest.distance > worst && s.results.len() >= ef {
+            if closest.distance > s.beam.worst() && s.beam.len() >= ef {
                 break;
             }
             if let Some(Reverse(next)) = s.candidates.peek() {
@@ -208,28 +204,22 @@ impl Graph {
                     prefetch(ahead);
                 }
                 let distance = walk.distance(n);
-                let full = s.results.len() >= ef;
-                if !full || distance < s.results.peek().map_or(f32::INFINITY, |w| w.distance) {
+                if s.beam.len() < ef || distance < s.beam.worst() {
                     let scored = Scored { distance, node: n };
                     if rings && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.candidates) {
                         continue;
                     }
                     s.candidates.push(Reverse(scored));
                     if admit.admits(n) {
-                        s.results.push(scored);
-                        if full {
-                            s.results.pop();
-                        }
+                        s.beam.insert(scored, ef);
                     }
                 }
             }
         }
-        let full = s.results.len() >= ef;
-        let worst = s.results.peek().map_or(f32::INFINITY, |w| if full { w.distance } else { f32::INFINITY });
+        let worst = if s.beam.len() >= ef { s.beam.worst() } else { f32::INFINITY };
         s.rings.copies.retain(|c| c.distance <= worst && admit.admits(c.node));
         s.found.clear();
-        s.found.extend(s.results.drain());
-        s.found.sort_unstable();
+        s.beam.drain_into(&mut s.found);
         true
     }
 
