@@ -13,7 +13,7 @@ mod rabitq;
 
 use rayon::prelude::*;
 
-use crate::distance::Metric;
+use crate::distance::{self, Metric};
 use crate::memory::{AlignedVec, Array};
 pub(crate) use kernels::best_kernels;
 pub use kernels::{available, IntegerKernel, QuantKernels};
@@ -425,8 +425,11 @@ impl QueryCode {
                 let padded = if kind == Quantization::Bits4 { query.len().next_multiple_of(64) } else { query.len() };
                 code.weights = query.iter().zip(&codebook.step).map(|(q, s)| q * s).collect();
                 code.weights.resize(padded, 0.0);
-                code.offset = query.iter().zip(&codebook.lower).map(|(q, lo)| q * lo).sum();
-                code.norm = query.iter().map(|q| q * q).sum();
+                // The vector kernels: an iterator's `sum` adds one element at a time (f32
+                // addition is not reassociated), a chain of 384 dependent adds a query.
+                let dot = distance::best_kernels().dot;
+                code.offset = dot(query, &codebook.lower);
+                code.norm = dot(query, query);
                 let integer = if kind == Quantization::Bits8 { kernels.dot_u8_i8 } else { kernels.dot_u4_i8 };
                 if integer.is_some() {
                     let largest = code.weights.iter().fold(0f32, |m, w| m.max(w.abs()));

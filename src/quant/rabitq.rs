@@ -22,6 +22,8 @@
 //! again and transforms the last `B`. O(D log D) a query, exact in any f32 arithmetic order that
 //! the tests compare against, and stored as its signs alone.
 
+use crate::distance;
+
 /// Rounds of the rotation: each mixes every component with `B` others twice.
 const ROUNDS: usize = 3;
 
@@ -148,8 +150,10 @@ pub(super) struct Query {
 impl Query {
     pub(super) fn new(rotation: &Rotation, centre: &[f32], query: &[f32]) -> Query {
         let mut rotated: Vec<f32> = query.iter().zip(centre).map(|(x, c)| x - c).collect();
+        // The vector kernels for the sums (an iterator's `sum` is a chain of dependent adds).
+        let dot = distance::best_kernels().dot;
         // |q_r|² before the rotation, which keeps it.
-        let norm = rotated.iter().map(|x| x * x).sum();
+        let norm = dot(&rotated, &rotated);
         rotation.apply(&mut rotated);
         let low = rotated.iter().copied().fold(f32::INFINITY, f32::min);
         let high = rotated.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -163,14 +167,7 @@ impl Query {
                 plane[i / 64] |= ((level >> bit) & 1) << (i % 64);
             }
         }
-        Query {
-            planes,
-            low,
-            step,
-            sum: rotated.iter().sum(),
-            norm,
-            centre_dot: query.iter().zip(centre).map(|(q, c)| q * c).sum(),
-        }
+        Query { planes, low, step, sum: rotated.iter().sum(), norm, centre_dot: dot(query, centre) }
     }
 
     /// The estimated `⟨o_r, q_r⟩`, `|o_r|²`, `⟨o_r, c⟩` for `code`, given `bit_planes`, the kernel
