@@ -31,7 +31,7 @@ impl Ord for Scored {
 /// Visited marks stamped with a generation number, so clearing between searches is O(1)
 /// (one full reset every 65,535 searches). An expansion reads 2m marks at random: on 4 KiB pages
 /// at 1M nodes nearly each one misses the TLB, and the huge page `AlignedVec` asks for from 2 MiB
-/// up gave 0-18% more queries/s there over four runs (8-bit codes, one process; the kernel
+/// up gave 1-18% more queries/s there over three runs (8-bit codes, one process; the kernel
 /// grants the page or not).
 #[derive(Default)]
 pub(crate) struct Visited {
