@@ -68,31 +68,40 @@ impl Visited {
 #[derive(Default)]
 pub(crate) struct Beam {
     sorted: Vec<Scored>,
+    ef: usize,
 }
 
 impl Beam {
-    pub fn clear(&mut self) {
+    /// Empties the beam for a search that keeps the best `ef`.
+    pub fn start(&mut self, ef: usize) {
         self.sorted.clear();
+        self.ef = ef;
     }
 
-    pub fn len(&self) -> usize {
-        self.sorted.len()
-    }
-
-    /// The farthest node's distance (infinite while empty).
+    /// The distance a node must beat to enter: the farthest node's once the beam is full,
+    /// infinite before.
     #[inline]
-    pub fn worst(&self) -> f32 {
-        self.sorted.last().map_or(f32::INFINITY, |w| w.distance)
+    pub fn bound(&self) -> f32 {
+        match self.sorted.last() {
+            Some(worst) if self.sorted.len() >= self.ef => worst.distance,
+            _ => f32::INFINITY,
+        }
+    }
+
+    /// Whether a node at `distance` would enter (any node while the beam is not full).
+    #[inline]
+    pub fn keeps(&self, distance: f32) -> bool {
+        self.sorted.len() < self.ef || distance < self.bound()
     }
 
     /// Adds `scored`, dropping the farthest when that would make more than `ef`.
     #[inline]
-    pub fn insert(&mut self, scored: Scored, ef: usize) {
+    pub fn insert(&mut self, scored: Scored) {
         let at = self.sorted.partition_point(|s| *s < scored);
-        if at >= ef {
+        if at >= self.ef {
             return;
         }
-        if self.sorted.len() >= ef {
+        if self.sorted.len() >= self.ef {
             self.sorted.pop();
         }
         self.sorted.insert(at, scored);
@@ -203,10 +212,11 @@ mod tests {
             .collect();
         for ef in [1, 7, 64, 600] {
             let mut beam = Beam::default();
+            beam.start(ef);
             for &s in &scored {
                 // As a search adds them: only nodes closer than the worst once the beam is full.
-                if beam.len() < ef || s.distance < beam.worst() {
-                    beam.insert(s, ef);
+                if beam.keeps(s.distance) {
+                    beam.insert(s);
                 }
             }
             let mut expected = scored.clone();

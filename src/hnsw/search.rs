@@ -149,7 +149,7 @@ impl Graph {
         let mut budget = reach.budget;
         s.visited.begin(self.len());
         s.candidates.clear();
-        s.beam.clear();
+        s.beam.start(ef);
         s.rings.copies.clear();
         s.rings.met.clear();
         let rings = level == 0 && self.has_rings.load(Acquire);
@@ -157,7 +157,7 @@ impl Graph {
             if s.visited.insert(seed.node) {
                 s.candidates.push(Reverse(seed));
                 if admit.admits(seed.node) {
-                    s.beam.insert(seed, ef);
+                    s.beam.insert(seed);
                 }
                 if rings {
                     self.admit_ring(walk, seed, ef, &mut s.rings, &mut s.visited, &mut s.candidates);
@@ -165,7 +165,7 @@ impl Graph {
             }
         }
         while let Some(Reverse(closest)) = s.candidates.pop() {
-            if closest.distance > s.beam.worst() && s.beam.len() >= ef {
+            if closest.distance > s.beam.bound() {
                 break;
             }
             if let Some(Reverse(next)) = s.candidates.peek() {
@@ -204,20 +204,20 @@ impl Graph {
                     prefetch(ahead);
                 }
                 let distance = walk.distance(n);
-                if s.beam.len() < ef || distance < s.beam.worst() {
+                if s.beam.keeps(distance) {
                     let scored = Scored { distance, node: n };
                     if rings && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.candidates) {
                         continue;
                     }
                     s.candidates.push(Reverse(scored));
                     if admit.admits(n) {
-                        s.beam.insert(scored, ef);
+                        s.beam.insert(scored);
                     }
                 }
             }
         }
-        let worst = if s.beam.len() >= ef { s.beam.worst() } else { f32::INFINITY };
-        s.rings.copies.retain(|c| c.distance <= worst && admit.admits(c.node));
+        let bound = s.beam.bound();
+        s.rings.copies.retain(|c| c.distance <= bound && admit.admits(c.node));
         s.found.clear();
         s.beam.drain_into(&mut s.found);
         true
