@@ -1,9 +1,9 @@
-//! Code kernels: weighted sums over 8-bit and 4-bit codes, and bit-plane popcounts over binary
-//! codes.
+//! Code kernels: weighted sums over 8-bit and 4-bit codes, bit-plane popcounts over binary
+//! codes, and the Walsh-Hadamard transform that rotates vectors for binary codes.
 //!
 //! The portable versions are the reference the SIMD ones are tested against, and the fallback.
 
-use super::rabitq::bit_planes;
+use super::rabitq::{bit_planes, walsh_hadamard};
 use crate::distance::permitted;
 
 /// One instruction-set build of every code kernel.
@@ -17,6 +17,9 @@ pub struct QuantKernels {
     /// `Σ_j 2^j popcount(code ∧ plane_j)`: a binary code's bytes (little-endian words) against
     /// a query's bit planes, `code.len()/8` words each, lowest first.
     pub bit_planes: fn(&[u64], &[u8]) -> u32,
+    /// The orthonormal Walsh-Hadamard transform in place (a power of two long): the same
+    /// additions in the same order in every build, so every build gives the same bits.
+    pub walsh_hadamard: fn(&mut [f32]),
     /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights within
     /// `±u8_weight_limit` (AVX-512 VNNI: `vpdpbusd`; AVX2: `vpmaddubsw`, whose 16-bit pair sums
     /// saturate beyond 64 · 255 · 2).
@@ -86,8 +89,16 @@ fn dot_u4(w: &[f32], c: &[u8]) -> f32 {
     acc.iter().sum()
 }
 
-const SCALAR: QuantKernels =
-    QuantKernels { name: "scalar", dot_u8, dot_u4, bit_planes, dot_u8_i8: None, dot_u4_i8: None, u8_weight_limit: 127 };
+const SCALAR: QuantKernels = QuantKernels {
+    name: "scalar",
+    dot_u8,
+    dot_u4,
+    bit_planes,
+    walsh_hadamard,
+    dot_u8_i8: None,
+    dot_u4_i8: None,
+    u8_weight_limit: 127,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -99,6 +110,7 @@ mod x86 {
 
     use super::{IntegerKernel, QuantKernels};
     use crate::distance::sum256;
+    use crate::quant::rabitq::walsh_hadamard;
 
     /// # Safety
     /// The CPU supports AVX-512F; `c` holds at least `w.len()` bytes is not required (clipped).
@@ -382,6 +394,22 @@ mod x86 {
         _mm512_reduce_add_epi64(acc) as u32
     }
 
+    /// # Safety
+    /// The CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn walsh_hadamard_avx2(x: &mut [f32]) {
+        // The portable body, inlined here and vectorised with eight lanes.
+        walsh_hadamard(x)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn walsh_hadamard_avx512(x: &mut [f32]) {
+        // The portable body, inlined here and vectorised with sixteen lanes.
+        walsh_hadamard(x)
+    }
+
     // The safe wrappers. SAFETY for each: reachable only through the tables `detected` builds
     // after the CPU reported the features their bodies need.
     fn dot_u8_512(w: &[f32], c: &[u8]) -> f32 {
@@ -407,6 +435,14 @@ mod x86 {
     fn bit_planes_512(planes: &[u64], code: &[u8]) -> u32 {
         // SAFETY: see above.
         unsafe { bit_planes_vpopcnt(planes, code) }
+    }
+    fn walsh_hadamard_256(x: &mut [f32]) {
+        // SAFETY: see above.
+        unsafe { walsh_hadamard_avx2(x) }
+    }
+    fn walsh_hadamard_512(x: &mut [f32]) {
+        // SAFETY: see above.
+        unsafe { walsh_hadamard_avx512(x) }
     }
     fn dot_u8_i8(w: &[i8], c: &[u8]) -> i32 {
         // SAFETY: see above.
@@ -439,6 +475,7 @@ mod x86 {
                 dot_u8: dot_u8_256,
                 dot_u4: dot_u4_256,
                 bit_planes,
+                walsh_hadamard: walsh_hadamard_256,
                 dot_u8_i8: dot_u8_i8_avx2,
                 dot_u4_i8: dot_u4_i8_avx2,
                 u8_weight_limit: 64,
@@ -455,6 +492,7 @@ mod x86 {
                 dot_u8,
                 dot_u4,
                 bit_planes,
+                walsh_hadamard: walsh_hadamard_512,
                 dot_u8_i8: dot_u8_i8_avx2,
                 dot_u4_i8: dot_u4_i8_avx2,
                 u8_weight_limit: 64,
@@ -465,6 +503,7 @@ mod x86 {
                     dot_u8,
                     dot_u4,
                     bit_planes,
+                    walsh_hadamard: walsh_hadamard_512,
                     dot_u8_i8: Some(dot_u8_i8),
                     dot_u4_i8: Some(dot_u4_i8),
                     u8_weight_limit: 127,

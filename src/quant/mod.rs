@@ -135,7 +135,7 @@ impl Codebook {
             (Quantization::None, _) => 0.0,
             (Quantization::Binary, rotation) => {
                 if let Some(rotation) = rotation {
-                    rabitq::encode(rotation, &self.lower, row, out);
+                    rabitq::encode(rotation, &self.lower, row, out, best_kernels().walsh_hadamard);
                 }
                 0.0
             }
@@ -418,7 +418,7 @@ impl QueryCode {
             Quantization::None => {}
             Quantization::Binary => {
                 if let Some(rotation) = &codebook.rotation {
-                    code.binary = rabitq::Query::new(rotation, &codebook.lower, query);
+                    code.binary = rabitq::Query::new(rotation, &codebook.lower, query, kernels.walsh_hadamard);
                 }
             }
             _ => {

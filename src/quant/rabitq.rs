@@ -79,8 +79,9 @@ impl Rotation {
         &self.signs
     }
 
-    /// Replaces `x` by `P x` (`padded` values; `x` is zero-padded first).
-    pub(super) fn apply(&self, out: &mut Vec<f32>) {
+    /// Replaces `x` by `P x` (`padded` values; `x` is zero-padded first), transforming with
+    /// `walsh_hadamard` (a kernel build of the function below: every build gives the same bits).
+    pub(super) fn apply(&self, out: &mut Vec<f32>, walsh_hadamard: fn(&mut [f32])) {
         out.resize(self.padded, 0.0);
         let block = 1usize << (usize::BITS - 1 - self.padded.leading_zeros());
         for (round, signs) in self.signs.chunks_exact(self.padded).enumerate() {
@@ -91,30 +92,60 @@ impl Rotation {
     }
 }
 
-/// The orthonormal Walsh-Hadamard transform of `x` (a power of two long), in place.
-fn walsh_hadamard(x: &mut [f32]) {
+/// The orthonormal Walsh-Hadamard transform of `x` (a power of two long), in place: the
+/// reference, and the body the kernels compile with their target features.
+///
+/// Plain loops, no closures, so that a caller's target features reach every loop. The first
+/// three stages (pairs 1, 2 and 4 apart) stay within eight neighbouring values: they run
+/// together per chunk of eight, the same additions in the same order as stage by stage, and
+/// the later stages are runs of adjacent values, which vectorise.
+#[inline(always)]
+pub(super) fn walsh_hadamard(x: &mut [f32]) {
+    let n = x.len();
     let mut half = 1;
-    while half < x.len() {
+    if n >= 8 {
+        for chunk in x.chunks_exact_mut(8) {
+            // In a local array, which the compiler keeps in registers: through memory, the
+            // scalar stores of one stage would stall the vector loads of the next (each a
+            // failed store forward).
+            let mut v = [0f32; 8];
+            v.copy_from_slice(chunk);
+            for half in [1, 2, 4] {
+                for start in (0..8).step_by(2 * half) {
+                    for i in start..start + half {
+                        let (a, b) = (v[i], v[i + half]);
+                        v[i] = a + b;
+                        v[i + half] = a - b;
+                    }
+                }
+            }
+            chunk.copy_from_slice(&v);
+        }
+        half = 8;
+    }
+    while half < n {
         for pair in x.chunks_exact_mut(2 * half) {
             let (a, b) = pair.split_at_mut(half);
-            for (a, b) in a.iter_mut().zip(b) {
-                let (sum, difference) = (*a + *b, *a - *b);
-                *a = sum;
-                *b = difference;
+            for i in 0..half {
+                let (sum, difference) = (a[i] + b[i], a[i] - b[i]);
+                a[i] = sum;
+                b[i] = difference;
             }
         }
         half *= 2;
     }
-    let scale = 1.0 / (x.len() as f32).sqrt();
-    x.iter_mut().for_each(|v| *v *= scale);
+    let scale = 1.0 / (n as f32).sqrt();
+    for v in x.iter_mut() {
+        *v *= scale;
+    }
 }
 
 /// Writes the code of `row` (bits, then the factors) into `out`, which holds
-/// `padded/8 + FACTOR_BYTES` zeroed bytes.
-pub(super) fn encode(rotation: &Rotation, centre: &[f32], row: &[f32], out: &mut [u8]) {
+/// `padded/8 + FACTOR_BYTES` zeroed bytes; `walsh_hadamard` as in `Rotation::apply`.
+pub(super) fn encode(rotation: &Rotation, centre: &[f32], row: &[f32], out: &mut [u8], walsh_hadamard: fn(&mut [f32])) {
     let mut rotated: Vec<f32> = row.iter().zip(centre).map(|(x, c)| x - c).collect();
     let centre_dot: f64 = rotated.iter().zip(centre).map(|(x, c)| f64::from(*x) * f64::from(*c)).sum();
-    rotation.apply(&mut rotated);
+    rotation.apply(&mut rotated, walsh_hadamard);
     let (bits, factors) = out.split_at_mut(rotation.padded / 8);
     let (mut norm, mut absolute, mut ones) = (0f64, 0f64, 0u32);
     for (i, &r) in rotated.iter().enumerate() {
@@ -148,26 +179,37 @@ pub(super) struct Query {
 }
 
 impl Query {
-    pub(super) fn new(rotation: &Rotation, centre: &[f32], query: &[f32]) -> Query {
+    pub(super) fn new(rotation: &Rotation, centre: &[f32], query: &[f32], walsh_hadamard: fn(&mut [f32])) -> Query {
         let mut rotated: Vec<f32> = query.iter().zip(centre).map(|(x, c)| x - c).collect();
         // The vector kernels for the sums (an iterator's `sum` is a chain of dependent adds).
         let dot = distance::best_kernels().dot;
         // |q_r|² before the rotation, which keeps it.
         let norm = dot(&rotated, &rotated);
-        rotation.apply(&mut rotated);
-        let low = rotated.iter().copied().fold(f32::INFINITY, f32::min);
-        let high = rotated.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        rotation.apply(&mut rotated, walsh_hadamard);
+        let (low, high, sum) = range_and_sum(&rotated);
         let levels = ((1 << QUERY_BITS) - 1) as f32;
         let step = if high > low { (high - low) / levels } else { 1.0 };
+        let inverse = 1.0 / step;
         let words = rotation.padded / 64;
         let mut planes = vec![0u64; QUERY_BITS * words];
-        for (i, &x) in rotated.iter().enumerate() {
-            let level = ((x - low) / step).round().clamp(0.0, levels) as u64;
+        // Eight levels at a time, one a byte of a word; bit `j` of each byte is then gathered
+        // into one byte of plane `j` by a multiplication (the eight shifted copies it adds never
+        // overlap in the top byte, nor carry into it).
+        for (group, eight) in rotated.chunks_exact(8).enumerate() {
+            let mut bytes = 0u64;
+            for (b, &x) in eight.iter().enumerate() {
+                // Round half up by hand (`x ≥ low`; `f32::round` is a libm call on baseline
+                // x86-64); the cast saturates at 0 and `min` caps at the top level.
+                let level = ((x - low) * inverse + 0.5).min(levels) as u8;
+                bytes |= u64::from(level) << (8 * b);
+            }
+            let (word, shift) = (group / 8, 8 * (group % 8));
             for (bit, plane) in planes.chunks_exact_mut(words).enumerate() {
-                plane[i / 64] |= ((level >> bit) & 1) << (i % 64);
+                let gathered = ((bytes >> bit) & 0x0101_0101_0101_0101).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+                plane[word] |= gathered << shift;
             }
         }
-        Query { planes, low, step, sum: rotated.iter().sum(), norm, centre_dot: dot(query, centre) }
+        Query { planes, low, step, sum, norm, centre_dot: dot(query, centre) }
     }
 
     /// The estimated `⟨o_r, q_r⟩`, `|o_r|²`, `⟨o_r, c⟩` for `code`, given `bit_planes`, the kernel
@@ -187,6 +229,28 @@ impl Query {
         let (dot, norm, centre) = self.estimate(bit_planes, code);
         (norm + self.norm - 2.0 * dot, dot + centre + self.centre_dot)
     }
+}
+
+/// The least, the greatest and the sum of `x`, in sixteen lanes (one dependent chain of
+/// `x.len()` compares or adds would cost a binary query's preparation more than its rotation).
+fn range_and_sum(x: &[f32]) -> (f32, f32, f32) {
+    let (mut low, mut high, mut sum) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16], [0f32; 16]);
+    let mut chunks = x.chunks_exact(16);
+    for chunk in &mut chunks {
+        for i in 0..16 {
+            low[i] = if chunk[i] < low[i] { chunk[i] } else { low[i] };
+            high[i] = if chunk[i] > high[i] { chunk[i] } else { high[i] };
+            sum[i] += chunk[i];
+        }
+    }
+    for (i, &v) in chunks.remainder().iter().enumerate() {
+        low[i] = low[i].min(v);
+        high[i] = high[i].max(v);
+        sum[i] += v;
+    }
+    let low = low.iter().copied().fold(f32::INFINITY, f32::min);
+    let high = high.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (low, high, sum.iter().sum())
 }
 
 /// Reference for the `bit_planes` kernels: `Σ_j 2^j popcount(code ∧ plane_j)` over the
@@ -217,14 +281,67 @@ mod tests {
             let a: Vec<f32> = (0..dim).map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0).collect();
             let b: Vec<f32> = (0..dim).map(|i| ((i * 11 % 13) as f32 - 6.0) / 2.0).collect();
             let (mut ra, mut rb) = (a.clone(), b.clone());
-            rotation.apply(&mut ra);
-            rotation.apply(&mut rb);
+            rotation.apply(&mut ra, walsh_hadamard);
+            rotation.apply(&mut rb, walsh_hadamard);
             let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| f64::from(p * q)).sum::<f64>();
             for (before, after) in [(dot(&a, &a), dot(&ra, &ra)), (dot(&a, &b), dot(&ra, &rb))] {
                 assert!((before - after).abs() <= 1e-4 * (1.0 + before.abs()), "dim {dim}: {before} vs {after}");
             }
             assert_eq!(Rotation::from_signs(dim, rotation.signs()), Some(rotation.clone()));
             assert_eq!(Rotation::from_signs(dim + 64, rotation.signs()), None);
+        }
+    }
+
+    #[test]
+    fn every_kernel_build_transforms_to_the_same_bits_as_stage_by_stage() {
+        // The textbook order: one stage at a time over the whole vector.
+        fn stage_by_stage(x: &mut [f32]) {
+            let mut half = 1;
+            while half < x.len() {
+                for start in (0..x.len()).step_by(2 * half) {
+                    for i in start..start + half {
+                        let (a, b) = (x[i], x[i + half]);
+                        x[i] = a + b;
+                        x[i + half] = a - b;
+                    }
+                }
+                half *= 2;
+            }
+            let scale = 1.0 / (x.len() as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        for n in [1usize, 2, 4, 8, 16, 32, 64, 256, 512, 1024] {
+            let input: Vec<f32> = (0..n).map(|i| ((i * 7919 % 101) as f32 - 50.0) / 7.0).collect();
+            let mut want = input.clone();
+            stage_by_stage(&mut want);
+            for kernels in crate::quant::available() {
+                let mut got = input.clone();
+                (kernels.walsh_hadamard)(&mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{} n {n}", kernels.name);
+            }
+        }
+    }
+
+    #[test]
+    fn query_bit_planes_hold_each_rounded_level() {
+        for dim in [5, 64, 384, 1000] {
+            let rotation = Rotation::new(dim, 3);
+            let centre = vec![0.0; dim];
+            let query: Vec<f32> = (0..dim).map(|i| ((i * 31 % 23) as f32 - 11.0) / 5.0).collect();
+            let prepared = Query::new(&rotation, &centre, &query, walsh_hadamard);
+            let mut rotated = query.clone();
+            rotation.apply(&mut rotated, walsh_hadamard);
+            let words = padded(dim) / 64;
+            for (i, &x) in rotated.iter().enumerate() {
+                let level = ((x - prepared.low) / prepared.step).round().clamp(0.0, 15.0) as u64;
+                let stored: u64 =
+                    (0..QUERY_BITS).map(|bit| ((prepared.planes[bit * words + i / 64] >> (i % 64)) & 1) << bit).sum();
+                assert_eq!(stored, level, "dim {dim} component {i}");
+            }
+            let sum: f32 = rotated.iter().sum();
+            assert!((prepared.sum - sum).abs() <= 1e-4 * (1.0 + sum.abs()));
+            assert_eq!(prepared.low, rotated.iter().copied().fold(f32::INFINITY, f32::min));
         }
     }
 
@@ -239,12 +356,12 @@ mod tests {
         let centre: Vec<f32> = (0..dim).map(|_| next() * 0.1).collect();
         let rotation = Rotation::new(dim, 9);
         let query: Vec<f32> = (0..dim).map(|_| next()).collect();
-        let prepared = Query::new(&rotation, &centre, &query);
+        let prepared = Query::new(&rotation, &centre, &query, walsh_hadamard);
         let mut errors = Vec::new();
         for _ in 0..200 {
             let row: Vec<f32> = (0..dim).map(|_| next()).collect();
             let mut code = vec![0u8; padded(dim) / 8 + FACTOR_BYTES];
-            encode(&rotation, &centre, &row, &mut code);
+            encode(&rotation, &centre, &row, &mut code, walsh_hadamard);
             let (l2, dot) = prepared.distances(bit_planes, &code);
             let exact_dot: f32 = row.iter().zip(&query).map(|(a, b)| a * b).sum();
             let exact_l2: f32 = row.iter().zip(&query).map(|(a, b)| (a - b) * (a - b)).sum();
