@@ -42,6 +42,7 @@ impl Graph {
             upper_start.push(upper.len() as u32);
             upper.extend(zeroed(level * stride));
         }
+        self.rings.grow(total);
     }
 
     /// The heuristic: walk `candidates` (scored from `base`, closest first) and keep one only if
@@ -274,7 +275,7 @@ impl Graph {
         }
         list[1].store(next, Relaxed);
         list[0].store((slot - 1) as u32 | flags | RING, Release);
-        self.has_rings.store(true, Release);
+        self.rings.insert(node);
     }
 
     /// The slot (from `first` on) of the farthest of `node`'s layer-0 links; an out-of-range link

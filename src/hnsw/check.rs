@@ -1,9 +1,10 @@
 //! A full check of one graph's structure, for `verify`: every count within its list, every link
-//! to a node that exists on that layer, and every node reachable from the entry point.
+//! to a node that exists on that layer, ring member bits that match the ring links, and every
+//! node reachable from the entry point.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
-use super::{unpack, Graph, FLAGS, LOCKED, NO_ENTRY};
+use super::{unpack, Graph, FLAGS, LOCKED, NO_ENTRY, RING};
 
 /// Problems listed by name; beyond this many only the count grows.
 const LISTED_PROBLEMS: usize = 10;
@@ -14,7 +15,7 @@ pub(crate) struct GraphCheck {
     /// Links checked, on every layer.
     pub links: u64,
     /// Counts out of range, links to nodes that do not exist (or not on that layer), lock bits
-    /// left set: the first few in words.
+    /// left set, ring member bits that disagree with the lists: the first few in words.
     pub problems: Vec<String>,
     /// How many problems there were in all.
     pub problem_count: u64,
@@ -45,6 +46,9 @@ impl Graph {
                 let count = (word & !FLAGS) as usize;
                 if layer == 0 && word & LOCKED != 0 {
                     check.problem(|| format!("node {node}: a builder's lock bit is set"));
+                }
+                if layer == 0 && (word & RING != 0) != self.rings.contains(node) {
+                    check.problem(|| format!("node {node}: its ring link and its ring member bit disagree"));
                 }
                 if count > list.len() - 1 {
                     check.problem(|| {

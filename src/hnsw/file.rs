@@ -2,11 +2,11 @@
 //! which arrays a segment file holds and how they are checked when read back.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Acquire};
 use std::sync::{Arc, Mutex};
 
 use super::vectors::SplitVectors;
-use super::{unpack, Graph, Params, MAX_LEVEL, NO_ENTRY};
+use super::{unpack, Graph, Params, RingMembers, MAX_LEVEL, NO_ENTRY};
 use crate::distance::Distance;
 use crate::error::{Error, Result};
 use crate::memory::{Array, Mapping};
@@ -14,7 +14,8 @@ use crate::options::Options;
 use crate::quant::{Codebook, Codes, Quantization};
 use crate::storage::segment_file::{self, Section, SegmentFile, SegmentHeader};
 
-/// Bit of the flags section: some node has a ring link (layer-0 count words with `RING`).
+/// Bit of the flags section's first word: some node has a ring link (layer-0 count words with
+/// `RING`). The words after it, when there are any, are the ring members' bits (`RingMembers`).
 const FLAG_RINGS: u64 = 1;
 
 /// A segment read from its file: arrays viewed in place in `mapping`.
@@ -46,7 +47,11 @@ pub(crate) fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64
     if !codebook.is_empty() {
         sections.push((Section::Codebook, bytemuck::cast_slice(&codebook)));
     }
-    let flags = [if graph.has_rings.load(Acquire) { FLAG_RINGS } else { 0 }];
+    let mut flags = vec![0u64];
+    if graph.rings.any() {
+        flags[0] |= FLAG_RINGS;
+        flags.extend(graph.rings.to_words());
+    }
     sections.push((Section::Flags, bytemuck::cast_slice(&flags)));
     let rabitq =
         graph.codes.as_ref().is_some_and(|c| c.codebook.kind == Quantization::Binary && !c.codebook.is_outdated());
@@ -108,7 +113,8 @@ impl Graph {
         }
         // Files before version 3 have no flags section, and no rings.
         let flags = file.optional_array::<u64>(Section::Flags)?;
-        let has_rings = flags.is_some_and(|words| words.first().is_some_and(|&w| w & FLAG_RINGS != 0));
+        let flags = flags.as_deref().unwrap_or(&[]);
+        let has_rings = flags.first().is_some_and(|&w| w & FLAG_RINGS != 0);
         let levels: Array<u8> = file.array(Section::Levels, len)?;
         if levels.iter().any(|&l| l as usize > MAX_LEVEL) {
             return Err(fail("a node level is out of range"));
@@ -124,7 +130,14 @@ impl Graph {
             }
             expected_start += level as usize * (m + 1);
         }
-        let layer0 = file.array(Section::Layer0, len * (2 * m + 1))?;
+        let layer0: Array<AtomicU32> = file.array(Section::Layer0, len * (2 * m + 1))?;
+        let rings = match &flags[flags.len().min(1)..] {
+            _ if !has_rings => RingMembers::default(),
+            // Written before the member bits were: read them off the count words.
+            [] => RingMembers::of_lists(&layer0, 2 * m + 1),
+            words if words.len() == len.div_ceil(64) => RingMembers::from_words(words),
+            _ => return Err(fail("the ring members do not match the node count")),
+        };
         let vectors = SplitVectors::from_halves(
             dim,
             len,
@@ -159,7 +172,7 @@ impl Graph {
             entry: AtomicU64::new(entry),
             entry_lock: Mutex::new(()),
             codes,
-            has_rings: AtomicBool::new(has_rings),
+            rings,
         })
     }
 
@@ -233,6 +246,75 @@ mod tests {
         }
         write_segment(&path, 0, &built, &ids).unwrap();
         assert_eq!(SegmentFile::open(&path, true).unwrap().header.version, segment_file::FORMAT_VERSION);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A graph with rings of copies keeps its ring member bits through compaction, repair and
+    /// its file, also a file written before the bits were (read off the count words then); a
+    /// flags section whose bits do not fit the node count is damage.
+    #[test]
+    fn ring_members_survive_compaction_repair_and_files() {
+        let (distinct, dim) = (600, 8);
+        let mut data = Vec::new();
+        let mut state = 5u64;
+        for _ in 0..distinct * dim {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            data.push((state >> 40) as f32 / (1u64 << 24) as f32);
+        }
+        // Every tenth row copied four times.
+        for row in (0..distinct).step_by(10) {
+            for _ in 0..4 {
+                data.extend_from_within(row * dim..(row + 1) * dim);
+            }
+        }
+        let n = data.len() / dim;
+        let params = Params { m: 8, ef_construction: 64, seed: 1, quantization: Quantization::None };
+        let mut built = Graph::new(dim, params, Distance::new(Metric::L2));
+        built.append(&data);
+        built.insert_range(0..n as u32);
+        let members = |g: &Graph| (0..g.len() as u32).filter(|&node| g.rings.contains(node)).count();
+        assert!(members(&built) >= 4 * distinct / 10, "the copies are in rings: {}", members(&built));
+        let compacted = built.compacted();
+        let repaired = built.without(&|node| node % 7 == 3);
+        for (graph, case) in [(&built, "built"), (&compacted, "compacted"), (&repaired, "repaired")] {
+            let check = graph.check();
+            assert!(check.problems.is_empty(), "{case}: {check:?}");
+        }
+        assert_eq!(members(&compacted), members(&built));
+        assert!(members(&repaired) > 0);
+
+        let dir = std::env::temp_dir().join(format!("omendb-ring-members-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.omen");
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let read = |path: &Path| read_segment(path, true, n as u64, dim, Distance::new(Metric::L2));
+        write_segment(&path, 0, &built, &ids).unwrap();
+        let reopened = read(&path).unwrap().graph;
+        assert_eq!(reopened.rings.to_words(), built.rings.to_words());
+
+        // Before the member bits: the flags section holds its first word alone.
+        let (high, low) = built.vectors.halves();
+        let flags = [FLAG_RINGS];
+        let mut sections = vec![
+            (Section::Ids, bytemuck::cast_slice(&ids[..])),
+            (Section::Levels, built.levels.bytes()),
+            (Section::High, high.bytes()),
+            (Section::Low, low.bytes()),
+            (Section::Layer0, built.layer0.bytes()),
+            (Section::UpperStart, built.upper_start.bytes()),
+            (Section::Upper, built.upper.bytes()),
+            (Section::Flags, bytemuck::cast_slice(&flags[..])),
+        ];
+        let header = SegmentFile::open(&path, true).unwrap().header;
+        segment_file::write(&path, &header, &sections).unwrap();
+        let older = read(&path).unwrap().graph;
+        assert_eq!(older.rings.to_words(), built.rings.to_words());
+        assert!(older.check().problems.is_empty());
+
+        let too_few = [FLAG_RINGS, u64::MAX];
+        sections.last_mut().unwrap().1 = bytemuck::cast_slice(&too_few[..]);
+        segment_file::write(&path, &header, &sections).unwrap();
+        assert!(matches!(read(&path), Err(Error::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

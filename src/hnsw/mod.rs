@@ -125,9 +125,70 @@ pub(crate) struct Graph {
     entry_lock: Mutex<()>,
     /// Quantized codes of the vectors, when `params.quantization` asks for them.
     codes: Option<Codes>,
-    /// Set once any node has a ring link: searches of a graph without copies skip the ring
-    /// checks (each would read a list a search might not otherwise touch).
-    has_rings: AtomicBool,
+    /// The nodes with a ring link.
+    rings: RingMembers,
+}
+
+/// Which nodes have a ring link (`RING`), one bit a node. A layer-0 search tests each node that
+/// enters its beam: the bit lies in a small array that stays cached, where the node's count word
+/// would cost one more line a node visited (and copies are rare).
+#[derive(Default)]
+struct RingMembers {
+    /// Set once any node has a ring link: searches of a graph without copies skip the tests.
+    any: AtomicBool,
+    words: Vec<AtomicU64>,
+}
+
+impl RingMembers {
+    /// The members `words` hold (bit `node % 64` of word `node / 64`).
+    fn from_words(words: &[u64]) -> RingMembers {
+        RingMembers {
+            any: AtomicBool::new(words.iter().any(|&w| w != 0)),
+            words: words.iter().map(|&w| AtomicU64::new(w)).collect(),
+        }
+    }
+
+    /// The members of a layer-0 array: the nodes whose count word has `RING`.
+    fn of_lists(layer0: &[AtomicU32], stride: usize) -> RingMembers {
+        let mut members = RingMembers::default();
+        members.grow(layer0.len() / stride);
+        for (node, list) in layer0.chunks_exact(stride).enumerate() {
+            if list[0].load(Relaxed) & RING != 0 {
+                members.insert(node as u32);
+            }
+        }
+        members
+    }
+
+    /// Makes room for nodes `0..len`.
+    fn grow(&mut self, len: usize) {
+        self.words.resize_with(len.div_ceil(64), Default::default);
+    }
+
+    /// Marks `node` (within `grow`'s room), after its `RING` flag was published: a search that
+    /// sees the bit finds the ring link.
+    fn insert(&self, node: u32) {
+        self.words[node as usize / 64].fetch_or(1 << (node % 64), Release);
+        self.any.store(true, Release);
+    }
+
+    #[inline]
+    fn contains(&self, node: u32) -> bool {
+        self.words.get(node as usize / 64).is_some_and(|w| w.load(Acquire) & (1 << (node % 64)) != 0)
+    }
+
+    #[inline]
+    fn any(&self) -> bool {
+        self.any.load(Acquire)
+    }
+
+    fn to_words(&self) -> Vec<u64> {
+        self.words.iter().map(|w| w.load(Acquire)).collect()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.words.capacity() * size_of::<AtomicU64>()
+    }
 }
 
 fn zeroed(len: usize) -> impl Iterator<Item = AtomicU32> {
@@ -148,7 +209,7 @@ impl Graph {
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
             codes: None,
-            has_rings: AtomicBool::new(false),
+            rings: RingMembers::default(),
         }
     }
 
@@ -181,7 +242,7 @@ impl Graph {
             entry: AtomicU64::new(self.entry.load(Acquire)),
             entry_lock: Mutex::new(()),
             codes: self.codes.as_ref().map(|codes| self.vectors.recode(codes.codebook.kind)),
-            has_rings: AtomicBool::new(self.has_rings.load(Acquire)),
+            rings: RingMembers::from_words(&self.rings.to_words()),
         }
     }
 
@@ -191,6 +252,7 @@ impl Graph {
         self.layer0.shrink_to_fit();
         self.upper.shrink_to_fit();
         self.upper_start.shrink_to_fit();
+        self.rings.words.shrink_to_fit();
     }
 
     /// Heap bytes held (arrays read from a mapping count nothing).
@@ -201,6 +263,7 @@ impl Graph {
             + self.layer0.heap_bytes()
             + self.upper.heap_bytes()
             + self.upper_start.heap_bytes()
+            + self.rings.heap_bytes()
     }
 
     #[inline]

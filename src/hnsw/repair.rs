@@ -4,14 +4,14 @@
 //! the live neighbours of the deleted ones, which get a link back where they have room. Far
 //! cheaper than rebuilding while few nodes are deleted: no beam search per node.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::vectors::SplitVectors;
-use super::{pack, unpack, zeroed, Graph, NO_ENTRY, RING};
+use super::{pack, unpack, zeroed, Graph, RingMembers, NO_ENTRY, RING};
 use crate::memory::{AlignedVec, Array};
 
 /// One kept node's links in the old numbering: its ring successor, then a list per level.
@@ -59,7 +59,6 @@ impl Graph {
             (AlignedVec::new(), AlignedVec::new(), AlignedVec::new(), AlignedVec::new());
         layer0.reserve(kept.len() * stride0);
         let mut row = Vec::with_capacity(self.dim);
-        let mut has_rings = false;
         let write = |target: &mut AlignedVec<AtomicU32>, ring: Option<u32>, links: &[u32], slots: usize| {
             let start = target.len();
             target.extend(zeroed(slots));
@@ -75,7 +74,6 @@ impl Graph {
             self.vectors.exact_into(old, &mut row);
             vectors.push(&row);
             levels.push(self.levels[old as usize]);
-            has_rings |= lists.ring.is_some();
             write(&mut layer0, lists.ring, &lists.levels[0], stride0);
             upper_start.push(upper.len() as u32);
             for links in &lists.levels[1..] {
@@ -93,6 +91,7 @@ impl Graph {
                 .map_or(NO_ENTRY, |(node, &level)| pack(node as u32, level as usize)),
         };
         let codes = self.codes.as_ref().map(|codes| vectors.recode(codes.codebook.kind));
+        let rings = RingMembers::of_lists(&layer0, stride0);
         let graph = Graph {
             dim: self.dim,
             params: self.params,
@@ -105,7 +104,7 @@ impl Graph {
             entry: AtomicU64::new(entry),
             entry_lock: Mutex::new(()),
             codes,
-            has_rings: AtomicBool::new(has_rings),
+            rings,
         };
         graph.connect();
         graph

@@ -152,14 +152,14 @@ impl Graph {
         s.beam.start(ef);
         s.rings.copies.clear();
         s.rings.met.clear();
-        let rings = level == 0 && self.has_rings.load(Acquire);
+        let rings = level == 0 && self.rings.any();
         for &seed in &s.seeds {
             if s.visited.insert(seed.node) {
                 s.candidates.push(Reverse(seed));
                 if admit.admits(seed.node) {
                     s.beam.insert(seed);
                 }
-                if rings {
+                if rings && self.rings.contains(seed.node) {
                     self.admit_ring(walk, seed, ef, &mut s.rings, &mut s.visited, &mut s.candidates);
                 }
             }
@@ -188,25 +188,20 @@ impl Graph {
                 return false;
             }
             budget -= s.unvisited.len();
-            // With rings, a node entering the beam has its list's first words read (is it in a
-            // ring?): load them beside what the distance reads.
-            let prefetch = |n: u32| {
-                walk.prefetch(n);
-                if rings {
-                    prefetch(&self.list(n, 0)[..1]);
-                }
-            };
             for &n in s.unvisited.iter().take(LOOKAHEAD) {
-                prefetch(n);
+                walk.prefetch(n);
             }
             for (i, &n) in s.unvisited.iter().enumerate() {
                 if let Some(&ahead) = s.unvisited.get(i + LOOKAHEAD) {
-                    prefetch(ahead);
+                    walk.prefetch(ahead);
                 }
                 let distance = walk.distance(n);
                 if s.beam.keeps(distance) {
                     let scored = Scored { distance, node: n };
-                    if rings && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.candidates) {
+                    if rings
+                        && self.rings.contains(n)
+                        && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.candidates)
+                    {
                         continue;
                     }
                     s.candidates.push(Reverse(scored));
