@@ -152,6 +152,8 @@ pub(crate) struct Scratch {
     pub within: BinaryHeap<Scored>,
     /// Neighbours not yet visited, waiting for their distances.
     pub unvisited: Vec<u32>,
+    /// The distances to `unvisited`, in its order.
+    pub distances: Vec<f32>,
     /// Candidates while re-pruning an overfull list.
     pub prune: Vec<Scored>,
     /// (layer, neighbour) pairs that still need a link back to the node being inserted.

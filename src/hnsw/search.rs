@@ -7,15 +7,42 @@ use std::sync::atomic::Ordering::Acquire;
 
 use super::scratch::{Rings, Scored, Scratch, Visited};
 use super::{unpack, Graph, NO_ENTRY};
-use crate::distance::{prefetch, prefetch_all, Metric};
+use crate::distance::{prefetch_all, Metric};
 use crate::options::SearchParams;
-use crate::quant::{self, Codes, QuantKernels, QueryCode};
+use crate::quant::{self, CodeRows, QuantKernels, QueryCode};
+
+/// How far ahead a walk loads what its distances read. Each distance reads a whole vector (or
+/// code), and keeping the next few in flight overlaps their misses (measured on npm51k: +17-26%
+/// queries/s over prefetching one line of each; fetching all of them at once floods the
+/// line-fill buffers and is slower). Six ahead beat four by 2-4% with every code, on npm51k and
+/// at 1M (interleaved in one process).
+const LOOKAHEAD: usize = 6;
 
 /// How a walk ranks the nodes it visits: cheaply, to choose where to go and what to re-score.
 pub(super) trait Walk {
     fn distance(&self, node: u32) -> f32;
     /// Starts loading what `distance` will read for `node`.
     fn prefetch(&self, node: u32);
+
+    /// The distances to `nodes`, in order, into `out`, each node's reads loading `LOOKAHEAD`
+    /// nodes ahead.
+    fn distances(&self, nodes: &[u32], out: &mut Vec<f32>) {
+        one_by_one(self, nodes, out);
+    }
+}
+
+/// `Walk::distances` by one `distance` call a node.
+fn one_by_one(walk: &(impl Walk + ?Sized), nodes: &[u32], out: &mut Vec<f32>) {
+    out.clear();
+    for &n in nodes.iter().take(LOOKAHEAD) {
+        walk.prefetch(n);
+    }
+    for (i, &n) in nodes.iter().enumerate() {
+        if let Some(&ahead) = nodes.get(i + LOOKAHEAD) {
+            walk.prefetch(ahead);
+        }
+        out.push(walk.distance(n));
+    }
 }
 
 /// Which nodes a search may return. Nodes it refuses (deleted ones) are still walked through, as
@@ -71,33 +98,25 @@ impl Walk for CoarseWalk<'_> {
 
 /// Ranks by quantized codes.
 struct CodeWalk<'a> {
-    codes: &'a Codes,
-    /// The codes' `|x̂|²` when the estimate reads them (scalar codes under L2), else empty:
-    /// they lie in an array of their own, one more line a node, as far away as the code.
-    norms: &'a [f32],
+    rows: CodeRows<'a>,
     query: &'a QueryCode,
     kernels: QuantKernels,
-}
-
-impl<'a> CodeWalk<'a> {
-    fn new(codes: &'a Codes, metric: Metric, query: &'a QueryCode, kernels: QuantKernels) -> Self {
-        let norms = if metric == Metric::L2 { &codes.norms[..] } else { &[] };
-        CodeWalk { codes, norms, query, kernels }
-    }
 }
 
 impl Walk for CodeWalk<'_> {
     #[inline]
     fn distance(&self, node: u32) -> f32 {
-        let norm = self.norms.get(node as usize).copied().unwrap_or(0.0);
-        self.query.distance(&self.kernels, self.codes.code(node), norm)
+        self.query.distance(&self.kernels, self.rows.code(node), self.rows.norm(node))
     }
 
     #[inline]
     fn prefetch(&self, node: u32) {
-        prefetch_all(self.codes.code(node));
-        if let Some(norm) = self.norms.get(node as usize..) {
-            prefetch(norm);
+        self.rows.prefetch(node);
+    }
+
+    fn distances(&self, nodes: &[u32], out: &mut Vec<f32>) {
+        if !self.query.distances(&self.kernels, self.rows, nodes, LOOKAHEAD, out) {
+            one_by_one(self, nodes, out);
         }
     }
 }
@@ -172,12 +191,6 @@ impl Graph {
                 prefetch_all(self.list(next.node, level));
             }
             self.copy_neighbors(closest.node, level, &mut s.neighbors);
-            // Mark first, then compute while the next vectors load: each distance reads a whole
-            // vector, and keeping the next LOOKAHEAD of them in flight overlaps their misses
-            // (measured on npm51k: +17-26% queries/s over prefetching one line of each; fetching
-            // all of them at once floods the line-fill buffers and is slower). Six ahead beat
-            // four by 2-4% with every code, on npm51k and at 1M (interleaved in one process).
-            const LOOKAHEAD: usize = 6;
             s.unvisited.clear();
             if reach.two_hop {
                 self.admitted_within_two_hops(admit, level, s);
@@ -188,14 +201,8 @@ impl Graph {
                 return false;
             }
             budget -= s.unvisited.len();
-            for &n in s.unvisited.iter().take(LOOKAHEAD) {
-                walk.prefetch(n);
-            }
-            for (i, &n) in s.unvisited.iter().enumerate() {
-                if let Some(&ahead) = s.unvisited.get(i + LOOKAHEAD) {
-                    walk.prefetch(ahead);
-                }
-                let distance = walk.distance(n);
+            walk.distances(&s.unvisited, &mut s.distances);
+            for (&n, &distance) in s.unvisited.iter().zip(&s.distances) {
                 if s.beam.keeps(distance) {
                     let scored = Scored { distance, node: n };
                     if rings
@@ -359,7 +366,7 @@ impl Graph {
                 let candidates = k.saturating_mul(oversample);
                 let kernels = quant::best_kernels();
                 let prepared = QueryCode::new(&codes.codebook, self.distance.metric(), query, &kernels);
-                let walk = CodeWalk::new(codes, self.distance.metric(), &prepared, kernels);
+                let walk = CodeWalk { rows: codes.rows(self.distance.metric()), query: &prepared, kernels };
                 let complete = self.walk_layer0(&walk, admit, ef.max(candidates), entry, reach, s);
                 // Half the beam at least, so a wider beam still raises recall where the codes
                 // rank poorly (as re-scoring the whole beam does without codes).

@@ -4,6 +4,7 @@
 //! The portable versions are the reference the SIMD ones are tested against, and the fallback.
 
 use super::rabitq::{bit_planes, walsh_hadamard};
+use super::CodeRows;
 use crate::distance::permitted;
 
 /// One instruction-set build of every code kernel.
@@ -22,7 +23,7 @@ pub struct QuantKernels {
     pub walsh_hadamard: fn(&mut [f32]),
     /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights within
     /// `±u8_weight_limit` (AVX-512 VNNI: `vpdpbusd`; AVX2: `vpmaddubsw`, whose 16-bit pair sums
-    /// saturate beyond 64 · 255 · 2).
+    /// saturate beyond 64 · 255 · 2), over many nodes' codes at once.
     pub dot_u8_i8: Option<IntegerKernel>,
     /// The same over 4-bit codes (any i8 weights), with the weights in `group_nibbles` order.
     pub dot_u4_i8: Option<IntegerKernel>,
@@ -30,8 +31,14 @@ pub struct QuantKernels {
     pub u8_weight_limit: i8,
 }
 
-/// A weighted sum of codes with i8 weights, exact in i32.
-pub type IntegerKernel = fn(&[i8], &[u8]) -> i32;
+/// Weighted sums with i8 weights over the codes of many nodes, each exact in i32 and then
+/// converted: `out[i] = Σ w_j c_j` over the code of `nodes[i]` in `rows`. While one node's code
+/// is summed, what the estimate reads of the node `ahead` places on (its code and norm) loads.
+///
+/// One call an expansion rather than one a node: in a walk whose codes are cached, the
+/// indirect call, the dispatch on the code's kind and the spills around each call cost about
+/// as much as the sum itself.
+pub type IntegerKernel = fn(weights: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]);
 
 /// Reorders weights (natural dimension order, a multiple of 64 long) the way the integer 4-bit
 /// kernel unpacks a 64-dimension group of codes: the low nibbles of both 16-byte blocks (dims
@@ -108,7 +115,7 @@ mod x86 {
     //! note below relies on.
     use std::arch::x86_64::*;
 
-    use super::{IntegerKernel, QuantKernels};
+    use super::{CodeRows, IntegerKernel, QuantKernels};
     use crate::distance::sum256;
     use crate::quant::rabitq::walsh_hadamard;
 
@@ -444,21 +451,49 @@ mod x86 {
         // SAFETY: see above.
         unsafe { walsh_hadamard_avx512(x) }
     }
-    fn dot_u8_i8(w: &[i8], c: &[u8]) -> i32 {
-        // SAFETY: see above.
-        unsafe { dot_u8_vnni(w, c) }
+    /// Batch wrappers (`IntegerKernel`) around the integer kernels: the same target features,
+    /// so that each node's sum is inlined into the loop.
+    macro_rules! batched {
+        ($batch:ident, $features:literal, $single:ident) => {
+            /// # Safety
+            /// The CPU supports the target features, and the weights are within the bounds
+            /// the inner kernel states.
+            #[target_feature(enable = $features)]
+            unsafe fn $batch(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
+                for &node in nodes.iter().take(ahead) {
+                    rows.prefetch(node);
+                }
+                for (i, (&node, out)) in nodes.iter().zip(out.iter_mut()).enumerate() {
+                    if let Some(&next) = nodes.get(i + ahead) {
+                        rows.prefetch(next);
+                    }
+                    // SAFETY: this function has the inner kernel's target features, and its
+                    // caller the weights' bounds.
+                    *out = unsafe { $single(w, rows.code(node)) } as f32;
+                }
+            }
+        };
     }
-    fn dot_u4_i8(w: &[i8], c: &[u8]) -> i32 {
+    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni);
+    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni);
+    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs);
+    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs);
+
+    fn dot_u8_i8(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above.
-        unsafe { dot_u4_vnni(w, c) }
+        unsafe { dot_u8_vnni_batch(w, rows, nodes, ahead, out) }
     }
-    fn dot_u8_i8_256(w: &[i8], c: &[u8]) -> i32 {
+    fn dot_u4_i8(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
+        // SAFETY: see above.
+        unsafe { dot_u4_vnni_batch(w, rows, nodes, ahead, out) }
+    }
+    fn dot_u8_i8_256(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above (the ±64 weight limit is `u8_weight_limit`, which callers honour).
-        unsafe { dot_u8_maddubs(w, c) }
+        unsafe { dot_u8_maddubs_batch(w, rows, nodes, ahead, out) }
     }
-    fn dot_u4_i8_256(w: &[i8], c: &[u8]) -> i32 {
+    fn dot_u4_i8_256(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above.
-        unsafe { dot_u4_maddubs(w, c) }
+        unsafe { dot_u4_maddubs_batch(w, rows, nodes, ahead, out) }
     }
 
     /// The builds this CPU can run, best last.

@@ -13,7 +13,7 @@ mod rabitq;
 
 use rayon::prelude::*;
 
-use crate::distance::{self, Metric};
+use crate::distance::{self, prefetch, prefetch_all, Metric};
 use crate::memory::{AlignedVec, Array};
 pub(crate) use kernels::best_kernels;
 pub use kernels::{available, IntegerKernel, QuantKernels};
@@ -373,13 +373,49 @@ impl Codes {
         }
     }
 
-    pub(crate) fn code(&self, node: u32) -> &[u8] {
-        let start = node as usize * self.code_len;
-        &self.bytes[start..start + self.code_len]
+    /// The codes as a walk under `metric` reads them: with their norms where the estimate
+    /// needs them (scalar codes under L2).
+    pub(crate) fn rows(&self, metric: Metric) -> CodeRows<'_> {
+        let norms = if metric == Metric::L2 { &self.norms[..] } else { &[] };
+        CodeRows { bytes: &self.bytes, len: self.code_len, norms }
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bytes.heap_bytes() + self.norms.heap_bytes()
+    }
+}
+
+/// One segment's codes as a walk reads them: `len` bytes a node, from `node · len` in `bytes`,
+/// and each code's `|x̂|²` where the estimate reads it (else `norms` is empty). The norms lie in
+/// an array of their own: one more line a node, as far away as the code.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeRows<'a> {
+    pub bytes: &'a [u8],
+    pub len: usize,
+    pub norms: &'a [f32],
+}
+
+impl<'a> CodeRows<'a> {
+    /// The code of `node`, which must have one.
+    #[inline(always)]
+    pub(crate) fn code(&self, node: u32) -> &'a [u8] {
+        let start = node as usize * self.len;
+        &self.bytes[start..start + self.len]
+    }
+
+    /// The norm of `node`'s code, 0 where the estimate reads none.
+    #[inline(always)]
+    pub(crate) fn norm(&self, node: u32) -> f32 {
+        self.norms.get(node as usize).copied().unwrap_or(0.0)
+    }
+
+    /// Starts loading what an estimate for `node` reads: its code and its norm.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, node: u32) {
+        prefetch_all(self.code(node));
+        if let Some(norm) = self.norms.get(node as usize..) {
+            prefetch(norm);
+        }
     }
 }
 
@@ -453,25 +489,67 @@ impl QueryCode {
         code
     }
 
+    /// The integer kernel for this query's code, when it was prepared for one.
+    fn integer_kernel(&self, kernels: &QuantKernels) -> Option<IntegerKernel> {
+        match self.kind {
+            _ if self.weights_i8.is_empty() => None,
+            Quantization::Bits8 => kernels.dot_u8_i8,
+            Quantization::Bits4 => kernels.dot_u4_i8,
+            _ => None,
+        }
+    }
+
     /// The estimated distance to the vector with `code` (and `norm`, its `|x̂|²`): ordered like
     /// the true distance, good enough to choose where to walk and what to re-score.
     #[inline]
     pub(crate) fn distance(&self, kernels: &QuantKernels, code: &[u8], norm: f32) -> f32 {
-        let dot = match (self.kind, kernels.dot_u8_i8, kernels.dot_u4_i8) {
-            (Quantization::Binary, ..) => {
-                let (l2, dot) = self.binary.distances(kernels.bit_planes, code);
-                return match self.metric {
-                    Metric::L2 => l2,
-                    Metric::Cosine => 1.0 - dot,
-                    Metric::InnerProduct => -dot,
-                };
+        if self.kind == Quantization::Binary {
+            let (l2, dot) = self.binary.distances(kernels.bit_planes, code);
+            return match self.metric {
+                Metric::L2 => l2,
+                Metric::Cosine => 1.0 - dot,
+                Metric::InnerProduct => -dot,
+            };
+        }
+        let sum = match (self.integer_kernel(kernels), self.kind) {
+            (Some(integer), _) => {
+                let mut sum = [0.0];
+                let rows = CodeRows { bytes: code, len: code.len(), norms: &[] };
+                integer(&self.weights_i8, rows, &[0], 0, &mut sum);
+                self.scale * sum[0]
             }
-            (Quantization::Bits8, Some(integer), _) => self.scale * integer(&self.weights_i8, code) as f32,
-            (Quantization::Bits4, _, Some(integer)) => self.scale * integer(&self.weights_i8, code) as f32,
-            (Quantization::Bits8, ..) => (kernels.dot_u8)(&self.weights, code),
-            (Quantization::Bits4, ..) => (kernels.dot_u4)(&self.weights, code),
-            (Quantization::None, ..) => 0.0,
-        } + self.offset;
+            (None, Quantization::Bits8) => (kernels.dot_u8)(&self.weights, code),
+            (None, Quantization::Bits4) => (kernels.dot_u4)(&self.weights, code),
+            (None, _) => 0.0,
+        };
+        self.distance_of_dot(sum + self.offset, norm)
+    }
+
+    /// The estimated distances to `nodes`, in order, into `out`, with one kernel call for them
+    /// all (see `IntegerKernel`), the codes `ahead` places on loading meanwhile. False, and
+    /// `out` unchanged, where the kernels have no integer kernel for this code: call
+    /// `distance` for each node then.
+    pub(crate) fn distances(
+        &self,
+        kernels: &QuantKernels,
+        rows: CodeRows<'_>,
+        nodes: &[u32],
+        ahead: usize,
+        out: &mut Vec<f32>,
+    ) -> bool {
+        let Some(integer) = self.integer_kernel(kernels) else { return false };
+        out.clear();
+        out.resize(nodes.len(), 0.0);
+        integer(&self.weights_i8, rows, nodes, ahead, out);
+        for (distance, &node) in out.iter_mut().zip(nodes) {
+            *distance = self.distance_of_dot(self.scale * *distance + self.offset, rows.norm(node));
+        }
+        true
+    }
+
+    /// The distance under the metric from the estimated `q · x̂` (and `|x̂|²`).
+    #[inline(always)]
+    fn distance_of_dot(&self, dot: f32, norm: f32) -> f32 {
         match self.metric {
             Metric::L2 => self.norm - 2.0 * dot + norm,
             Metric::Cosine => 1.0 - dot,
@@ -516,7 +594,7 @@ mod tests {
                 for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
                     let query = &data[..dim];
                     for node in 0..50u32 {
-                        let decoded = decode(&codes.codebook, codes.code(node), dim);
+                        let decoded = decode(&codes.codebook, codes.rows(metric).code(node), dim);
                         let dot: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from(a * b)).sum();
                         let l2: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from((a - b) * (a - b))).sum();
                         let exact = match metric {
@@ -526,7 +604,11 @@ mod tests {
                         };
                         for k in available() {
                             let prepared = QueryCode::new(&codes.codebook, metric, query, &k);
-                            let got = f64::from(prepared.distance(&k, codes.code(node), codes.norms[node as usize]));
+                            let got = f64::from(prepared.distance(
+                                &k,
+                                codes.rows(metric).code(node),
+                                codes.norms[node as usize],
+                            ));
                             // Integer kernels round each weight to i8: off by at most half a
                             // weight step per code unit (twice that under L2's -2 q·x).
                             let rounding = if prepared.weights_i8.is_empty() {
@@ -563,6 +645,13 @@ mod tests {
         }
     }
 
+    /// One code's sum through a batch kernel (converted to f32, as the kernels give it).
+    fn sum_of(kernel: IntegerKernel, w: &[i8], code: &[u8]) -> f32 {
+        let mut out = [f32::NAN];
+        kernel(w, CodeRows { bytes: code, len: code.len(), norms: &[] }, &[0], 0, &mut out);
+        out[0]
+    }
+
     #[test]
     fn integer_kernels_match_their_references_exactly() {
         for k in available() {
@@ -576,13 +665,41 @@ mod tests {
                     (0..padded).map(|i| ((i * 7919) as i32 % (2 * limit + 1) - limit) as i8).collect();
                 let mut codes: Vec<u8> = (0..padded).map(|i| ((i * 104729) % 256) as u8).collect();
                 let (w, c) = (&weights_u8[..dim], &codes[..dim]);
-                assert_eq!(dot_u8(w, c), kernels::dot_u8_i8_reference(w, c), "{} dim {dim}", k.name);
+                assert_eq!(sum_of(dot_u8, w, c), kernels::dot_u8_i8_reference(w, c) as f32, "{} dim {dim}", k.name);
                 let extreme: Vec<i8> =
                     (0..dim).map(|i| if i % 3 == 0 { -k.u8_weight_limit } else { k.u8_weight_limit }).collect();
                 codes[..dim].fill(255);
-                assert_eq!(dot_u8(&extreme, &codes[..dim]), kernels::dot_u8_i8_reference(&extreme, &codes[..dim]));
+                let want = kernels::dot_u8_i8_reference(&extreme, &codes[..dim]) as f32;
+                assert_eq!(sum_of(dot_u8, &extreme, &codes[..dim]), want);
                 let packed = &codes[..padded / 2];
-                assert_eq!(dot_u4(&weights, packed), kernels::dot_u4_i8_reference(&weights, packed), "dim {dim}");
+                let want = kernels::dot_u4_i8_reference(&weights, packed) as f32;
+                assert_eq!(sum_of(dot_u4, &weights, packed), want, "dim {dim}");
+            }
+        }
+    }
+
+    #[test]
+    fn batched_estimates_equal_one_at_a_time() {
+        let (n, dim) = (300, 100);
+        let data = rows(n, dim);
+        // Every node, in a scrambled order, some twice: the loads run ahead of the sums.
+        let nodes: Vec<u32> = (0..2 * n as u32).map(|i| (i * 7919) % n as u32).collect();
+        for kind in [Quantization::Bits8, Quantization::Bits4] {
+            let codes = Codes::build(kind, dim, &data);
+            for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+                for k in available() {
+                    let prepared = QueryCode::new(&codes.codebook, metric, &data[dim..2 * dim], &k);
+                    let rows = codes.rows(metric);
+                    let mut batched = Vec::new();
+                    let has_batch = prepared.distances(&k, rows, &nodes, 6, &mut batched);
+                    assert_eq!(has_batch, prepared.integer_kernel(&k).is_some(), "{}", k.name);
+                    if !has_batch {
+                        continue;
+                    }
+                    let single: Vec<f32> =
+                        nodes.iter().map(|&node| prepared.distance(&k, rows.code(node), rows.norm(node))).collect();
+                    assert_eq!(batched, single, "{kind} {metric} {}", k.name);
+                }
             }
         }
     }
@@ -599,8 +716,8 @@ mod tests {
                     let prepared = QueryCode::new(&codes.codebook, metric, query, &k);
                     for node in 0..200u32 {
                         let (want, got) = (
-                            reference.distance(&available()[0], codes.code(node), 0.0),
-                            prepared.distance(&k, codes.code(node), 0.0),
+                            reference.distance(&available()[0], codes.rows(metric).code(node), 0.0),
+                            prepared.distance(&k, codes.rows(metric).code(node), 0.0),
                         );
                         assert_eq!(want, got, "{} dim {dim} node {node}", k.name);
                     }
@@ -608,8 +725,10 @@ mod tests {
             }
             // The query's own row ranks among the closest by the estimate.
             let prepared = QueryCode::new(&codes.codebook, Metric::L2, query, &best_kernels());
-            let own = prepared.distance(&best_kernels(), codes.code(1), 0.0);
-            let closer = (0..200u32).filter(|&n| prepared.distance(&best_kernels(), codes.code(n), 0.0) < own).count();
+            let own = prepared.distance(&best_kernels(), codes.rows(Metric::L2).code(1), 0.0);
+            let closer = (0..200u32)
+                .filter(|&n| prepared.distance(&best_kernels(), codes.rows(Metric::L2).code(n), 0.0) < own)
+                .count();
             assert!(closer <= 2 + 200 / dim, "dim {dim}: {closer} rows estimated closer than the query itself");
         }
     }
