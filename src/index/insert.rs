@@ -32,8 +32,12 @@ impl Engine {
     pub(super) fn prepare<'a>(&self, vectors: &'a [f32]) -> Result<Cow<'a, [f32]>> {
         let dim = self.options.dim;
         for (row, vector) in vectors.chunks_exact(dim).enumerate() {
-            if let Some(column) = vector.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite { row, column, value: vector[column] });
+            // Without a branch a component (which vectorises), then the culprit if any: the scan
+            // that stops at the first was two thirds of preparing a 384-d query.
+            if vector.iter().fold(false, |found, x| found | !x.is_finite()) {
+                if let Some(column) = vector.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::NonFinite { row, column, value: vector[column] });
+                }
             }
             // Below f32::MAX / 4, every distance between two vectors stays finite: |a - b|² ≤
             // (|a| + |b|)² ≤ 4 max(|a|², |b|²), and |a · b| ≤ |a| |b|. Checked in f64 only when the

@@ -468,7 +468,8 @@ impl QueryCode {
                 code.norm = dot(query, query);
                 let integer = if kind == Quantization::Bits8 { kernels.dot_u8_i8 } else { kernels.dot_u4_i8 };
                 if integer.is_some() {
-                    let largest = code.weights.iter().fold(0f32, |m, w| m.max(w.abs()));
+                    let (low, high, _) = rabitq::range_and_sum(&code.weights);
+                    let largest = high.max(-low).max(0.0);
                     let limit = if kind == Quantization::Bits8 { kernels.u8_weight_limit } else { 127 };
                     code.scale = if largest > 0.0 { largest / f32::from(limit) } else { 1.0 };
                     let inverse = 1.0 / code.scale;

@@ -233,7 +233,7 @@ impl Query {
 
 /// The least, the greatest and the sum of `x`, in sixteen lanes (one dependent chain of
 /// `x.len()` compares or adds would cost a binary query's preparation more than its rotation).
-fn range_and_sum(x: &[f32]) -> (f32, f32, f32) {
+pub(super) fn range_and_sum(x: &[f32]) -> (f32, f32, f32) {
     let (mut low, mut high, mut sum) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16], [0f32; 16]);
     let mut chunks = x.chunks_exact(16);
     for chunk in &mut chunks {
