@@ -5,6 +5,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use omendb::distance::available_kernels;
 use omendb::quant::available as available_code_kernels;
+use omendb::quant::CodeRows;
 
 fn kernels(c: &mut Criterion) {
     for dim in [128usize, 384, 768, 1536] {
@@ -35,8 +36,12 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(format!("{}/dot_u4", k.name), |bench| {
                 bench.iter(|| (k.dot_u4)(black_box(&a), black_box(&bytes[..dim / 2])))
             });
+            // One binary code (its bits, then 16 bytes of factors), as a batch of one.
+            let code = &bytes[..dim.div_ceil(64) * 8 + 16];
+            let rows = CodeRows { bytes: code, len: code.len(), norms: &[] };
+            let mut out = [0f32];
             group.bench_function(format!("{}/bit_planes", k.name), |bench| {
-                bench.iter(|| (k.bit_planes)(black_box(&planes), black_box(&bytes[..dim.div_ceil(64) * 8])))
+                bench.iter(|| (k.bit_planes)(black_box(&planes), black_box(rows), &[0], 0, &mut out))
             });
         }
         group.finish();

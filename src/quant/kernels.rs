@@ -3,7 +3,7 @@
 //!
 //! The portable versions are the reference the SIMD ones are tested against, and the fallback.
 
-use super::rabitq::{bit_planes, walsh_hadamard};
+use super::rabitq::{bit_planes, walsh_hadamard, FACTOR_BYTES};
 use super::CodeRows;
 use crate::distance::permitted;
 
@@ -15,9 +15,9 @@ pub struct QuantKernels {
     pub dot_u8: fn(&[f32], &[u8]) -> f32,
     /// `Σ w_i c_i` over 4-bit codes packed 32 dimensions to 16 bytes (low nibbles first).
     pub dot_u4: fn(&[f32], &[u8]) -> f32,
-    /// `Σ_j 2^j popcount(code ∧ plane_j)`: a binary code's bytes (little-endian words) against
-    /// a query's bit planes, `code.len()/8` words each, lowest first.
-    pub bit_planes: fn(&[u64], &[u8]) -> u32,
+    /// `Σ_j 2^j popcount(code ∧ plane_j)`: binary codes' bits (little-endian words) against
+    /// a query's bit planes, as many words each, lowest first; over many nodes' codes at once.
+    pub bit_planes: BitPlanesKernel,
     /// The orthonormal Walsh-Hadamard transform in place (a power of two long): the same
     /// additions in the same order in every build, so every build gives the same bits.
     pub walsh_hadamard: fn(&mut [f32]),
@@ -39,6 +39,39 @@ pub struct QuantKernels {
 /// indirect call, the dispatch on the code's kind and the spills around each call cost about
 /// as much as the sum itself.
 pub type IntegerKernel = fn(weights: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]);
+
+/// `Σ_j 2^j popcount(bits ∧ plane_j)` for the binary codes of many nodes (`bits` a code's
+/// words before its factors), converted: `out[i]` for `nodes[i]` in `rows`, loading ahead as
+/// `IntegerKernel` does, and for the same reason.
+pub type BitPlanesKernel = fn(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]);
+
+/// The loop of every batch kernel: `out[i] = sum(code of nodes[i], without its last `trailer`
+/// bytes)`, loading the codes and norms of the nodes `ahead` places on meanwhile.
+#[inline(always)]
+fn each_code(
+    rows: CodeRows<'_>,
+    nodes: &[u32],
+    ahead: usize,
+    trailer: usize,
+    out: &mut [f32],
+    sum: impl Fn(&[u8]) -> f32,
+) {
+    for &node in nodes.iter().take(ahead) {
+        rows.prefetch(node);
+    }
+    for (i, (&node, out)) in nodes.iter().zip(out.iter_mut()).enumerate() {
+        if let Some(&next) = nodes.get(i + ahead) {
+            rows.prefetch(next);
+        }
+        let code = rows.code(node);
+        *out = sum(&code[..code.len() - trailer]);
+    }
+}
+
+/// The reference `bit_planes` over many codes.
+fn bit_planes_batch(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
+    each_code(rows, nodes, ahead, FACTOR_BYTES, out, |bits| bit_planes(planes, bits) as f32);
+}
 
 /// Reorders weights (natural dimension order, a multiple of 64 long) the way the integer 4-bit
 /// kernel unpacks a 64-dimension group of codes: the low nibbles of both 16-byte blocks (dims
@@ -100,7 +133,7 @@ const SCALAR: QuantKernels = QuantKernels {
     name: "scalar",
     dot_u8,
     dot_u4,
-    bit_planes,
+    bit_planes: bit_planes_batch,
     walsh_hadamard,
     dot_u8_i8: None,
     dot_u4_i8: None,
@@ -115,9 +148,10 @@ mod x86 {
     //! note below relies on.
     use std::arch::x86_64::*;
 
-    use super::{CodeRows, IntegerKernel, QuantKernels};
+    use super::{each_code, BitPlanesKernel, CodeRows, IntegerKernel, QuantKernels};
     use crate::distance::sum256;
     use crate::quant::rabitq::walsh_hadamard;
+    use crate::quant::rabitq::FACTOR_BYTES;
 
     /// # Safety
     /// The CPU supports AVX-512F; `c` holds at least `w.len()` bytes is not required (clipped).
@@ -435,13 +469,13 @@ mod x86 {
         // SAFETY: see above.
         unsafe { dot_u4_avx2(w, c) }
     }
-    fn bit_planes(planes: &[u64], code: &[u8]) -> u32 {
+    fn bit_planes(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above.
-        unsafe { bit_planes_popcnt(planes, code) }
+        unsafe { bit_planes_popcnt_batch(planes, rows, nodes, ahead, out) }
     }
-    fn bit_planes_512(planes: &[u64], code: &[u8]) -> u32 {
+    fn bit_planes_512(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above.
-        unsafe { bit_planes_vpopcnt(planes, code) }
+        unsafe { bit_planes_vpopcnt_batch(planes, rows, nodes, ahead, out) }
     }
     fn walsh_hadamard_256(x: &mut [f32]) {
         // SAFETY: see above.
@@ -451,33 +485,28 @@ mod x86 {
         // SAFETY: see above.
         unsafe { walsh_hadamard_avx512(x) }
     }
-    /// Batch wrappers (`IntegerKernel`) around the integer kernels: the same target features,
-    /// so that each node's sum is inlined into the loop.
+    /// Batch wrappers (`IntegerKernel`, `BitPlanesKernel`) around the kernels for one code:
+    /// the same target features, so that each node's sum is inlined into the loop. A code's
+    /// last `$trailer` bytes (binary codes' factors) are not summed.
     macro_rules! batched {
-        ($batch:ident, $features:literal, $single:ident) => {
+        ($batch:ident, $features:literal, $single:ident, $query:ty, $trailer:expr) => {
             /// # Safety
-            /// The CPU supports the target features, and the weights are within the bounds
-            /// the inner kernel states.
+            /// The CPU supports the target features, and the query is within the bounds the
+            /// inner kernel states.
             #[target_feature(enable = $features)]
-            unsafe fn $batch(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
-                for &node in nodes.iter().take(ahead) {
-                    rows.prefetch(node);
-                }
-                for (i, (&node, out)) in nodes.iter().zip(out.iter_mut()).enumerate() {
-                    if let Some(&next) = nodes.get(i + ahead) {
-                        rows.prefetch(next);
-                    }
-                    // SAFETY: this function has the inner kernel's target features, and its
-                    // caller the weights' bounds.
-                    *out = unsafe { $single(w, rows.code(node)) } as f32;
-                }
+            unsafe fn $batch(q: &[$query], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
+                // SAFETY: the closure runs inside this function, which has the inner kernel's
+                // target features, and whose caller keeps the query's bounds.
+                each_code(rows, nodes, ahead, $trailer, out, |code| unsafe { $single(q, code) } as f32);
             }
         };
     }
-    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni);
-    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni);
-    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs);
-    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs);
+    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni, i8, 0);
+    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni, i8, 0);
+    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs, i8, 0);
+    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs, i8, 0);
+    batched!(bit_planes_popcnt_batch, "popcnt", bit_planes_popcnt, u64, FACTOR_BYTES);
+    batched!(bit_planes_vpopcnt_batch, "avx512f,avx512vpopcntdq", bit_planes_vpopcnt, u64, FACTOR_BYTES);
 
     fn dot_u8_i8(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above.
@@ -520,7 +549,7 @@ mod x86 {
             let (dot_u8, dot_u4) = (dot_u8_512, dot_u4_512);
             // Ice Lake and later count a whole register's bits at once; Skylake and Cascade
             // Lake (VNNI without it) keep the scalar popcnt.
-            let bit_planes: fn(&[u64], &[u8]) -> u32 =
+            let bit_planes: BitPlanesKernel =
                 if is_x86_feature_detected!("avx512vpopcntdq") { bit_planes_512 } else { bit_planes };
             found.push(QuantKernels {
                 name: "avx512f",

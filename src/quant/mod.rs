@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::distance::{self, prefetch, prefetch_all, Metric};
 use crate::memory::{AlignedVec, Array};
 pub(crate) use kernels::best_kernels;
-pub use kernels::{available, IntegerKernel, QuantKernels};
+pub use kernels::{available, BitPlanesKernel, IntegerKernel, QuantKernels};
 
 /// How vectors are coded for the graph walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -504,32 +504,28 @@ impl QueryCode {
     /// the true distance, good enough to choose where to walk and what to re-score.
     #[inline]
     pub(crate) fn distance(&self, kernels: &QuantKernels, code: &[u8], norm: f32) -> f32 {
-        if self.kind == Quantization::Binary {
-            let (l2, dot) = self.binary.distances(kernels.bit_planes, code);
-            return match self.metric {
-                Metric::L2 => l2,
-                Metric::Cosine => 1.0 - dot,
-                Metric::InnerProduct => -dot,
-            };
-        }
-        let sum = match (self.integer_kernel(kernels), self.kind) {
-            (Some(integer), _) => {
-                let mut sum = [0.0];
-                let rows = CodeRows { bytes: code, len: code.len(), norms: &[] };
+        let rows = CodeRows { bytes: code, len: code.len(), norms: &[] };
+        let mut sum = [0.0];
+        let dot = match (self.kind, self.integer_kernel(kernels)) {
+            (Quantization::Binary, _) => {
+                (kernels.bit_planes)(self.binary.planes(), rows, &[0], 0, &mut sum);
+                return self.binary_distance(sum[0], code);
+            }
+            (_, Some(integer)) => {
                 integer(&self.weights_i8, rows, &[0], 0, &mut sum);
                 self.scale * sum[0]
             }
-            (None, Quantization::Bits8) => (kernels.dot_u8)(&self.weights, code),
-            (None, Quantization::Bits4) => (kernels.dot_u4)(&self.weights, code),
-            (None, _) => 0.0,
+            (Quantization::Bits8, None) => (kernels.dot_u8)(&self.weights, code),
+            (Quantization::Bits4, None) => (kernels.dot_u4)(&self.weights, code),
+            (Quantization::None, None) => 0.0,
         };
-        self.distance_of_dot(sum + self.offset, norm)
+        self.distance_of_dot(dot + self.offset, norm)
     }
 
     /// The estimated distances to `nodes`, in order, into `out`, with one kernel call for them
     /// all (see `IntegerKernel`), the codes `ahead` places on loading meanwhile. False, and
-    /// `out` unchanged, where the kernels have no integer kernel for this code: call
-    /// `distance` for each node then.
+    /// `out` unchanged, where the kernels have no such call for this code (scalar codes on a
+    /// CPU without integer kernels): call `distance` for each node then.
     pub(crate) fn distances(
         &self,
         kernels: &QuantKernels,
@@ -538,6 +534,15 @@ impl QueryCode {
         ahead: usize,
         out: &mut Vec<f32>,
     ) -> bool {
+        if self.kind == Quantization::Binary {
+            out.clear();
+            out.resize(nodes.len(), 0.0);
+            (kernels.bit_planes)(self.binary.planes(), rows, nodes, ahead, out);
+            for (distance, &node) in out.iter_mut().zip(nodes) {
+                *distance = self.binary_distance(*distance, rows.code(node));
+            }
+            return true;
+        }
         let Some(integer) = self.integer_kernel(kernels) else { return false };
         out.clear();
         out.resize(nodes.len(), 0.0);
@@ -546,6 +551,18 @@ impl QueryCode {
             *distance = self.distance_of_dot(self.scale * *distance + self.offset, rows.norm(node));
         }
         true
+    }
+
+    /// The distance under the metric to the vector with binary `code`, whose bit-plane count
+    /// (`QuantKernels::bit_planes`) is `count`.
+    #[inline(always)]
+    fn binary_distance(&self, count: f32, code: &[u8]) -> f32 {
+        let (l2, dot) = self.binary.distances(count, code);
+        match self.metric {
+            Metric::L2 => l2,
+            Metric::Cosine => 1.0 - dot,
+            Metric::InnerProduct => -dot,
+        }
     }
 
     /// The distance under the metric from the estimated `q · x̂` (and `|x̂|²`).
@@ -685,7 +702,7 @@ mod tests {
         let data = rows(n, dim);
         // Every node, in a scrambled order, some twice: the loads run ahead of the sums.
         let nodes: Vec<u32> = (0..2 * n as u32).map(|i| (i * 7919) % n as u32).collect();
-        for kind in [Quantization::Bits8, Quantization::Bits4] {
+        for kind in [Quantization::Bits8, Quantization::Bits4, Quantization::Binary] {
             let codes = Codes::build(kind, dim, &data);
             for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
                 for k in available() {
@@ -693,7 +710,8 @@ mod tests {
                     let rows = codes.rows(metric);
                     let mut batched = Vec::new();
                     let has_batch = prepared.distances(&k, rows, &nodes, 6, &mut batched);
-                    assert_eq!(has_batch, prepared.integer_kernel(&k).is_some(), "{}", k.name);
+                    let expected = kind == Quantization::Binary || prepared.integer_kernel(&k).is_some();
+                    assert_eq!(has_batch, expected, "{}", k.name);
                     if !has_batch {
                         continue;
                     }

@@ -212,21 +212,27 @@ impl Query {
         Query { planes, low, step, sum, norm, centre_dot: dot(query, centre) }
     }
 
-    /// The estimated `⟨o_r, q_r⟩`, `|o_r|²`, `⟨o_r, c⟩` for `code`, given `bit_planes`, the kernel
-    /// for `Σ_j 2^j popcount(x_b ∧ plane_j)`.
+    /// The query's bit planes, as the `bit_planes` kernels take them.
+    pub(super) fn planes(&self) -> &[u64] {
+        &self.planes
+    }
+
+    /// The estimated `⟨o_r, q_r⟩`, `|o_r|²`, `⟨o_r, c⟩` for `code`, given `count`, its
+    /// `Σ_j 2^j popcount(x_b ∧ plane_j)` (a `bit_planes` kernel's).
     #[inline]
-    fn estimate(&self, bit_planes: fn(&[u64], &[u8]) -> u32, code: &[u8]) -> (f32, f32, f32) {
-        let (bits, factors) = code.split_at(code.len() - FACTOR_BYTES);
+    fn estimate(&self, count: f32, code: &[u8]) -> (f32, f32, f32) {
+        let factors = &code[code.len() - FACTOR_BYTES..];
         let factor =
             |i: usize| f32::from_le_bytes([factors[4 * i], factors[4 * i + 1], factors[4 * i + 2], factors[4 * i + 3]]);
-        let bit_dot = self.low * factor(3) + self.step * bit_planes(&self.planes, bits) as f32;
+        let bit_dot = self.low * factor(3) + self.step * count;
         (factor(1) * (2.0 * bit_dot - self.sum), factor(0), factor(2))
     }
 
-    /// The estimated squared L2 distance, and `⟨o, q⟩ = ⟨o_r, q_r⟩ + ⟨o_r, c⟩ + ⟨c, q⟩`.
+    /// The estimated squared L2 distance, and `⟨o, q⟩ = ⟨o_r, q_r⟩ + ⟨o_r, c⟩ + ⟨c, q⟩`, given
+    /// the code's `count` as in `estimate`.
     #[inline]
-    pub(super) fn distances(&self, bit_planes: fn(&[u64], &[u8]) -> u32, code: &[u8]) -> (f32, f32) {
-        let (dot, norm, centre) = self.estimate(bit_planes, code);
+    pub(super) fn distances(&self, count: f32, code: &[u8]) -> (f32, f32) {
+        let (dot, norm, centre) = self.estimate(count, code);
         (norm + self.norm - 2.0 * dot, dot + centre + self.centre_dot)
     }
 }
@@ -362,7 +368,8 @@ mod tests {
             let row: Vec<f32> = (0..dim).map(|_| next()).collect();
             let mut code = vec![0u8; padded(dim) / 8 + FACTOR_BYTES];
             encode(&rotation, &centre, &row, &mut code, walsh_hadamard);
-            let (l2, dot) = prepared.distances(bit_planes, &code);
+            let count = bit_planes(&prepared.planes, &code[..code.len() - FACTOR_BYTES]) as f32;
+            let (l2, dot) = prepared.distances(count, &code);
             let exact_dot: f32 = row.iter().zip(&query).map(|(a, b)| a * b).sum();
             let exact_l2: f32 = row.iter().zip(&query).map(|(a, b)| (a - b) * (a - b)).sum();
             // Both estimates err by the same amount: twice the inner product's under L2.
