@@ -150,8 +150,7 @@ mod x86 {
 
     use super::{each_code, BitPlanesKernel, CodeRows, IntegerKernel, QuantKernels};
     use crate::distance::sum256;
-    use crate::quant::rabitq::walsh_hadamard;
-    use crate::quant::rabitq::FACTOR_BYTES;
+    use crate::quant::rabitq::{walsh_hadamard, FACTOR_BYTES};
 
     /// # Safety
     /// The CPU supports AVX-512F; `c` holds at least `w.len()` bytes is not required (clipped).
@@ -451,6 +450,30 @@ mod x86 {
         walsh_hadamard(x)
     }
 
+    /// Batch wrappers (`IntegerKernel`, `BitPlanesKernel`) around the kernels for one code:
+    /// the same target features, so that each node's sum is inlined into `each_code`'s loop (a
+    /// closure inherits its function's target features; the disassembly shows no call). A
+    /// code's last `$trailer` bytes (binary codes' factors) are not summed.
+    macro_rules! batched {
+        ($batch:ident, $features:literal, $single:ident, $query:ty, $trailer:expr) => {
+            /// # Safety
+            /// The CPU supports the target features, and the query is within the bounds the
+            /// inner kernel states.
+            #[target_feature(enable = $features)]
+            unsafe fn $batch(q: &[$query], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
+                // SAFETY: the closure runs inside this function, which has the inner kernel's
+                // target features, and whose caller keeps the query's bounds.
+                each_code(rows, nodes, ahead, $trailer, out, |code| unsafe { $single(q, code) } as f32);
+            }
+        };
+    }
+    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni, i8, 0);
+    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni, i8, 0);
+    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs, i8, 0);
+    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs, i8, 0);
+    batched!(bit_planes_popcnt_batch, "popcnt", bit_planes_popcnt, u64, FACTOR_BYTES);
+    batched!(bit_planes_vpopcnt_batch, "avx512f,avx512vpopcntdq", bit_planes_vpopcnt, u64, FACTOR_BYTES);
+
     // The safe wrappers. SAFETY for each: reachable only through the tables `detected` builds
     // after the CPU reported the features their bodies need.
     fn dot_u8_512(w: &[f32], c: &[u8]) -> f32 {
@@ -485,29 +508,6 @@ mod x86 {
         // SAFETY: see above.
         unsafe { walsh_hadamard_avx512(x) }
     }
-    /// Batch wrappers (`IntegerKernel`, `BitPlanesKernel`) around the kernels for one code:
-    /// the same target features, so that each node's sum is inlined into the loop. A code's
-    /// last `$trailer` bytes (binary codes' factors) are not summed.
-    macro_rules! batched {
-        ($batch:ident, $features:literal, $single:ident, $query:ty, $trailer:expr) => {
-            /// # Safety
-            /// The CPU supports the target features, and the query is within the bounds the
-            /// inner kernel states.
-            #[target_feature(enable = $features)]
-            unsafe fn $batch(q: &[$query], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
-                // SAFETY: the closure runs inside this function, which has the inner kernel's
-                // target features, and whose caller keeps the query's bounds.
-                each_code(rows, nodes, ahead, $trailer, out, |code| unsafe { $single(q, code) } as f32);
-            }
-        };
-    }
-    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni, i8, 0);
-    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni, i8, 0);
-    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs, i8, 0);
-    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs, i8, 0);
-    batched!(bit_planes_popcnt_batch, "popcnt", bit_planes_popcnt, u64, FACTOR_BYTES);
-    batched!(bit_planes_vpopcnt_batch, "avx512f,avx512vpopcntdq", bit_planes_vpopcnt, u64, FACTOR_BYTES);
-
     fn dot_u8_i8(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32]) {
         // SAFETY: see above.
         unsafe { dot_u8_vnni_batch(w, rows, nodes, ahead, out) }

@@ -95,7 +95,8 @@ impl Rotation {
 /// The orthonormal Walsh-Hadamard transform of `x` (a power of two long), in place: the
 /// reference, and the body the kernels compile with their target features.
 ///
-/// Plain loops, no closures, so that a caller's target features reach every loop. The first
+/// Plain loops, no iterator adapters: whatever is not inlined into a caller runs without the
+/// caller's target features. The first
 /// three stages (pairs 1, 2 and 4 apart) stay within eight neighbouring values: they run
 /// together per chunk of eight, the same additions in the same order as stage by stage, and
 /// the later stages are runs of adjacent values, which vectorise.
