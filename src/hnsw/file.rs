@@ -29,16 +29,7 @@ pub(crate) struct StoredSegment {
 /// Writes segment `ordinal` (its graph and the ids of its nodes) to `path`. Call it only while
 /// no insert runs on `graph`, so no lock bit is set.
 pub(crate) fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64]) -> Result<()> {
-    let (high, low) = graph.vectors.halves();
-    let mut sections = vec![
-        (Section::Ids, bytemuck::cast_slice(ids)),
-        (Section::Levels, graph.levels.bytes()),
-        (Section::High, high.bytes()),
-        (Section::Low, low.bytes()),
-        (Section::Layer0, graph.layer0.bytes()),
-        (Section::UpperStart, graph.upper_start.bytes()),
-        (Section::Upper, graph.upper.bytes()),
-    ];
+    let mut sections = graph_sections(graph, ids);
     let codebook = graph.codes.as_ref().map_or(Vec::new(), |codes| {
         sections.push((Section::Codes, codes.bytes.bytes()));
         sections.push((Section::CodeNorms, codes.norms.bytes()));
@@ -67,6 +58,20 @@ pub(crate) fn write_segment(path: &Path, ordinal: u32, graph: &Graph, ids: &[u64
         ordinal,
     };
     segment_file::write(path, &header, &sections)
+}
+
+/// The sections every segment file holds: the ids, the vectors and the links.
+fn graph_sections<'a>(graph: &'a Graph, ids: &'a [u64]) -> Vec<(Section, &'a [u8])> {
+    let (high, low) = graph.vectors.halves();
+    vec![
+        (Section::Ids, bytemuck::cast_slice(ids)),
+        (Section::Levels, graph.levels.bytes()),
+        (Section::High, high.bytes()),
+        (Section::Low, low.bytes()),
+        (Section::Layer0, graph.layer0.bytes()),
+        (Section::UpperStart, graph.upper_start.bytes()),
+        (Section::Upper, graph.upper.bytes()),
+    ]
 }
 
 /// Reads the segment file at `path`, which must hold `count` vectors of dimension `dim` under
@@ -131,7 +136,7 @@ impl Graph {
             expected_start += level as usize * (m + 1);
         }
         let layer0: Array<AtomicU32> = file.array(Section::Layer0, len * (2 * m + 1))?;
-        let rings = match &flags[flags.len().min(1)..] {
+        let rings = match flags.get(1..).unwrap_or(&[]) {
             _ if !has_rings => RingMembers::default(),
             // Written before the member bits were: read them off the count words.
             [] => RingMembers::of_lists(&layer0, 2 * m + 1),
@@ -293,18 +298,9 @@ mod tests {
         assert_eq!(reopened.rings.to_words(), built.rings.to_words());
 
         // Before the member bits: the flags section holds its first word alone.
-        let (high, low) = built.vectors.halves();
         let flags = [FLAG_RINGS];
-        let mut sections = vec![
-            (Section::Ids, bytemuck::cast_slice(&ids[..])),
-            (Section::Levels, built.levels.bytes()),
-            (Section::High, high.bytes()),
-            (Section::Low, low.bytes()),
-            (Section::Layer0, built.layer0.bytes()),
-            (Section::UpperStart, built.upper_start.bytes()),
-            (Section::Upper, built.upper.bytes()),
-            (Section::Flags, bytemuck::cast_slice(&flags[..])),
-        ];
+        let mut sections = graph_sections(&built, &ids);
+        sections.push((Section::Flags, bytemuck::cast_slice(&flags[..])));
         let header = SegmentFile::open(&path, true).unwrap().header;
         segment_file::write(&path, &header, &sections).unwrap();
         let older = read(&path).unwrap().graph;
