@@ -211,6 +211,7 @@ impl Graph {
             }
             budget -= s.unvisited.len();
             walk.distances(&s.unvisited, &mut s.distances);
+            self.prefetch_closer_list(level, s);
             for (&n, &distance) in s.unvisited.iter().zip(&s.distances) {
                 if s.beam.keeps(distance) {
                     let scored = Scored { distance, node: n };
@@ -232,6 +233,25 @@ impl Graph {
         s.found.clear();
         s.beam.drain_into(&mut s.found);
         true
+    }
+
+    /// Starts loading the list of the node expanded next when it is one just ranked: the
+    /// closest of `s.unvisited` (at `s.distances`) if it beats every queued candidate. The list
+    /// prefetched at the top of the loop belongs to the candidate that was next before this
+    /// expansion found a closer one. One graph, both settings interleaved: 1M clustered +2% to
+    /// +4% (8-bit three runs: +7.8%, -2.3%, +2.3%), npm51k +1%.
+    fn prefetch_closer_list(&self, level: usize, s: &Scratch) {
+        let next = s.candidates.peek().map_or(f32::INFINITY, |c| c.0.distance);
+        let mut closest = None;
+        let mut bound = next;
+        for (&node, &distance) in s.unvisited.iter().zip(&s.distances) {
+            if distance < bound {
+                (closest, bound) = (Some(node), distance);
+            }
+        }
+        if let Some(node) = closest {
+            prefetch_all(self.list(node, level));
+        }
     }
 
     /// Fills `s.unvisited` from `s.neighbors` as ACORN-1 does: the unvisited neighbours that
