@@ -426,17 +426,17 @@ impl Graph {
     /// cannot bound the exact distance, the halves can (`keep_possible_results`): ranking the
     /// candidates by them first spares re-scoring the low halves of those they rule out, where
     /// re-scoring every candidate read both halves of each.
+    ///
+    /// The walk's own loop, through its buffers (free once it ended): six loads ahead rather than
+    /// the four a copy of that loop kept here, within noise (binary on npm51k, one graph, both
+    /// interleaved: +4.4%, then -0.1% with the order reversed; two builds: +1.0%, -0.7%).
     fn rank_coarsely(&self, query: &[f32], s: &mut Scratch) {
-        const LOOKAHEAD: usize = 4;
         let walk = CoarseWalk { graph: self, query };
-        for found in s.found.iter().take(LOOKAHEAD) {
-            walk.prefetch(found.node);
-        }
-        for i in 0..s.found.len() {
-            if let Some(ahead) = s.found.get(i + LOOKAHEAD) {
-                walk.prefetch(ahead.node);
-            }
-            s.found[i].distance = walk.distance(s.found[i].node);
+        s.unvisited.clear();
+        s.unvisited.extend(s.found.iter().map(|found| found.node));
+        walk.distances(&s.unvisited, &mut s.distances);
+        for (found, &distance) in s.found.iter_mut().zip(&s.distances) {
+            found.distance = distance;
         }
     }
 
