@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering::*};
 
 use rayon::prelude::*;
 
+use super::order::LinkingOrder;
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::search::{CoarseWalk, Everyone, Reach};
 use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
@@ -84,9 +85,18 @@ impl Graph {
         }
     }
 
-    /// Links the appended nodes `nodes` into the graph, in parallel on the current rayon pool.
+    /// Links the appended nodes `nodes` into the graph, in parallel on the current rayon pool, in
+    /// `linking_order`.
     pub(crate) fn insert_range(&self, nodes: Range<u32>) {
-        nodes.into_par_iter().for_each(|node| with_scratch(|s| self.insert(node, s)));
+        self.link(&self.linking_order(nodes));
+    }
+
+    /// Links `order.skeleton`, then `order.rest`. Each thread takes a run of consecutive nodes of
+    /// the order (rayon splits the slice in halves), so the order's locality holds per thread.
+    pub(super) fn link(&self, order: &LinkingOrder) {
+        for part in [&order.skeleton, &order.rest] {
+            part.par_iter().for_each(|&node| with_scratch(|s| self.insert(node, s)));
+        }
     }
 
     /// Links one appended node: descend to its level, then per layer search with

@@ -15,6 +15,7 @@
 mod build;
 mod check;
 mod file;
+mod order;
 mod repair;
 mod scratch;
 mod search;
@@ -97,14 +98,18 @@ impl Params {
 
     /// Draws a level with P(level >= l) = m^-l (mL = 1/ln m), from a hash of seed and position.
     fn level_of(&self, position: u64) -> usize {
-        let mut z = self.seed ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        let z = mix(self.seed ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let uniform = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // in (0, 1]
         let level = -uniform.ln() / (self.m as f64).ln();
         (level as usize).min(MAX_LEVEL)
     }
+}
+
+/// SplitMix64's finaliser: every bit of `z` flips about half of the result's bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Vectors and links of one graph.
