@@ -394,6 +394,31 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn unvisited_links_are_taken_once_and_damaged_ones_skipped() {
+        let graph = graph(300, 8);
+        let mut visited = super::super::Visited::default();
+        visited.begin(graph.len());
+        let (a, b) = (5, 6);
+        let mut a_links: Vec<u32> = graph.links(a, 0).collect();
+        let b_links: Vec<u32> = graph.links(b, 0).collect();
+        let mut taken = Vec::new();
+        graph.take_unvisited_links(a, 0, &mut visited, &mut taken);
+        graph.take_unvisited_links(b, 0, &mut visited, &mut taken);
+        let mut wanted = a_links.clone();
+        wanted.extend(b_links.iter().filter(|n| !a_links.contains(n)));
+        assert_eq!(taken, wanted, "a's links, then b's that a did not have");
+        // A link out of range (from a damaged file) is skipped; the others are taken.
+        *a_links.last_mut().unwrap() = graph.len() as u32 + 7;
+        let scored: Vec<Scored> = a_links.iter().map(|&node| Scored { distance: 0.0, node }).collect();
+        graph.write_list(a, 0, &scored);
+        visited.begin(graph.len());
+        taken.clear();
+        graph.take_unvisited_links(a, 0, &mut visited, &mut taken);
+        assert_eq!(taken, a_links[..a_links.len() - 1]);
+        assert!(visited.insert(b), "a new search forgets the marks");
+    }
+
+    #[test]
     fn connect_relinks_nodes_that_lost_every_incoming_link() {
         let graph = graph(2_000, 8);
         assert_eq!(graph.connect(), 0, "a fresh graph is connected");

@@ -29,6 +29,7 @@ use crate::memory::{AlignedVec, Array};
 use crate::quant::{Codes, Quantization};
 pub(crate) use check::GraphCheck;
 pub(crate) use file::{read_segment, write_segment, StoredSegment};
+use scratch::Visited;
 pub(crate) use scratch::{with_scratch, Scored, Scratch};
 pub(crate) use search::{Admit, Everyone, Reach};
 use vectors::SplitVectors;
@@ -329,14 +330,41 @@ impl Graph {
     /// then gives wrong answers, never an out-of-bounds read.
     #[inline]
     fn copy_neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
-        let list = self.list(node, level);
-        let count = Self::count(list);
         out.clear();
-        let links = list[1..=count].iter().map(|slot| slot.load(Relaxed));
+        out.extend(self.links(node, level).filter(|&n| self.may_link(n, level)));
+    }
+
+    /// Appends to `unvisited` the links of `node` on `level` that `visited` did not hold yet,
+    /// marking them; skips links as `copy_neighbors` does. One pass over the list, without a
+    /// branch on the visited check (a coin toss to the predictor: +6-8% queries/s with 4-bit
+    /// codes on npm51k) and without copying the list first.
+    #[inline]
+    fn take_unvisited_links(&self, node: u32, level: usize, visited: &mut Visited, unvisited: &mut Vec<u32>) {
+        // The count word is read once: a builder may change it meanwhile.
+        let links = self.links(node, level);
+        let mut len = unvisited.len();
+        unvisited.resize(len + links.len(), 0);
+        for n in links {
+            unvisited[len] = n;
+            len += usize::from(self.may_link(n, level) && visited.insert(n));
+        }
+        unvisited.truncate(len);
+    }
+
+    /// The links of `node` on `level`, as stored.
+    #[inline]
+    fn links(&self, node: u32, level: usize) -> impl ExactSizeIterator<Item = u32> + '_ {
+        let list = self.list(node, level);
+        list[1..=Self::count(list)].iter().map(|slot| slot.load(Relaxed))
+    }
+
+    /// Whether a list on `level` may hold `n`: a node that exists on that layer.
+    #[inline]
+    fn may_link(&self, n: u32, level: usize) -> bool {
         if level == 0 {
-            out.extend(links.filter(|&n| (n as usize) < self.len()));
+            (n as usize) < self.len()
         } else {
-            out.extend(links.filter(|&n| self.levels.get(n as usize).is_some_and(|&l| l as usize >= level)));
+            self.levels.get(n as usize).is_some_and(|&l| l as usize >= level)
         }
     }
 

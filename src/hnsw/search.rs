@@ -198,12 +198,12 @@ impl Graph {
             if let Some(next) = s.candidates.peek() {
                 prefetch_all(self.list(next.node, level));
             }
-            self.copy_neighbors(closest.node, level, &mut s.neighbors);
             s.unvisited.clear();
             if reach.two_hop {
+                self.copy_neighbors(closest.node, level, &mut s.neighbors);
                 self.admitted_within_two_hops(admit, level, s);
             } else {
-                s.take_unvisited_neighbors();
+                self.take_unvisited_links(closest.node, level, &mut s.visited, &mut s.unvisited);
             }
             if s.unvisited.len() > budget {
                 return false;
@@ -576,9 +576,8 @@ impl Graph {
             if closest.distance > bound(&s.within, &s.results) {
                 break;
             }
-            self.copy_neighbors(closest.node, 0, &mut s.neighbors);
             s.unvisited.clear();
-            s.take_unvisited_neighbors();
+            self.take_unvisited_links(closest.node, 0, &mut s.visited, &mut s.unvisited);
             if s.unvisited.len() > budget {
                 return false;
             }
