@@ -1,0 +1,72 @@
+"""Build rate and graph quality of two builds of the library on one data set, in one process: both
+libraries are loaded side by side, and each round builds the index once with each (in turn, the
+order reversed every other round, so that a noisy neighbour slows both alike), then searches
+the new graph at each ef.
+
+    python benches/ab/build_ab.py --a OLD/libomendb.so --b target/release/libomendb.so \
+        --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88
+
+Prints one line per build: its build rate, recall@k and queries/s (one search thread, the best
+of two passes) per ef, and queries/s at recall 0.95 interpolated between the efs around it
+(`-` when the efs do not bracket 0.95). A change of the order nodes are linked in, or of how
+they are linked, changes the graph: compare recall at equal ef and queries/s at 0.95, not
+queries/s at equal ef.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from search_ab import load_dataset, load_package
+
+
+def qps_at(points, recall=0.95):
+    """Queries/s at `recall`, linear between the (recall, qps) points around it; None outside."""
+    for (r0, q0), (r1, q1) in zip(points, points[1:]):
+        if r0 < recall <= r1:
+            return q0 + (q1 - q0) * (recall - r0) / (r1 - r0)
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--a", required=True, help="the base build's libomendb.so")
+    ap.add_argument("--b", required=True, help="the build to compare")
+    ap.add_argument("--data", default="../shared/data/npm51k")
+    ap.add_argument("--metric", default="cos", choices=["cos", "l2", "ip"])
+    ap.add_argument("--n", type=int, default=0)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--ef", default="32,48,64", help="comma-separated, ascending")
+    ap.add_argument("--quantization", default="none")
+    ap.add_argument("--rounds", type=int, default=2, help="builds with each library")
+    a = ap.parse_args()
+    packages = {"A": load_package(a.a), "B": load_package(a.b)}
+    base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
+    efs = [int(e) for e in a.ef.split(",")]
+    for round_ in range(a.rounds):
+        for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
+            index = packages[name].Index(dim=base.shape[1], metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
+                                         quantization=a.quantization, threads=2, seed=7)
+            start = time.perf_counter()
+            index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
+            rate = len(base) / (time.perf_counter() - start)
+            points = []
+            for ef in efs:
+                best = 0.0
+                for _ in range(2):
+                    start = time.perf_counter()
+                    ids = index.search_batch(queries, a.k, ef, threads=1)[0]
+                    best = max(best, len(queries) / (time.perf_counter() - start))
+                hits = sum(len(set(got) & set(want[:a.k])) for got, want in zip(ids, truth))
+                points.append((hits / (a.k * len(queries)), best))
+            index.close()
+            at = qps_at(points)
+            cells = " ".join(f"ef{ef} {r:.3f}/{q:.0f}" for ef, (r, q) in zip(efs, points))
+            print(f"{name} {os.path.basename(a.data)} n={len(base)} build {rate:.0f} vec/s {cells} "
+                  f"qps@0.95 {'-' if at is None else round(at)}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
