@@ -9,8 +9,9 @@
 //! valid list.
 
 //!
-//! The graph is laid out and locked here; `search` walks it, `build` links new nodes into it,
-//! and `file` reads and writes it as the sections of a segment file.
+//! The graph is laid out and locked here; `search` walks it, `build` links new nodes into it
+//! (in the order `order` chooses), and `file` reads and writes it as the sections of a segment
+//! file.
 
 mod build;
 mod check;
