@@ -12,14 +12,13 @@ of two passes) per ef, and queries/s at recall 0.95 interpolated between the efs
 they are linked, changes the graph: compare recall at equal ef and queries/s at 0.95, not
 queries/s at equal ef.
 """
-import argparse
 import os
 import sys
 import time
 
 import numpy as np
 
-from search_ab import load_dataset, load_package
+from search_ab import ab_arguments, load_dataset, load_package, new_index
 
 
 def qps_at(points, recall=0.95):
@@ -31,15 +30,8 @@ def qps_at(points, recall=0.95):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--a", required=True, help="the base build's libomendb.so")
-    ap.add_argument("--b", required=True, help="the build to compare")
-    ap.add_argument("--data", default="../shared/data/npm51k")
-    ap.add_argument("--metric", default="cos", choices=["cos", "l2", "ip"])
-    ap.add_argument("--n", type=int, default=0)
-    ap.add_argument("--k", type=int, default=10)
+    ap = ab_arguments(__doc__.split("\n")[0])
     ap.add_argument("--ef", default="32,48,64", help="comma-separated, ascending")
-    ap.add_argument("--quantization", default="none")
     ap.add_argument("--rounds", type=int, default=2, help="builds with each library")
     a = ap.parse_args()
     packages = {"A": load_package(a.a), "B": load_package(a.b)}
@@ -47,8 +39,7 @@ def main():
     efs = [int(e) for e in a.ef.split(",")]
     for round_ in range(a.rounds):
         for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
-            index = packages[name].Index(dim=base.shape[1], metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
-                                         quantization=a.quantization, threads=2, seed=7)
+            index = new_index(packages[name], base.shape[1], a)
             start = time.perf_counter()
             index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
             rate = len(base) / (time.perf_counter() - start)

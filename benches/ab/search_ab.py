@@ -31,16 +31,28 @@ def load_package(library):
     return importlib.import_module("omendb")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def ab_arguments(description):
+    """The arguments both A/B scripts take: the two libraries, the data and the index's code."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--a", required=True, help="the base build's libomendb.so")
     ap.add_argument("--b", required=True, help="the build to compare")
     ap.add_argument("--data", default="../shared/data/npm51k")
     ap.add_argument("--metric", default="cos", choices=["cos", "l2", "ip"])
     ap.add_argument("--n", type=int, default=0)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--ef", default="48", help="comma-separated")
     ap.add_argument("--quantization", default="none")
+    return ap
+
+
+def new_index(package, dim, a):
+    """An empty in-memory index as both A/B scripts build it (two build threads, seed 7)."""
+    return package.Index(dim=dim, metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
+                         quantization=a.quantization, threads=2, seed=7)
+
+
+def main():
+    ap = ab_arguments(__doc__.split("\n")[0])
+    ap.add_argument("--ef", default="48", help="comma-separated")
     ap.add_argument("--oversample", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=12, help="passes over the queries, in 10 chunks each")
     a = ap.parse_args()
@@ -48,8 +60,7 @@ def main():
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
     indexes = {}
     for name, package in packages.items():
-        indexes[name] = package.Index(dim=base.shape[1], metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
-                                      quantization=a.quantization, threads=2, seed=7)
+        indexes[name] = new_index(package, base.shape[1], a)
         indexes[name].insert_batch(np.arange(len(base), dtype=np.uint64), base)
     chunks = np.array_split(np.arange(len(queries)), 10)
     for ef in (int(e) for e in a.ef.split(",")):

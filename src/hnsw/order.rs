@@ -21,6 +21,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{mix, Graph};
+use crate::distance;
 
 /// Smaller batches are linked in the caller's order: their vectors stay in cache anyway.
 const LOCALITY_FROM: usize = 8_192;
@@ -67,15 +68,15 @@ impl Graph {
         let mut mean = vec![0.0f64; dim];
         let mut row = Vec::new();
         let sample = nodes.clone().step_by((nodes.len() / MEAN_SAMPLE).max(1));
-        let sampled = sample.len();
+        let rows = sample.len();
         for node in sample {
             self.vectors.exact_into(node, &mut row);
             mean.iter_mut().zip(&row).for_each(|(sum, &x)| *sum += f64::from(x));
         }
         let signs = (0..(HASH_BITS * dim) as u64).map(|i| mix(self.params.seed ^ !i) & 1 == 0);
         let directions: Vec<f32> = signs.map(|positive| if positive { 1.0 } else { -1.0 }).collect();
-        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-        let mean: Vec<f32> = mean.iter().map(|&sum| (sum / sampled as f64) as f32).collect();
+        let dot = distance::best_kernels().dot;
+        let mean: Vec<f32> = mean.iter().map(|&sum| (sum / rows as f64) as f32).collect();
         let thresholds: Vec<f32> = directions.chunks_exact(dim).map(|d| dot(d, &mean)).collect();
         move |node, row| {
             self.vectors.exact_into(node, row);
