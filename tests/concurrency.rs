@@ -100,11 +100,23 @@ fn batch_searches_reuse_their_pools_and_cap_the_threads() {
     let index = Index::new(Options { threads: 2, ..Options::new(8, Metric::L2) }).unwrap();
     let data = clustered(500, 8, 4, 3);
     index.insert_batch(&(0..500).collect::<Vec<u64>>(), &data).unwrap();
-    let live = || std::fs::read_dir("/proc/self/task").map(|tasks| tasks.count()).unwrap_or(0);
+    // Batch-search pools' threads only: the other tests in this process start and end threads
+    // of their own meanwhile.
+    let live = || {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task lists this process's threads");
+        let name = |task: &std::fs::DirEntry| std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        tasks.filter_map(|task| task.ok()).filter(|task| name(task).starts_with("omendb-search")).count()
+    };
     let too_many = Options::MAX_THREADS + 1;
     assert!(matches!(index.search_batch(&data[..16], 5, 0, too_many), Err(Error::InvalidArgument(_))));
     index.search_batch(&data[..16], 5, 0, 5).unwrap();
+    // A new thread names itself once it runs: wait for the 5-thread pool's to be counted.
+    let named = std::time::Instant::now();
+    while live() < 5 && named.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let before = live();
+    assert_eq!(before, 5, "the 5-thread pool's threads are counted");
     for round in 0..40 {
         let threads = if round % 2 == 0 { 5 } else { 3 };
         index.search_batch(&data[..16], 5, 0, threads).unwrap();
