@@ -4,7 +4,8 @@
 //! - `Bits8` / `Bits4`: scalar quantization with a range per dimension, learnt from the segment's
 //!   vectors (re-learnt when it is sealed). The estimate is asymmetric: the query stays f32, and
 //!   `q · x̂ = q · lower + Σ (q_i step_i) c_i` is one weighted sum over the codes. L2 uses
-//!   `|q|² - 2 q · x̂ + |x̂|²` with `|x̂|²` stored per vector.
+//!   `|q|² - 2 q · x̂ + |x̂|²` with `|x̂|²` stored per vector, and cosine half of that (see
+//!   `QueryCode::distance_of_dot`).
 //! - `Binary`: one bit per dimension of a randomly rotated, centred vector, with per-vector
 //!   factors that make the distance estimate unbiased (RaBitQ; see `rabitq`).
 
@@ -319,7 +320,8 @@ fn sample_step(count: usize) -> usize {
     count.div_ceil(10_000).max(1)
 }
 
-/// One segment's codes: `code_len` bytes a vector, and `|x̂|²` a vector for scalar codes under L2.
+/// One segment's codes: `code_len` bytes a vector, and `|x̂|²` a vector for scalar codes (read
+/// under L2 and cosine).
 pub(crate) struct Codes {
     pub codebook: Codebook,
     pub code_len: usize,
@@ -420,9 +422,9 @@ impl Codes {
     }
 
     /// The codes as a walk under `metric` reads them: with their norms where the estimate
-    /// needs them (scalar codes under L2).
+    /// needs them (scalar codes under L2 and cosine).
     pub(crate) fn rows(&self, metric: Metric) -> CodeRows<'_> {
-        let norms = if metric == Metric::L2 { &self.norms[..] } else { &[] };
+        let norms = if metric == Metric::InnerProduct { &[] } else { &self.norms[..] };
         CodeRows { bytes: &self.bytes, len: self.code_len, norms }
     }
 
@@ -612,11 +614,18 @@ impl QueryCode {
     }
 
     /// The distance under the metric from the estimated `q · x̂` (and `|x̂|²`).
+    ///
+    /// Cosine ranks by `|q - x̂|² / 2 = (1 + |x̂|²) / 2 - q · x̂` (unit vectors), not by `1 - q · x̂`:
+    /// with `x̂ = x + e` the first errs by `-(q - x) · e + |e|² / 2`, the second by `-q · e`,
+    /// and the part `x · e` that only the first cancels dominates near the query, where ranking
+    /// matters. 1M clustered 128-d unit vectors, 4-bit: recall@10 at ef 64 rose from 0.80 to
+    /// 0.93, at ef 128 from 0.93 to 0.98; npm51k, whose neighbours lie farther apart, kept its
+    /// recall and lost 1-3% of queries/s to reading the norms.
     #[inline(always)]
     fn distance_of_dot(&self, dot: f32, norm: f32) -> f32 {
         match self.metric {
             Metric::L2 => self.norm - 2.0 * dot + norm,
-            Metric::Cosine => 1.0 - dot,
+            Metric::Cosine => 0.5 * (1.0 + norm) - dot,
             Metric::InnerProduct => -dot,
         }
     }
@@ -661,9 +670,11 @@ mod tests {
                         let decoded = decode(&codes.codebook, codes.rows(metric).code(node), dim);
                         let dot: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from(a * b)).sum();
                         let l2: f64 = query.iter().zip(&decoded).map(|(a, b)| f64::from((a - b) * (a - b))).sum();
+                        let norm: f64 = decoded.iter().map(|&x| f64::from(x * x)).sum();
                         let exact = match metric {
                             Metric::L2 => l2,
-                            Metric::Cosine => 1.0 - dot,
+                            // Half the L2 estimate, were the query of unit length (it is not here).
+                            Metric::Cosine => 0.5 * (1.0 + norm) - dot,
                             Metric::InnerProduct => -dot,
                         };
                         for k in available() {
@@ -838,6 +849,52 @@ mod tests {
                 .filter(|&n| prepared.distance(&best_kernels(), codes.rows(Metric::L2).code(n), 0.0) < own)
                 .count();
             assert!(closer <= 2 + 200 / dim, "dim {dim}: {closer} rows estimated closer than the query itself");
+        }
+    }
+
+    #[test]
+    fn cosine_estimates_are_half_the_l2_ones_and_rank_a_tight_cluster() {
+        // Unit vectors around eight far centres, a twentieth of their length off them: what
+        // clustered embeddings look like to codes whose ranges span every cluster.
+        let (n, dim) = (2000, 64);
+        let noise = rows(n + 1, dim);
+        let centres = rows(8, dim + 1);
+        let unit = |row: &[f32]| {
+            let centre = &centres[(row[0].to_bits() % 8) as usize * dim..][..dim];
+            let shifted: Vec<f32> = row.iter().zip(centre).map(|(x, c)| c + 0.05 * x).collect();
+            let length = shifted.iter().map(|x| x * x).sum::<f32>().sqrt();
+            shifted.into_iter().map(|x| x / length).collect::<Vec<f32>>()
+        };
+        let data: Vec<f32> = noise[..n * dim].chunks_exact(dim).flat_map(unit).collect();
+        let query = unit(&noise[n * dim..]);
+        let exact: Vec<f32> =
+            data.chunks_exact(dim).map(|x| 1.0 - x.iter().zip(&query).map(|(a, b)| a * b).sum::<f32>()).collect();
+        let nearest = |distances: &[f32]| {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| distances[a].total_cmp(&distances[b]));
+            order.truncate(10);
+            order
+        };
+        let truth = nearest(&exact);
+        for kind in [Quantization::Bits4, Quantization::Bits8] {
+            let codes = Codes::build(kind, dim, &data);
+            for k in available() {
+                let estimate = |metric| {
+                    let prepared = QueryCode::new(&codes.codebook, metric, &query, &k);
+                    let rows = codes.rows(metric);
+                    (0..n as u32)
+                        .map(|node| prepared.distance(&k, rows.code(node), rows.norm(node)))
+                        .collect::<Vec<f32>>()
+                };
+                let (cosine, l2) = (estimate(Metric::Cosine), estimate(Metric::L2));
+                for (c, l) in cosine.iter().zip(&l2) {
+                    assert!((c - 0.5 * l).abs() <= 1e-4, "{kind} {}: {c} vs half of {l}", k.name);
+                }
+                // By the codes alone: `1 - q · x̂` found none of the ten at 4 bits, 3-5 at 8.
+                let found = nearest(&cosine).iter().filter(|node| truth.contains(node)).count();
+                let least = if kind == Quantization::Bits4 { 3 } else { 6 };
+                assert!(found >= least, "{kind} {}: {found} of the 10 nearest", k.name);
+            }
         }
     }
 
