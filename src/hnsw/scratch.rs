@@ -26,25 +26,57 @@ impl Ord for Scored {
     }
 }
 
-/// Visited marks, one bit a node: 128 KiB at 1M nodes, which stay in L2 where stamps of 16 bits
-/// a node (2 MiB) missed it. An expansion reads 2m marks at random, and at 1M those misses took
-/// 10% of a 4-bit search. Clearing them all costs a `memset` of `len / 8` bytes a search, which
-/// (in L2 at 1M) is a microsecond against the hundred the search takes.
+/// Visited marks. Up to `BITS_UP_TO` nodes, one bit a node: 128 KiB at 1M nodes, which stay in
+/// L2 where stamps of 16 bits a node (2 MiB) missed it (an expansion reads 2m marks at random,
+/// and at 1M those misses took 10% of a 4-bit search); a new search clears them with a `memset`,
+/// at 1M a microsecond against the hundred the search takes. Beyond, a 16-bit stamp a node,
+/// whose search starts in O(1) (one full reset every 65,535 searches) where clearing bits would
+/// cost more than the search.
 #[derive(Default)]
 pub(crate) struct Visited {
     bits: Vec<u64>,
+    /// Words of `bits` in use by the current search.
+    words: usize,
+    stamps: Vec<u16>,
+    stamp: u16,
+    stamped: bool,
 }
+
+/// Nodes up to which marks are bits: 2M.
+const BITS_UP_TO: usize = 1 << 21;
 
 impl Visited {
     /// Starts a new search over `len` nodes.
     pub fn begin(&mut self, len: usize) {
-        self.bits.clear();
-        self.bits.resize(len.div_ceil(64), 0);
+        self.bits[..self.words].fill(0);
+        self.stamped = len > BITS_UP_TO;
+        if self.stamped {
+            self.words = 0;
+            if self.stamps.len() < len {
+                self.stamps.resize(len, 0);
+            }
+            self.stamp = self.stamp.wrapping_add(1);
+            if self.stamp == 0 {
+                self.stamps.fill(0);
+                self.stamp = 1;
+            }
+        } else {
+            self.words = len.div_ceil(64);
+            if self.bits.len() < self.words {
+                self.bits.resize(self.words, 0);
+            }
+        }
     }
 
     /// Marks `node`; true when it was not yet visited in this search.
     #[inline]
     pub fn insert(&mut self, node: u32) -> bool {
+        if self.stamped {
+            let mark = &mut self.stamps[node as usize];
+            let fresh = *mark != self.stamp;
+            *mark = self.stamp;
+            return fresh;
+        }
         let (word, bit) = (&mut self.bits[node as usize / 64], 1u64 << (node % 64));
         let fresh = *word & bit == 0;
         *word |= bit;
@@ -273,6 +305,18 @@ mod tests {
         visited.begin(200);
         assert!((0..200).all(|node| visited.insert(node)), "a new search starts unmarked");
         assert!((0..200).all(|node| !visited.insert(node)));
+        // Beyond `BITS_UP_TO` nodes, stamps: across their wrap, and between the two kinds.
+        let large = BITS_UP_TO as u32 + 70;
+        for search in 0..70_000u32 {
+            visited.begin(large as usize);
+            let node = [0, 1, large - 1][search as usize % 3];
+            assert!(visited.insert(node) && !visited.insert(node), "search {search}");
+            assert!(visited.insert(2 + search % (large - 3)), "search {search}");
+        }
+        visited.begin(200);
+        assert!((0..200).all(|node| visited.insert(node)), "bits after stamps start unmarked");
+        visited.begin(large as usize);
+        assert!([0, 1, 199, large - 1].iter().all(|&node| visited.insert(node)));
     }
 
     #[test]
