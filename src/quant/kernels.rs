@@ -74,16 +74,33 @@ fn bit_planes_batch(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: us
 }
 
 /// Reorders weights (natural dimension order, a multiple of 64 long) the way the integer 4-bit
-/// kernel unpacks a 64-dimension group of codes: the low nibbles of both 16-byte blocks (dims
-/// 0-15, 32-47), then the high nibbles (dims 16-31, 48-63).
+/// kernels unpack codes. A 64-dimension group of codes (32 bytes, two 16-byte blocks) holds dims
+/// 0-15 and 32-47 in its low nibbles and dims 16-31 and 48-63 in its high ones. Groups go in
+/// pairs, one 64-byte load: first the weights of both groups' low nibbles, then of both groups'
+/// high nibbles, so that each half of the pair meets its weights in one 64-byte load; a last
+/// group without a pair has its low nibbles' weights, then its high nibbles'.
 pub(crate) fn group_nibbles(weights: &[i8]) -> Vec<i8> {
     let mut grouped = Vec::with_capacity(weights.len());
-    for group in weights.chunks_exact(64) {
-        for block in [0..16, 32..48, 16..32, 48..64] {
-            grouped.extend_from_slice(&group[block]);
+    for pair in weights.chunks(128) {
+        for nibbles in [[0..16, 32..48], [16..32, 48..64]] {
+            for group in pair.chunks_exact(64) {
+                for block in nibbles.clone() {
+                    grouped.extend_from_slice(&group[block]);
+                }
+            }
         }
     }
     grouped
+}
+
+/// Where the weights of 64-dimension group `g`'s low and high nibbles start in `group_nibbles`
+/// order, of `groups` groups.
+#[inline(always)]
+fn nibble_weights(g: usize, groups: usize) -> (usize, usize) {
+    let (pair, second) = (g / 2, g % 2);
+    let paired = 2 * pair + 1 < groups;
+    let low = 128 * pair + 32 * second;
+    (low, low + if paired { 64 } else { 32 })
 }
 
 /// Reference for `dot_u8_i8`.
@@ -95,10 +112,14 @@ pub(super) fn dot_u8_i8_reference(w: &[i8], c: &[u8]) -> i32 {
 /// Reference for `dot_u4_i8`: weights in `group_nibbles` order.
 #[cfg(test)]
 pub(super) fn dot_u4_i8_reference(w: &[i8], c: &[u8]) -> i32 {
+    let groups = (w.len() / 64).min(c.len() / 32);
     let mut sum = 0;
-    for (wg, cg) in w.chunks_exact(64).zip(c.chunks_exact(32)) {
-        let nibbles = cg.iter().map(|b| b & 0xF).chain(cg.iter().map(|b| b >> 4));
-        sum += wg.iter().zip(nibbles).map(|(&w, c)| i32::from(w) * i32::from(c)).sum::<i32>();
+    for (g, cg) in c.chunks_exact(32).take(groups).enumerate() {
+        let (low, high) = nibble_weights(g, groups);
+        let dot = |at: usize, nibbles: &mut dyn Iterator<Item = u8>| {
+            w[at..at + 32].iter().zip(nibbles).map(|(&w, c)| i32::from(w) * i32::from(c)).sum::<i32>()
+        };
+        sum += dot(low, &mut cg.iter().map(|b| b & 0xF)) + dot(high, &mut cg.iter().map(|b| b >> 4));
     }
     sum
 }
@@ -148,7 +169,7 @@ mod x86 {
     //! note below relies on.
     use std::arch::x86_64::*;
 
-    use super::{each_code, BitPlanesKernel, CodeRows, IntegerKernel, QuantKernels};
+    use super::{each_code, nibble_weights, BitPlanesKernel, CodeRows, IntegerKernel, QuantKernels};
     use crate::distance::sum256;
     use crate::quant::rabitq::{walsh_hadamard, FACTOR_BYTES};
 
@@ -287,27 +308,35 @@ mod x86 {
     unsafe fn dot_u4_vnni(w: &[i8], c: &[u8]) -> i32 {
         let groups = (w.len() / 64).min(c.len() / 32);
         let (pw, pc) = (w.as_ptr(), c.as_ptr());
-        let low = _mm256_set1_epi8(0x0F);
-        // A group's 64 nibbles, widened to one byte each.
-        let nibbles = |g: usize| {
-            // SAFETY: callers pass `g < groups`: 32 code bytes at `32 g` are readable.
-            let bytes = unsafe { _mm256_loadu_si256(pc.add(32 * g).cast()) };
-            let lo = _mm256_and_si256(bytes, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-        };
-        // SAFETY: callers pass `g < groups`: 64 weights at `64 g` are readable.
-        let weights = |g: usize| unsafe { _mm512_loadu_si512(pw.add(64 * g).cast()) };
-        // Two sums, as in `dot_u8_vnni`.
+        let low = _mm512_set1_epi8(0x0F);
+        // Two sums, as in `dot_u8_vnni`: the low and the high nibbles.
         let (mut acc0, mut acc1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-        let mut g = 0;
-        while g + 2 <= groups {
-            acc0 = _mm512_dpbusd_epi32(acc0, nibbles(g), weights(g));
-            acc1 = _mm512_dpbusd_epi32(acc1, nibbles(g + 1), weights(g + 1));
-            g += 2;
+        // A pair of groups a step: 64 code bytes, their low nibbles against the first 64 weights
+        // of the pair, their high nibbles against the next 64 (`group_nibbles`).
+        let pairs = groups / 2;
+        for p in 0..pairs {
+            // SAFETY: `2 p + 1 < groups`: 64 code bytes at `64 p` and 128 weights at `128 p`
+            // are readable.
+            unsafe {
+                let bytes = _mm512_loadu_si512(pc.add(64 * p).cast());
+                let lo = _mm512_and_si512(bytes, low);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(bytes), low);
+                acc0 = _mm512_dpbusd_epi32(acc0, lo, _mm512_loadu_si512(pw.add(128 * p).cast()));
+                acc1 = _mm512_dpbusd_epi32(acc1, hi, _mm512_loadu_si512(pw.add(128 * p + 64).cast()));
+            }
         }
-        if g < groups {
-            acc0 = _mm512_dpbusd_epi32(acc0, nibbles(g), weights(g));
+        if groups % 2 == 1 {
+            // The last group alone: its 32 bytes widened to 64 nibbles, against its 64 weights.
+            // SAFETY: group `2 pairs` exists: 32 code bytes at `64 pairs` and 64 weights at
+            // `128 pairs` are readable.
+            unsafe {
+                let bytes = _mm256_loadu_si256(pc.add(64 * pairs).cast());
+                let low = _mm256_set1_epi8(0x0F);
+                let lo = _mm256_and_si256(bytes, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
+                let nibbles = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                acc0 = _mm512_dpbusd_epi32(acc0, nibbles, _mm512_loadu_si512(pw.add(128 * pairs).cast()));
+            }
         }
         _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1))
     }
@@ -360,20 +389,33 @@ mod x86 {
         let (pw, pc) = (w.as_ptr(), c.as_ptr());
         let ones = _mm256_set1_epi16(1);
         let low = _mm256_set1_epi8(0x0F);
-        let mut acc = _mm256_setzero_si256();
-        for g in 0..groups {
-            // SAFETY: `g < groups`: 32 code bytes at `32 g` and 64 weights at `64 g` are readable.
+        // One group's sum: its 32 code bytes at `code`, the weights of its low and high nibbles
+        // at `low_weights` and `high_weights` (`nibble_weights`).
+        let group = |code: usize, low_weights: usize, high_weights: usize| {
+            // SAFETY: callers pass a group below `groups` and its offsets from `nibble_weights`,
+            // which lie within the `64 groups` weights: 32 bytes are readable at each.
             unsafe {
-                let bytes = _mm256_loadu_si256(pc.add(32 * g).cast());
+                let bytes = _mm256_loadu_si256(pc.add(code).cast());
                 let lo = _mm256_and_si256(bytes, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
                 // Each pair sum is within 2 · 15 · 128, so the two add up without saturating.
                 let pairs = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(lo, _mm256_loadu_si256(pw.add(64 * g).cast())),
-                    _mm256_maddubs_epi16(hi, _mm256_loadu_si256(pw.add(64 * g + 32).cast())),
+                    _mm256_maddubs_epi16(lo, _mm256_loadu_si256(pw.add(low_weights).cast())),
+                    _mm256_maddubs_epi16(hi, _mm256_loadu_si256(pw.add(high_weights).cast())),
                 );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+                _mm256_madd_epi16(pairs, ones)
             }
+        };
+        // Pairs of groups, then the last alone, without computing `nibble_weights` a group.
+        let mut acc = _mm256_setzero_si256();
+        let pairs = groups / 2;
+        for p in 0..pairs {
+            acc = _mm256_add_epi32(acc, group(64 * p, 128 * p, 128 * p + 64));
+            acc = _mm256_add_epi32(acc, group(64 * p + 32, 128 * p + 32, 128 * p + 96));
+        }
+        if groups % 2 == 1 {
+            let (low_weights, high_weights) = nibble_weights(2 * pairs, groups);
+            acc = _mm256_add_epi32(acc, group(64 * pairs, low_weights, high_weights));
         }
         sum256_epi32(acc)
     }
