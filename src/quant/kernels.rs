@@ -331,9 +331,9 @@ mod x86 {
             // `128 pairs` are readable.
             unsafe {
                 let bytes = _mm256_loadu_si256(pc.add(64 * pairs).cast());
-                let low = _mm256_set1_epi8(0x0F);
-                let lo = _mm256_and_si256(bytes, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
+                let low_half = _mm512_castsi512_si256(low);
+                let lo = _mm256_and_si256(bytes, low_half);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low_half);
                 let nibbles = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                 acc0 = _mm512_dpbusd_epi32(acc0, nibbles, _mm512_loadu_si512(pw.add(128 * pairs).cast()));
             }
