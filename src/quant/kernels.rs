@@ -80,14 +80,13 @@ fn bit_planes_batch(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: us
 /// high nibbles, so that each half of the pair meets its weights in one 64-byte load; a last
 /// group without a pair has its low nibbles' weights, then its high nibbles'.
 pub(crate) fn group_nibbles(weights: &[i8]) -> Vec<i8> {
-    let mut grouped = Vec::with_capacity(weights.len());
-    for pair in weights.chunks(128) {
-        for nibbles in [[0..16, 32..48], [16..32, 48..64]] {
-            for group in pair.chunks_exact(64) {
-                for block in nibbles.clone() {
-                    grouped.extend_from_slice(&group[block]);
-                }
-            }
+    let groups = weights.len() / 64;
+    let mut grouped = vec![0; groups * 64];
+    for (g, group) in weights.chunks_exact(64).enumerate() {
+        let (low, high) = nibble_weights(g, groups);
+        for (at, [first, second]) in [(low, [0..16, 32..48]), (high, [16..32, 48..64])] {
+            grouped[at..at + 16].copy_from_slice(&group[first]);
+            grouped[at + 16..at + 32].copy_from_slice(&group[second]);
         }
     }
     grouped
@@ -116,10 +115,10 @@ pub(super) fn dot_u4_i8_reference(w: &[i8], c: &[u8]) -> i32 {
     let mut sum = 0;
     for (g, cg) in c.chunks_exact(32).take(groups).enumerate() {
         let (low, high) = nibble_weights(g, groups);
-        let dot = |at: usize, nibbles: &mut dyn Iterator<Item = u8>| {
-            w[at..at + 32].iter().zip(nibbles).map(|(&w, c)| i32::from(w) * i32::from(c)).sum::<i32>()
+        let dot = |at: usize, shift: u8| {
+            w[at..at + 32].iter().zip(cg).map(|(&w, &b)| i32::from(w) * i32::from((b >> shift) & 0xF)).sum::<i32>()
         };
-        sum += dot(low, &mut cg.iter().map(|b| b & 0xF)) + dot(high, &mut cg.iter().map(|b| b >> 4));
+        sum += dot(low, 0) + dot(high, 4);
     }
     sum
 }
