@@ -7,8 +7,8 @@ the new graph at each ef.
         --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88
 
 Prints one line per build: its build rate, recall@k and queries/s (one search thread, the best
-of two passes) per ef, and queries/s at recall 0.95 interpolated between the efs around it
-(`-` when the efs do not bracket 0.95). A change of the order nodes are linked in, or of how
+of two passes) per ef, and queries/s at recall 0.95 as `compare.py` interpolates it between the
+efs around it (`-` when no ef reaches 0.95). A change of the order nodes are linked in, or of how
 they are linked, changes the graph: compare recall at equal ef and queries/s at 0.95, not
 queries/s at equal ef.
 """
@@ -18,15 +18,8 @@ import time
 
 import numpy as np
 
-from search_ab import ab_arguments, load_dataset, load_package, new_index
-
-
-def qps_at(points, recall=0.95):
-    """Queries/s at `recall`, linear between the (recall, qps) points around it; None outside."""
-    for (r0, q0), (r1, q1) in zip(points, points[1:]):
-        if r0 < recall <= r1:
-            return q0 + (q1 - q0) * (recall - r0) / (r1 - r0)
-    return None
+from search_ab import ab_arguments, load_dataset, load_package, new_index  # puts benches/peers on the path
+from compare import qps_at  # noqa: E402
 
 
 def main():
@@ -53,10 +46,10 @@ def main():
                 hits = sum(len(set(got) & set(want[:a.k])) for got, want in zip(ids, truth))
                 points.append((hits / (a.k * len(queries)), best))
             index.close()
-            at = qps_at(points)
+            at = qps_at(points, 0.95)
             cells = " ".join(f"ef{ef} {r:.3f}/{q:.0f}" for ef, (r, q) in zip(efs, points))
             print(f"{name} {os.path.basename(a.data)} n={len(base)} build {rate:.0f} vec/s {cells} "
-                  f"qps@0.95 {'-' if at is None else round(at)}", flush=True)
+                  f"qps@0.95 {round(at) if at else '-'}", flush=True)
 
 
 if __name__ == "__main__":
