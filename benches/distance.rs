@@ -24,6 +24,10 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(format!("{}/dot_bf16", k.name), |bench| {
                 bench.iter(|| (k.dot_coarse)(black_box(&a), black_box(&high)))
             });
+            let low: Vec<u16> = b.iter().map(|x| x.to_bits() as u16).collect();
+            group.bench_function(format!("{}/dot_halves", k.name), |bench| {
+                bench.iter(|| (k.dot_halves)(black_box(&a), black_box(&high), black_box(&low)))
+            });
         }
         // Code kernels: 8-bit and 4-bit weighted sums, binary codes against a query's 4 bit planes.
         let bytes: Vec<u8> = (0..dim).map(|i| (i * 37 % 251) as u8).collect();

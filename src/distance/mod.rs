@@ -6,7 +6,7 @@
 //! Each kernel also comes in a coarse form whose second operand is only the high 16 bits of each
 //! f32 (a bfloat16, read as the f32 it truncates to). Graph search is bound by memory traffic, so
 //! it walks the graph reading half the bytes and re-scores its final candidates exactly (see
-//! `hnsw::vectors`).
+//! `hnsw::vectors`), by a third form that joins each value's two halves as it reads them.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -67,10 +67,106 @@ pub type Kernel = fn(&[f32], &[f32]) -> f32;
 /// A kernel between f32 values and the high halves (bfloat16 bits) of another vector's values.
 pub type CoarseKernel = fn(&[f32], &[u16]) -> f32;
 
+/// A kernel between f32 values and another vector's values kept as their high and low 16-bit
+/// halves in two slices (`hnsw::vectors`): exact, as the halves join into the f32 values.
+pub type HalvesKernel = fn(&[f32], &[u16], &[u16]) -> f32;
+
 /// The f32 that the bfloat16 bits `high` stand for (the low 16 bits zero).
 #[inline(always)]
 pub fn widen(high: u16) -> f32 {
     f32::from_bits(u32::from(high) << 16)
+}
+
+/// The f32 whose high and low 16 bits are `high` and `low`.
+#[inline(always)]
+pub fn join(high: u16, low: u16) -> f32 {
+    f32::from_bits(u32::from(high) << 16 | u32::from(low))
+}
+
+/// The second operand of a kernel body, read as f32 values: f32 values themselves, high halves
+/// alone (`&[u16]`, widened), or both halves (`Halves`, joined).
+trait Operand: Copy {
+    fn len(self) -> usize;
+    /// Value `i`, which must be below `len`.
+    fn value(self, i: usize) -> f32;
+    /// Values `start..start + 8`, which must be below `len`: one bounds check for eight values,
+    /// so that the scalar kernels vectorise.
+    fn eight(self, start: usize) -> [f32; 8];
+}
+
+/// `values[start..start + 8]` as an array.
+#[inline(always)]
+fn eight_of<T: Copy>(values: &[T], start: usize) -> [T; 8] {
+    let chunk = &values[start..start + 8];
+    std::array::from_fn(|i| chunk[i])
+}
+
+impl Operand for &[f32] {
+    #[inline(always)]
+    fn len(self) -> usize {
+        <[f32]>::len(self)
+    }
+
+    #[inline(always)]
+    fn value(self, i: usize) -> f32 {
+        self[i]
+    }
+
+    #[inline(always)]
+    fn eight(self, start: usize) -> [f32; 8] {
+        eight_of(self, start)
+    }
+}
+
+impl Operand for &[u16] {
+    #[inline(always)]
+    fn len(self) -> usize {
+        <[u16]>::len(self)
+    }
+
+    #[inline(always)]
+    fn value(self, i: usize) -> f32 {
+        widen(self[i])
+    }
+
+    #[inline(always)]
+    fn eight(self, start: usize) -> [f32; 8] {
+        eight_of(self, start).map(widen)
+    }
+}
+
+/// Values split in two slices of equal length, high halves and low halves.
+#[derive(Clone, Copy)]
+struct Halves<'a> {
+    high: &'a [u16],
+    low: &'a [u16],
+}
+
+impl<'a> Halves<'a> {
+    /// The halves, which must be as many high as low ones.
+    #[inline(always)]
+    fn new(high: &'a [u16], low: &'a [u16]) -> Self {
+        same_length(high.len(), low.len());
+        Halves { high, low }
+    }
+}
+
+impl Operand for Halves<'_> {
+    #[inline(always)]
+    fn len(self) -> usize {
+        self.high.len()
+    }
+
+    #[inline(always)]
+    fn value(self, i: usize) -> f32 {
+        join(self.high[i], self.low[i])
+    }
+
+    #[inline(always)]
+    fn eight(self, start: usize) -> [f32; 8] {
+        let (high, low) = (eight_of(self.high, start), eight_of(self.low, start));
+        std::array::from_fn(|i| join(high[i], low[i]))
+    }
 }
 
 /// Checks that a kernel's operands have equal lengths. A mismatch is a caller's bug: it panics in
@@ -81,7 +177,7 @@ fn same_length(a: usize, b: usize) {
     assert!(a == b, "distance kernel operands differ in length ({a} and {b})");
 }
 
-/// One instruction-set implementation of both kernels.
+/// One instruction-set implementation of both kernels, in each operand form.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     /// Name of the instruction set, e.g. `"avx512f"`.
@@ -94,6 +190,10 @@ pub struct Kernels {
     pub dot_coarse: CoarseKernel,
     /// Squared Euclidean distance against high halves.
     pub l2sq_coarse: CoarseKernel,
+    /// Dot product against both halves.
+    pub dot_halves: HalvesKernel,
+    /// Squared Euclidean distance against both halves.
+    pub l2sq_halves: HalvesKernel,
 }
 
 /// The scalar reference implementation.
@@ -103,6 +203,8 @@ pub const SCALAR: Kernels = Kernels {
     l2sq: scalar::l2sq,
     dot_coarse: scalar::dot_coarse,
     l2sq_coarse: scalar::l2sq_coarse,
+    dot_halves: scalar::dot_halves,
+    l2sq_halves: scalar::l2sq_halves,
 };
 
 /// Every implementation this CPU can run, best last; the scalar one is always first.
@@ -149,7 +251,9 @@ impl Distance {
         self.metric
     }
 
-    #[inline]
+    /// The distance between two f32 vectors: the tests' reference (the index keeps its vectors
+    /// as halves and reads them with `exact`).
+    #[cfg(test)]
     pub(crate) fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         match self.metric {
             Metric::L2 => (self.kernels.l2sq)(a, b),
@@ -166,6 +270,17 @@ impl Distance {
             Metric::L2 => (self.kernels.l2sq_coarse)(a, b_high),
             Metric::Cosine => 1.0 - (self.kernels.dot_coarse)(a, b_high),
             Metric::InnerProduct => -(self.kernels.dot_coarse)(a, b_high),
+        }
+    }
+
+    /// The exact distance from `a` to the vector whose high and low halves are `b_high` and
+    /// `b_low`: `eval` on the joined values, bit for bit, without writing them out first.
+    #[inline]
+    pub(crate) fn exact(&self, a: &[f32], b_high: &[u16], b_low: &[u16]) -> f32 {
+        match self.metric {
+            Metric::L2 => (self.kernels.l2sq_halves)(a, b_high, b_low),
+            Metric::Cosine => 1.0 - (self.kernels.dot_halves)(a, b_high, b_low),
+            Metric::InnerProduct => -(self.kernels.dot_halves)(a, b_high, b_low),
         }
     }
 
@@ -252,16 +367,44 @@ mod tests {
         }
     }
 
+    /// Joining the halves as they are read changes nothing: each kernel on both halves returns
+    /// the same bits as the same family's kernel on the joined f32 values.
+    #[test]
+    fn every_halves_kernel_equals_its_kernel_on_the_joined_values() {
+        for len in (0..140).chain([255, 256, 257, 384, 768, 1000, 1536]) {
+            let a = pseudo_random(len, 5 + len as u64);
+            let b = pseudo_random(len, 5000 + len as u64);
+            let high: Vec<u16> = b.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+            let low: Vec<u16> = b.iter().map(|x| x.to_bits() as u16).collect();
+            for k in available_kernels() {
+                let (dot, l2) = ((k.dot_halves)(&a, &high, &low), (k.l2sq_halves)(&a, &high, &low));
+                assert_eq!(dot.to_bits(), (k.dot)(&a, &b).to_bits(), "{} dot len {len}", k.name);
+                assert_eq!(l2.to_bits(), (k.l2sq)(&a, &b).to_bits(), "{} l2 len {len}", k.name);
+            }
+            for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+                let d = Distance::new(metric);
+                assert_eq!(d.exact(&a, &high, &low).to_bits(), d.eval(&a, &b).to_bits(), "{metric} len {len}");
+            }
+        }
+    }
+
     #[test]
     fn kernels_refuse_operands_of_different_lengths() {
         let (a, b) = (pseudo_random(100, 7), pseudo_random(37, 8));
         let high: Vec<u16> = b.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+        let long: Vec<u16> = a.iter().map(|x| x.to_bits() as u16).collect();
         for k in available_kernels() {
-            let calls: [&dyn Fn() -> f32; 4] =
-                [&|| (k.dot)(&a, &b), &|| (k.l2sq)(&b, &a), &|| (k.dot_coarse)(&a, &high), &|| {
-                    (k.l2sq_coarse)(&a, &high)
-                }];
-            for (name, call) in ["dot", "l2sq", "dot_coarse", "l2sq_coarse"].into_iter().zip(calls) {
+            let calls: [&dyn Fn() -> f32; 7] = [
+                &|| (k.dot)(&a, &b),
+                &|| (k.l2sq)(&b, &a),
+                &|| (k.dot_coarse)(&a, &high),
+                &|| (k.l2sq_coarse)(&a, &high),
+                &|| (k.dot_halves)(&a, &high, &high),
+                &|| (k.l2sq_halves)(&a, &long, &high),
+                &|| (k.dot_halves)(&b, &high, &long),
+            ];
+            let names = ["dot", "l2sq", "dot_coarse", "l2sq_coarse", "dot_halves", "l2sq_halves", "dot_halves (low)"];
+            for (name, call) in names.into_iter().zip(calls) {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
                 assert!(outcome.is_err(), "{} {name} accepted operands of 100 and 37 values", k.name);
             }

@@ -229,6 +229,12 @@ impl Graph {
         self.vectors.exact_into(node, out);
     }
 
+    /// The exact distance from `query` to `node`'s stored vector, read from its two halves.
+    #[inline]
+    pub(crate) fn exact_distance(&self, query: &[f32], node: u32) -> f32 {
+        self.distance.exact(query, self.vectors.high(node), self.vectors.low(node))
+    }
+
     /// A lock-free copy that no longer reserves room for growth: the sealed form of this graph.
     pub(crate) fn compacted(&self) -> Graph {
         let copy = |list: &[AtomicU32]| {

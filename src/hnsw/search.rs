@@ -520,8 +520,7 @@ impl Graph {
             if let Some(ahead) = s.found.get(i + LOOKAHEAD) {
                 self.vectors.prefetch_low(ahead.node);
             }
-            self.vectors.exact_into(s.found[i].node, &mut s.vector);
-            s.found[i].distance = self.distance.eval(query, &s.vector);
+            s.found[i].distance = self.exact_distance(query, s.found[i].node);
         }
         s.found.sort_unstable();
     }
@@ -565,8 +564,7 @@ impl Graph {
         };
         for seed in [start.node, node] {
             if s.visited.insert(seed) {
-                self.vectors.exact_into(seed, &mut s.vector);
-                let scored = Scored { distance: self.distance.eval(query, &s.vector), node: seed };
+                let scored = Scored { distance: self.exact_distance(query, seed), node: seed };
                 s.candidates.push(scored);
                 self.keep_in_range(scored, radius, limit, ef, admit, s);
             }
@@ -583,8 +581,7 @@ impl Graph {
             budget -= s.unvisited.len();
             for i in 0..s.unvisited.len() {
                 let n = s.unvisited[i];
-                self.vectors.exact_into(n, &mut s.vector);
-                let scored = Scored { distance: self.distance.eval(query, &s.vector), node: n };
+                let scored = Scored { distance: self.exact_distance(query, n), node: n };
                 if scored.distance <= bound(&s.within, &s.results) {
                     s.candidates.push(scored);
                     self.keep_in_range(scored, radius, limit, ef, admit, s);
@@ -627,8 +624,7 @@ impl Graph {
     ) {
         s.within.clear();
         for node in nodes {
-            self.vectors.exact_into(node, &mut s.vector);
-            let distance = self.distance.eval(query, &s.vector);
+            let distance = self.exact_distance(query, node);
             if distance <= radius {
                 s.within.push(Scored { distance, node });
                 if s.within.len() > limit {

@@ -5,7 +5,7 @@
 //! the high halves (half the traffic of f32) and the final candidates are re-scored exactly by
 //! joining both halves again. Memory stays 4 bytes a component and no precision is lost.
 
-use crate::distance::{prefetch_all, widen};
+use crate::distance::{join, prefetch_all, widen};
 use crate::memory::{AlignedVec, Array};
 use crate::quant::{Codes, Quantization};
 
@@ -36,6 +36,13 @@ impl SplitVectors {
         &self.high[start..start + self.dim]
     }
 
+    /// The low halves of `node`'s vector: with `high`, its exact values (`Distance::exact`).
+    #[inline]
+    pub(crate) fn low(&self, node: u32) -> &[u16] {
+        let start = node as usize * self.dim;
+        &self.low[start..start + self.dim]
+    }
+
     /// Starts loading `node`'s low halves, which only exact re-scoring reads.
     #[inline]
     pub(crate) fn prefetch_low(&self, node: u32) {
@@ -46,15 +53,14 @@ impl SplitVectors {
     /// `node`'s exact vector, written into `out`.
     #[inline]
     pub(crate) fn exact_into(&self, node: u32, out: &mut Vec<f32>) {
-        let start = node as usize * self.dim;
-        let (high, low) = (&self.high[start..start + self.dim], &self.low[start..start + self.dim]);
+        let (high, low) = (self.high(node), self.low(node));
         // Sized first, then written in place: a loop the compiler vectorises (an `extend` over
         // the zipped halves checks capacity each element, and re-scoring spent more time here
         // than in the binary walk).
         out.clear();
         out.resize(self.dim, 0.0);
         for ((out, &h), &l) in out.iter_mut().zip(high).zip(low) {
-            *out = f32::from_bits(u32::from(h) << 16 | u32::from(l));
+            *out = join(h, l);
         }
     }
 
