@@ -419,12 +419,12 @@ impl Graph {
         let exact = if self.codes.is_some() { k.min(rescored) } else { 0 };
         s.found.append(&mut s.rings.copies);
         if exact > 0 {
-            self.rescore(query, 0..exact, s);
+            self.rescore(query, 0..exact, true, s);
             self.rank_coarsely(query, exact, s);
         }
         self.keep_possible_results(query, k, exact, s);
         let len = s.found.len();
-        self.rescore(query, exact..len, s);
+        self.rescore(query, exact..len, false, s);
         s.found.sort_unstable();
         s.found.truncate(k);
         true
@@ -519,22 +519,29 @@ impl Graph {
         s.found.extend(s.results.drain());
         self.keep_possible_results(query, k, 0, s);
         let len = s.found.len();
-        self.rescore(query, 0..len, s);
+        self.rescore(query, 0..len, false, s);
         s.found.sort_unstable();
         s.found.truncate(k);
     }
 
-    /// Replaces the distances of `s.found[range]` by exact ones. Their low halves were never
-    /// read: keep the next few loading while each is re-scored, as in `search_layer`.
-    fn rescore(&self, query: &[f32], range: Range<usize>, s: &mut Scratch) {
+    /// Replaces the distances of `s.found[range]` by exact ones, the next few loading while
+    /// each is re-scored, as in `search_layer`: their low halves, which nothing read yet, and with
+    /// `unread` their high halves too.
+    fn rescore(&self, query: &[f32], range: Range<usize>, unread: bool, s: &mut Scratch) {
         const LOOKAHEAD: usize = 4;
+        let load = |node: u32| {
+            if unread {
+                prefetch_all(self.vectors.high(node));
+            }
+            self.vectors.prefetch_low(node);
+        };
         let found = &mut s.found[range];
         for ahead in found.iter().take(LOOKAHEAD) {
-            self.vectors.prefetch_low(ahead.node);
+            load(ahead.node);
         }
         for i in 0..found.len() {
             if let Some(ahead) = found.get(i + LOOKAHEAD) {
-                self.vectors.prefetch_low(ahead.node);
+                load(ahead.node);
             }
             found[i].distance = self.exact_distance(query, found[i].node);
         }
