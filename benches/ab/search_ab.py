@@ -9,10 +9,18 @@ the searches alternate in small chunks of queries, so that a noisy neighbour slo
 Prints, per ef, each build's recall@k and queries/s (one search thread) and B/A. The two graphs
 are built in parallel and are not identical, so their recalls differ a little, and differences
 of a percent or two need several runs to call.
+
+With `--separate` each build runs in a process of its own instead, one process a build a round
+(the order alternating), and the median round counts: for sets that fit in the cache, where two
+indexes in one process evict each other's data and measure neither in cache (10,000 of npm51k:
+about 30K q/s in one process against 45-60K alone).
 """
 import argparse
 import importlib
+import json
 import os
+import statistics
+import subprocess
 import sys
 import time
 
@@ -55,7 +63,13 @@ def main():
     ap.add_argument("--ef", default="48", help="comma-separated")
     ap.add_argument("--oversample", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=12, help="passes over the queries, in 10 chunks each")
+    ap.add_argument("--separate", action="store_true", help="each build in processes of its own, a round each")
+    ap.add_argument("--alone", choices=["A", "B"], help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.alone:
+        return search_alone(a)
+    if a.separate:
+        return compare_separately(a)
     packages = {"A": load_package(a.a), "B": load_package(a.b)}
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
     indexes = {}
@@ -75,8 +89,48 @@ def main():
                         hits[name] += sum(len(set(got) & set(want[:a.k])) for got, want in zip(ids, truth[chunk]))
         qps = {name: a.rounds * len(queries) / seconds[name] for name in seconds}
         recall = {name: hits[name] / (a.k * len(queries)) for name in hits}
-        print(f"{os.path.basename(a.data)} {a.metric} {a.quantization} ef {ef}: A {recall['A']:.3f} / {qps['A']:.0f} q/s, "
-              f"B {recall['B']:.3f} / {qps['B']:.0f} q/s, B/A {qps['B'] / qps['A']:.3f}", flush=True)
+        report(a, ef, recall, qps)
+
+
+def report(a, ef, recall, qps):
+    print(f"{os.path.basename(a.data)} {a.metric} {a.quantization} ef {ef}: A {recall['A']:.3f} / {qps['A']:.0f} q/s, "
+          f"B {recall['B']:.3f} / {qps['B']:.0f} q/s, B/A {qps['B'] / qps['A']:.3f}", flush=True)
+
+
+def search_alone(a):
+    """One build's index alone in this process: per ef, its recall and its best of three passes
+    over the queries (after one to warm the cache), as a line of JSON."""
+    package = load_package(a.a if a.alone == "A" else a.b)
+    base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
+    index = new_index(package, base.shape[1], a)
+    index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
+    results = {}
+    for ef in (int(e) for e in a.ef.split(",")):
+        ids = index.search_batch(queries, a.k, ef, oversample=a.oversample, threads=1)[0]
+        best = 0.0
+        for _ in range(3):
+            start = time.perf_counter()
+            index.search_batch(queries, a.k, ef, oversample=a.oversample, threads=1)
+            best = max(best, len(queries) / (time.perf_counter() - start))
+        hits = sum(len(set(got) & set(want[:a.k])) for got, want in zip(ids, truth))
+        results[ef] = (hits / (a.k * len(queries)), best)
+    print(json.dumps(results))
+
+
+def compare_separately(a):
+    """`--separate`: `a.rounds` rounds, each running A and B in a process of their own (the order
+    alternating), and per ef the median round's queries/s of each."""
+    rounds = {"A": [], "B": []}
+    for round_ in range(a.rounds):
+        for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
+            argv = [arg for arg in sys.argv[1:] if arg != "--separate"]
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--alone", name],
+                                 check=True, capture_output=True, text=True).stdout
+            rounds[name].append(json.loads(out.strip().splitlines()[-1]))
+    for ef in a.ef.split(","):
+        recall = {name: rounds[name][0][ef][0] for name in rounds}
+        qps = {name: statistics.median(r[ef][1] for r in rounds[name]) for name in rounds}
+        report(a, int(ef), recall, qps)
 
 
 if __name__ == "__main__":
