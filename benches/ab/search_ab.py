@@ -62,7 +62,8 @@ def main():
     ap = ab_arguments(__doc__.split("\n")[0])
     ap.add_argument("--ef", default="48", help="comma-separated")
     ap.add_argument("--oversample", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=12, help="passes over the queries, in 10 chunks each")
+    ap.add_argument("--rounds", type=int, default=12,
+                    help="passes over the queries, in 10 chunks each (with --separate: processes a build)")
     ap.add_argument("--separate", action="store_true", help="each build in processes of its own, a round each")
     ap.add_argument("--alone", choices=["A", "B"], help=argparse.SUPPRESS)
     a = ap.parse_args()
