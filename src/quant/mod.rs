@@ -5,7 +5,7 @@
 //!   vectors (re-learnt when it is sealed). The estimate is asymmetric: the query stays f32, and
 //!   `q · x̂ = q · lower + Σ (q_i step_i) c_i` is one weighted sum over the codes. L2 uses
 //!   `|q|² - 2 q · x̂ + |x̂|²` with `|x̂|²` stored per vector, and cosine half of that (see
-//!   `QueryCode::distance_of_dot`).
+//!   `Estimate::new`).
 //! - `Binary`: one bit per dimension of a randomly rotated, centred vector, with per-vector
 //!   factors that make the distance estimate unbiased (RaBitQ; see `rabitq`).
 
@@ -467,6 +467,43 @@ impl<'a> CodeRows<'a> {
     }
 }
 
+/// A code's distance estimate from its weighted sum `s` (`q · x̂ = scale · s + offset`) and its
+/// `|x̂|²`: `bias + sum_weight · s + norm_weight · |x̂|²`, finished by the batch kernels as they
+/// go (see `IntegerKernel`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    bias: f32,
+    sum_weight: f32,
+    norm_weight: f32,
+}
+
+impl Estimate {
+    /// The sum itself (binary codes, whose factors finish the estimate after the kernel).
+    pub const SUM: Estimate = Estimate { bias: 0.0, sum_weight: 1.0, norm_weight: 0.0 };
+
+    /// The estimate under `metric` for a query of squared length `query_norm`.
+    ///
+    /// L2 is `|q|² - 2 q · x̂ + |x̂|²`. Cosine ranks by `|q - x̂|² / 2 = (1 + |x̂|²) / 2 - q · x̂`
+    /// (unit vectors), not by `1 - q · x̂`: with `x̂ = x + e` the first errs by
+    /// `-(q - x) · e + |e|² / 2`, the second by `-q · e`, and the part `x · e` that only the
+    /// first cancels dominates near the query, where ranking matters. 1M clustered 128-d unit
+    /// vectors, 4-bit: recall@10 at ef 64 rose from 0.80 to 0.93, at ef 128 from 0.93 to 0.98;
+    /// npm51k, whose neighbours lie farther apart, kept its recall and lost 1-3% of queries/s
+    /// to reading the norms. The inner product is `-q · x̂`.
+    fn new(metric: Metric, scale: f32, offset: f32, query_norm: f32) -> Estimate {
+        match metric {
+            Metric::L2 => Estimate { bias: query_norm - 2.0 * offset, sum_weight: -2.0 * scale, norm_weight: 1.0 },
+            Metric::Cosine => Estimate { bias: 0.5 - offset, sum_weight: -scale, norm_weight: 0.5 },
+            Metric::InnerProduct => Estimate { bias: -offset, sum_weight: -scale, norm_weight: 0.0 },
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn of(self, sum: f32, norm: f32) -> f32 {
+        self.bias + self.sum_weight * sum + self.norm_weight * norm
+    }
+}
+
 /// A query prepared for one codebook: weights for scalar codes (f32, or i8 for the integer
 /// kernels), or its rotated bit planes (binary).
 pub(crate) struct QueryCode {
@@ -477,11 +514,8 @@ pub(crate) struct QueryCode {
     /// The weights rounded to i8 (`weights ≈ scale * weights_i8`), in the order the integer
     /// kernel reads codes; empty when the CPU has no integer kernel.
     weights_i8: Vec<i8>,
-    scale: f32,
-    /// `q · lower`.
-    offset: f32,
-    /// `|q|²`.
-    norm: f32,
+    /// The estimate from the weighted sums (the integer kernels' or the f32 weights').
+    estimate: Estimate,
     binary: rabitq::Query,
 }
 
@@ -493,9 +527,7 @@ impl QueryCode {
             metric,
             weights: Vec::new(),
             weights_i8: Vec::new(),
-            scale: 1.0,
-            offset: 0.0,
-            norm: 0.0,
+            estimate: Estimate::SUM,
             binary: rabitq::Query::default(),
         };
         match kind {
@@ -512,15 +544,16 @@ impl QueryCode {
                 // The vector kernels: an iterator's `sum` adds one element at a time (f32
                 // addition is not reassociated), a chain of 384 dependent adds a query.
                 let dot = distance::best_kernels().dot;
-                code.offset = dot(query, &codebook.lower);
-                code.norm = dot(query, query);
+                let offset = dot(query, &codebook.lower);
+                // The f32 weights' sums need no scale.
+                let mut scale = 1.0;
                 let integer = if kind == Quantization::Bits8 { kernels.dot_u8_i8 } else { kernels.dot_u4_i8 };
                 if integer.is_some() {
                     let (low, high, _) = rabitq::range_and_sum(&code.weights);
                     let largest = high.max(-low).max(0.0);
                     let limit = if kind == Quantization::Bits8 { kernels.u8_weight_limit } else { 127 };
-                    code.scale = if largest > 0.0 { largest / f32::from(limit) } else { 1.0 };
-                    let inverse = 1.0 / code.scale;
+                    scale = if largest > 0.0 { largest / f32::from(limit) } else { 1.0 };
+                    let inverse = 1.0 / scale;
                     // Half away from zero by hand: `f32::round` is a libm call on baseline
                     // x86-64, which took a tenth of a 4-bit search on npm51k with the grouping.
                     let rounded = code.weights.iter().map(|w| {
@@ -533,6 +566,7 @@ impl QueryCode {
                         rounded.collect()
                     };
                 }
+                code.estimate = Estimate::new(metric, scale, offset, dot(query, query));
             }
         }
         code
@@ -552,22 +586,22 @@ impl QueryCode {
     /// the true distance, good enough to choose where to walk and what to re-score.
     #[inline]
     pub(crate) fn distance(&self, kernels: &QuantKernels, code: &[u8], norm: f32) -> f32 {
-        let rows = CodeRows { bytes: code, len: code.len(), norms: &[] };
-        let mut sum = [0.0];
-        let dot = match (self.kind, self.integer_kernel(kernels)) {
+        let norms = [norm];
+        let rows = CodeRows { bytes: code, len: code.len(), norms: &norms };
+        let mut out = [0.0];
+        match (self.kind, self.integer_kernel(kernels)) {
             (Quantization::Binary, _) => {
-                (kernels.bit_planes)(self.binary.planes(), rows, &[0], 0, &mut sum);
-                return self.binary_distance(sum[0], code);
+                (kernels.bit_planes)(self.binary.planes(), rows, &[0], 0, Estimate::SUM, &mut out);
+                self.binary_distance(out[0], code)
             }
             (_, Some(integer)) => {
-                integer(&self.weights_i8, rows, &[0], 0, &mut sum);
-                self.scale * sum[0]
+                integer(&self.weights_i8, rows, &[0], 0, self.estimate, &mut out);
+                out[0]
             }
-            (Quantization::Bits8, None) => (kernels.dot_u8)(&self.weights, code),
-            (Quantization::Bits4, None) => (kernels.dot_u4)(&self.weights, code),
-            (Quantization::None, None) => 0.0,
-        };
-        self.distance_of_dot(dot + self.offset, norm)
+            (Quantization::Bits8, None) => self.estimate.of((kernels.dot_u8)(&self.weights, code), norm),
+            (Quantization::Bits4, None) => self.estimate.of((kernels.dot_u4)(&self.weights, code), norm),
+            (Quantization::None, None) => self.estimate.of(0.0, norm),
+        }
     }
 
     /// The estimated distances to `nodes`, in order, into `out`, with one kernel call for them
@@ -585,7 +619,7 @@ impl QueryCode {
         if self.kind == Quantization::Binary {
             out.clear();
             out.resize(nodes.len(), 0.0);
-            (kernels.bit_planes)(self.binary.planes(), rows, nodes, ahead, out);
+            (kernels.bit_planes)(self.binary.planes(), rows, nodes, ahead, Estimate::SUM, out);
             for (distance, &node) in out.iter_mut().zip(nodes) {
                 *distance = self.binary_distance(*distance, rows.code(node));
             }
@@ -594,10 +628,7 @@ impl QueryCode {
         let Some(integer) = self.integer_kernel(kernels) else { return false };
         out.clear();
         out.resize(nodes.len(), 0.0);
-        integer(&self.weights_i8, rows, nodes, ahead, out);
-        for (distance, &node) in out.iter_mut().zip(nodes) {
-            *distance = self.distance_of_dot(self.scale * *distance + self.offset, rows.norm(node));
-        }
+        integer(&self.weights_i8, rows, nodes, ahead, self.estimate, out);
         true
     }
 
@@ -609,23 +640,6 @@ impl QueryCode {
         match self.metric {
             Metric::L2 => l2,
             Metric::Cosine => 1.0 - dot,
-            Metric::InnerProduct => -dot,
-        }
-    }
-
-    /// The distance under the metric from the estimated `q · x̂` (and `|x̂|²`).
-    ///
-    /// Cosine ranks by `|q - x̂|² / 2 = (1 + |x̂|²) / 2 - q · x̂` (unit vectors), not by `1 - q · x̂`:
-    /// with `x̂ = x + e` the first errs by `-(q - x) · e + |e|² / 2`, the second by `-q · e`,
-    /// and the part `x · e` that only the first cancels dominates near the query, where ranking
-    /// matters. 1M clustered 128-d unit vectors, 4-bit: recall@10 at ef 64 rose from 0.80 to
-    /// 0.93, at ef 128 from 0.93 to 0.98; npm51k, whose neighbours lie farther apart, kept its
-    /// recall and lost 1-3% of queries/s to reading the norms.
-    #[inline(always)]
-    fn distance_of_dot(&self, dot: f32, norm: f32) -> f32 {
-        match self.metric {
-            Metric::L2 => self.norm - 2.0 * dot + norm,
-            Metric::Cosine => 0.5 * (1.0 + norm) - dot,
             Metric::InnerProduct => -dot,
         }
     }
@@ -695,8 +709,8 @@ mod tests {
                                     .zip(&codes.codebook.step)
                                     .map(|((x, lo), step)| f64::from((x - lo) / step))
                                     .sum();
-                                let factor = if metric == Metric::L2 { 2.0 } else { 1.0 };
-                                0.5 * f64::from(prepared.scale) * units * factor
+                                // The sum's weight is the scale (twice it under L2).
+                                0.5 * f64::from(prepared.estimate.sum_weight.abs()) * units
                             };
                             let tolerance = 1e-3 * (1.0 + dim as f64) + rounding;
                             assert!(
@@ -723,7 +737,7 @@ mod tests {
     /// One code's sum through a batch kernel (converted to f32, as the kernels give it).
     fn sum_of(kernel: IntegerKernel, w: &[i8], code: &[u8]) -> f32 {
         let mut out = [f32::NAN];
-        kernel(w, CodeRows { bytes: code, len: code.len(), norms: &[] }, &[0], 0, &mut out);
+        kernel(w, CodeRows { bytes: code, len: code.len(), norms: &[] }, &[0], 0, Estimate::SUM, &mut out);
         out[0]
     }
 
