@@ -470,6 +470,8 @@ impl<'a> CodeRows<'a> {
 /// A code's distance estimate from its weighted sum `s` (`q · x̂ = scale · s + offset`) and its
 /// `|x̂|²`: `bias + sum_weight · s + norm_weight · |x̂|²`, finished by the batch kernels as they
 /// go (see `IntegerKernel`).
+///
+/// cbindgen:ignore
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Estimate {
     bias: f32,
