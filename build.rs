@@ -6,7 +6,9 @@ use std::path::Path;
 
 #[allow(clippy::expect_used)] // a build script reports failure by panicking
 fn main() {
-    println!("cargo:rerun-if-changed=src/ffi");
+    // The whole tree, not src/ffi/ alone: cbindgen reads every public item of the crate, and a
+    // public constant outside src/ffi/ reached the header while a stale one passed the test.
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     // A soname as cargo-c gives it: 0.x releases may break the ABI at each minor version.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {

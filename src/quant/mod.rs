@@ -479,6 +479,7 @@ pub struct Estimate {
     norm_weight: f32,
 }
 
+/// cbindgen:ignore
 impl Estimate {
     /// The sum itself (binary codes, whose factors finish the estimate after the kernel).
     pub const SUM: Estimate = Estimate { bias: 0.0, sum_weight: 1.0, norm_weight: 0.0 };
