@@ -178,6 +178,7 @@ impl Graph {
             entry_lock: Mutex::new(()),
             codes,
             rings,
+            paired_from: super::search::PAIRED_FROM,
         })
     }
 

@@ -134,6 +134,9 @@ pub(crate) struct Graph {
     codes: Option<Codes>,
     /// The nodes with a ring link.
     rings: RingMembers,
+    /// Working-set bytes from which layer-0 walks expand two candidates at once
+    /// (`search::PAIRED_FROM`; tests lower it).
+    paired_from: usize,
 }
 
 /// Which nodes have a ring link (`RING`), one bit a node. A layer-0 search tests each node that
@@ -217,6 +220,7 @@ impl Graph {
             entry_lock: Mutex::new(()),
             codes: None,
             rings: RingMembers::default(),
+            paired_from: search::PAIRED_FROM,
         }
     }
 
@@ -256,6 +260,7 @@ impl Graph {
             entry_lock: Mutex::new(()),
             codes: self.codes.as_ref().map(|codes| self.vectors.recode(codes.codebook.kind)),
             rings: RingMembers::from_words(&self.rings.to_words()),
+            paired_from: self.paired_from,
         }
     }
 

@@ -87,7 +87,7 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::distance::{Distance, Metric};
     use crate::hnsw::{with_scratch, Everyone, Params, Scored};
@@ -95,7 +95,7 @@ mod tests {
     use crate::quant::Quantization;
 
     /// `n` rows around `clusters` random centres (taken in turn), row-major.
-    fn clustered(n: usize, dim: usize, clusters: usize) -> Vec<f32> {
+    pub(in crate::hnsw) fn clustered(n: usize, dim: usize, clusters: usize) -> Vec<f32> {
         let mut state = 11u64;
         let mut next = || {
             state = mix(state);

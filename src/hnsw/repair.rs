@@ -105,6 +105,7 @@ impl Graph {
             entry_lock: Mutex::new(()),
             codes,
             rings,
+            paired_from: self.paired_from,
         };
         graph.connect();
         graph

@@ -203,6 +203,12 @@ impl Candidates {
         Some(unpack_scored(key))
     }
 
+    /// The second closest, left in place.
+    #[inline]
+    pub fn peek_second(&self) -> Option<Scored> {
+        self.sorted.get(self.head + 1).map(|&key| unpack_scored(key))
+    }
+
     /// The closest, left in place.
     #[inline]
     pub fn peek(&self) -> Option<Scored> {

@@ -26,9 +26,21 @@ const LOOKAHEAD: usize = 6;
 /// lost 2-7% at 10 or 21 ahead, so longer codes keep `LOOKAHEAD`.
 const ONE_LINE_LOOKAHEAD: usize = 16;
 
+/// The bytes a layer-0 walk may read (for every node, what the walk ranks it by and its list)
+/// from which it expands its two closest candidates at once, in one batch of distances: where
+/// they are more than a large L3 holds, each expansion waits on memory, and a batch of two
+/// overlaps the loads of both (a list's then its neighbours'). One graph, both settings
+/// interleaved, AMD EPYC Zen 4 (32 MB L3): 1M clustered 128-d L2 searches, 4-bit +4.6% to +7.2%,
+/// no codes +4.8% to +7.8%; 200K, 4-bit +6-8%; builds at 1M +15-19% with the same recall. Below
+/// it, in cache, the second expansion often ranks nodes the first would have made needless:
+/// npm51k 4-bit (16.5 MB) -2.2% to +0.6%, 10,000 vectors -4.8%.
+pub(super) const PAIRED_FROM: usize = 32 << 20;
+
 /// How a walk ranks the nodes it visits: cheaply, to choose where to go and what to re-score.
 pub(super) trait Walk {
     fn distance(&self, node: u32) -> f32;
+    /// The bytes `distance` reads for a node.
+    fn bytes_per_node(&self) -> usize;
     /// Starts loading what `distance` will read for `node`.
     fn prefetch(&self, node: u32);
 
@@ -98,6 +110,10 @@ impl Walk for CoarseWalk<'_> {
         self.graph.distance.coarse(self.query, self.graph.vectors.high(node))
     }
 
+    fn bytes_per_node(&self) -> usize {
+        2 * self.graph.dim
+    }
+
     #[inline]
     fn prefetch(&self, node: u32) {
         prefetch_all(self.graph.vectors.high(node));
@@ -115,6 +131,10 @@ impl Walk for CodeWalk<'_> {
     #[inline]
     fn distance(&self, node: u32) -> f32 {
         self.query.distance(&self.kernels, self.rows.code(node), self.rows.norm(node))
+    }
+
+    fn bytes_per_node(&self) -> usize {
+        self.rows.len + if self.rows.norms.is_empty() { 0 } else { 4 }
     }
 
     #[inline]
@@ -162,8 +182,12 @@ impl Graph {
     ///
     /// Nodes `admit` refuses are expanded like the others but kept out of the results [W], so the
     /// beam holds `ef` admitted nodes when it ends; with `reach.two_hop` they are not ranked
-    /// at all, their admitted neighbours are taken in their place. False when the walk stopped
-    /// at `reach.budget` distances, its results incomplete.
+    /// at all, their admitted neighbours are taken in their place.
+    ///
+    /// On layer 0 of a graph whose walk may read `PAIRED_FROM` bytes or more, the two closest
+    /// candidates (both within the beam's bound) are expanded at once, their neighbours ranked
+    /// in one batch. False when the walk stopped at `reach.budget` distances, its results
+    /// incomplete.
     pub(super) fn search_layer(
         &self,
         walk: &impl Walk,
@@ -180,6 +204,9 @@ impl Graph {
         s.rings.copies.clear();
         s.rings.met.clear();
         let rings = level == 0 && self.rings.any();
+        let list_bytes = 4 * (self.params.capacity(0) + 1);
+        let paired =
+            level == 0 && !reach.two_hop && self.len() * (walk.bytes_per_node() + list_bytes) >= self.paired_from;
         for &seed in &s.seeds {
             if s.visited.insert(seed.node) {
                 s.candidates.push(seed);
@@ -195,8 +222,17 @@ impl Graph {
             if closest.distance > s.beam.bound() {
                 break;
             }
+            let second = match s.candidates.peek() {
+                Some(next) if paired && next.distance <= s.beam.bound() => s.candidates.pop(),
+                _ => None,
+            };
             if let Some(next) = s.candidates.peek() {
                 prefetch_all(self.list(next.node, level));
+            }
+            if second.is_some() {
+                if let Some(after) = s.candidates.peek_second() {
+                    prefetch_all(self.list(after.node, level));
+                }
             }
             s.unvisited.clear();
             if reach.two_hop {
@@ -204,6 +240,9 @@ impl Graph {
                 self.admitted_within_two_hops(admit, level, s);
             } else {
                 self.take_unvisited_links(closest.node, level, &mut s.visited, &mut s.unvisited);
+                if let Some(second) = second {
+                    self.take_unvisited_links(second.node, level, &mut s.visited, &mut s.unvisited);
+                }
             }
             if s.unvisited.len() > budget {
                 return false;
@@ -688,8 +727,53 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::distance::Distance;
+    use crate::hnsw::order::tests::clustered;
     use crate::hnsw::{with_scratch, Everyone, Params};
     use crate::quant::Quantization;
+
+    /// Expanding the two closest candidates at once (in graphs past `PAIRED_FROM`, lowered here
+    /// to every graph) builds and searches with the recall of one expansion at a time, with and
+    /// without codes: a second expansion whose links were lost, or whose neighbours were ranked
+    /// out of order, would cost far more than the margin.
+    #[test]
+    fn paired_expansions_keep_the_recall_of_single_ones() {
+        let (n, dim, queries) = (6_000, 32, 200);
+        let data = clustered(n + queries, dim, 60);
+        let (base, queries) = data.split_at(n * dim);
+        let distance = Distance::new(Metric::L2);
+        let mut exact = Vec::new();
+        for quantization in [Quantization::None, Quantization::Bits4] {
+            let mut recalls = Vec::new();
+            for paired_from in [usize::MAX, 0] {
+                let params = Params { m: 8, ef_construction: 48, seed: 3, quantization };
+                let mut graph = Graph::new(dim, params, distance);
+                graph.paired_from = paired_from;
+                graph.append(base);
+                // One thread: the same graph on every run.
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                pool.install(|| graph.insert_range(0..n as u32));
+                let mut hits = 0;
+                for query in queries.chunks_exact(dim) {
+                    exact.clear();
+                    exact.extend(
+                        base.chunks_exact(dim)
+                            .zip(0..)
+                            .map(|(row, node)| Scored { distance: distance.eval(query, row), node }),
+                    );
+                    exact.sort_unstable();
+                    let params = SearchParams { ef: 24, oversample: 4, ..SearchParams::default() };
+                    let found = with_scratch(|s| graph.search(query, 10, params, &Everyone, s).to_vec());
+                    hits += found.iter().filter(|f| exact[..10].iter().any(|e| e.node == f.node)).count();
+                }
+                recalls.push(hits as f64 / (queries.len() / dim * 10) as f64);
+            }
+            println!(
+                "{quantization:?} recall@10 at ef 24, oversample 4: single {:.4}, paired {:.4}",
+                recalls[0], recalls[1]
+            );
+            assert!(recalls[0] > 0.8 && recalls[1] >= recalls[0] - 0.01, "{quantization:?} recall {recalls:?}");
+        }
+    }
 
     /// Only the candidates that can still be among the k nearest are re-scored; with the whole
     /// graph as the beam (and, with codes, as the candidates: the codes' best k re-scored at once,
