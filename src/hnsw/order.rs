@@ -110,6 +110,26 @@ pub(super) mod tests {
         data
     }
 
+    /// The share of each query's 10 nearest rows of `base` (brute force) that a search of
+    /// `graph` (holding `base`) with `params` finds.
+    pub(in crate::hnsw) fn recall_at_10(graph: &Graph, base: &[f32], queries: &[f32], params: SearchParams) -> f64 {
+        let dim = graph.dim;
+        let mut exact = Vec::new();
+        let mut hits = 0;
+        for query in queries.chunks_exact(dim) {
+            exact.clear();
+            exact.extend(
+                base.chunks_exact(dim)
+                    .zip(0..)
+                    .map(|(row, node)| Scored { distance: graph.distance.eval(query, row), node }),
+            );
+            exact.sort_unstable();
+            let found = with_scratch(|s| graph.search(query, 10, params, &Everyone, s).to_vec());
+            hits += found.iter().filter(|f| exact[..10].iter().any(|e| e.node == f.node)).count();
+        }
+        hits as f64 / (queries.len() / dim * 10) as f64
+    }
+
     /// A graph holding `data`, appended but not linked.
     fn appended(data: &[f32], dim: usize) -> Graph {
         let params = Params { m: 8, ef_construction: 64, seed: 3, quantization: Quantization::None };
@@ -161,7 +181,6 @@ pub(super) mod tests {
         let (n, dim, queries) = (30_000, 24, 500);
         let data = clustered(n + queries, dim, 300);
         let (base, queries) = data.split_at(n * dim);
-        let mut exact = Vec::new();
         let mut recalls = Vec::new();
         for hashed in [false, true] {
             let graph = appended(base, dim);
@@ -173,20 +192,7 @@ pub(super) mod tests {
             // One thread: the same graph on every run.
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
             pool.install(|| graph.link(&order));
-            let mut hits = 0;
-            for query in queries.chunks_exact(dim) {
-                exact.clear();
-                exact.extend(
-                    base.chunks_exact(dim)
-                        .zip(0..)
-                        .map(|(row, node)| Scored { distance: graph.distance.eval(query, row), node }),
-                );
-                exact.sort_unstable();
-                let params = SearchParams { ef: 24, ..SearchParams::default() };
-                let found = with_scratch(|s| graph.search(query, 10, params, &Everyone, s).to_vec());
-                hits += found.iter().filter(|f| exact[..10].iter().any(|e| e.node == f.node)).count();
-            }
-            recalls.push(hits as f64 / (queries.len() / dim * 10) as f64);
+            recalls.push(recall_at_10(&graph, base, queries, SearchParams { ef: 24, ..SearchParams::default() }));
         }
         println!("recall@10 at ef 24: caller's order {:.4}, hash order {:.4}", recalls[0], recalls[1]);
         assert!(recalls[1] >= recalls[0] - 0.01, "recall {recalls:?}");

@@ -727,7 +727,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::distance::Distance;
-    use crate::hnsw::order::tests::clustered;
+    use crate::hnsw::order::tests::{clustered, recall_at_10};
     use crate::hnsw::{with_scratch, Everyone, Params};
     use crate::quant::Quantization;
 
@@ -741,7 +741,6 @@ mod tests {
         let data = clustered(n + queries, dim, 60);
         let (base, queries) = data.split_at(n * dim);
         let distance = Distance::new(Metric::L2);
-        let mut exact = Vec::new();
         for quantization in [Quantization::None, Quantization::Bits4] {
             let mut recalls = Vec::new();
             for paired_from in [usize::MAX, 0] {
@@ -752,20 +751,8 @@ mod tests {
                 // One thread: the same graph on every run.
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
                 pool.install(|| graph.insert_range(0..n as u32));
-                let mut hits = 0;
-                for query in queries.chunks_exact(dim) {
-                    exact.clear();
-                    exact.extend(
-                        base.chunks_exact(dim)
-                            .zip(0..)
-                            .map(|(row, node)| Scored { distance: distance.eval(query, row), node }),
-                    );
-                    exact.sort_unstable();
-                    let params = SearchParams { ef: 24, oversample: 4, ..SearchParams::default() };
-                    let found = with_scratch(|s| graph.search(query, 10, params, &Everyone, s).to_vec());
-                    hits += found.iter().filter(|f| exact[..10].iter().any(|e| e.node == f.node)).count();
-                }
-                recalls.push(hits as f64 / (queries.len() / dim * 10) as f64);
+                let params = SearchParams { ef: 24, oversample: 4, ..SearchParams::default() };
+                recalls.push(recall_at_10(&graph, base, queries, params));
             }
             println!(
                 "{quantization:?} recall@10 at ef 24, oversample 4: single {:.4}, paired {:.4}",
