@@ -514,8 +514,9 @@ pub(crate) struct QueryCode {
     metric: Metric,
     /// `q_i * step_i`, padded to the code's dimension blocks.
     weights: Vec<f32>,
-    /// The weights rounded to i8 (`weights ≈ scale * weights_i8`), in the order the integer
-    /// kernel reads codes; empty when the CPU has no integer kernel.
+    /// The weights rounded to i8 (`weights ≈ scale * weights_i8`, the scale folded into
+    /// `estimate`), in the order the integer kernel reads codes; empty when the CPU has no
+    /// integer kernel.
     weights_i8: Vec<i8>,
     /// The estimate from the weighted sums (the integer kernels' or the f32 weights').
     estimate: Estimate,
