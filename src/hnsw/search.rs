@@ -460,12 +460,19 @@ impl Graph {
             self.rescore(query, 0..exact, true, s);
             self.rank_coarsely(query, exact, s);
         }
+        self.keep_exact_nearest(query, k, exact, s);
+        true
+    }
+
+    /// Leaves in `s.found` its `k` nearest to `query`, closest first, with exact distances: the
+    /// first `exact` already hold theirs; of the others, only those that may still be among the
+    /// k nearest (`keep_possible_results`, by their bfloat16 distances) are re-scored.
+    fn keep_exact_nearest(&self, query: &[f32], k: usize, exact: usize, s: &mut Scratch) {
         self.keep_possible_results(query, k, exact, s);
         let len = s.found.len();
         self.rescore(query, exact..len, false, s);
         s.found.sort_unstable();
         s.found.truncate(k);
-        true
     }
 
     /// Replaces the code estimates in `s.found` from `from` on by distances from the bfloat16
@@ -555,11 +562,7 @@ impl Graph {
         }
         s.found.clear();
         s.found.extend(s.results.drain());
-        self.keep_possible_results(query, k, 0, s);
-        let len = s.found.len();
-        self.rescore(query, 0..len, false, s);
-        s.found.sort_unstable();
-        s.found.truncate(k);
+        self.keep_exact_nearest(query, k, 0, s);
     }
 
     /// Replaces the distances of `s.found[range]` by exact ones, the next few loading while
