@@ -10,6 +10,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 /// Element types that may be viewed straight from file bytes.
 ///
 /// # Safety
@@ -185,6 +187,23 @@ impl<T: Plain> Array<T> {
         if let Array::Owned(vec) = self {
             vec.shrink_to_fit();
         }
+    }
+}
+
+impl<T: Plain + Copy> Array<T> {
+    /// Reorders the rows (of `width` elements) from row `first` on: row `first + j` takes the
+    /// row `order[j]` held, `order` being a permutation of `first..first + order.len()`. Copies
+    /// a mapped array onto the heap first.
+    pub(crate) fn permute_rows(&mut self, width: usize, first: usize, order: &[u32]) {
+        if width == 0 || order.is_empty() {
+            return;
+        }
+        let rows = &mut self.vec_mut()[first * width..(first + order.len()) * width];
+        let old = rows.to_vec();
+        rows.par_chunks_mut(width).zip(order).for_each(|(row, &from)| {
+            let from = (from as usize - first) * width;
+            row.copy_from_slice(&old[from..from + width]);
+        });
     }
 }
 

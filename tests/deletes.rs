@@ -304,3 +304,59 @@ fn deletes_past_the_threshold_are_compacted_in_the_background() {
     ));
     assert!(Index::new(Options { compact_threshold: 1.5, ..options(Metric::L2) }).is_err());
 }
+
+/// Checks that every id of `model` is stored with its vector (`get`), and that searching for a
+/// sample of them finds each one at distance 0.
+fn holds(index: &Index, model: &BTreeMap<u64, Vec<f32>>, step: &str) {
+    assert_eq!(index.len(), model.len(), "{step}: len");
+    let ids: Vec<u64> = model.keys().copied().collect();
+    let (mut out, mut found) = (vec![0f32; ids.len() * DIM], vec![false; ids.len()]);
+    assert_eq!(index.get(&ids, &mut out, &mut found).unwrap(), ids.len(), "{step}: get");
+    for (id, row) in ids.iter().zip(out.chunks_exact(DIM)) {
+        assert_eq!(row, &model[id][..], "{step}: get({id})");
+    }
+    for id in ids.iter().step_by(97) {
+        let hits = index.search(&model[id], 1, 64).unwrap();
+        assert_eq!((hits[0].id, hits[0].distance), (*id, 0.0), "{step}: search for {id}'s vector");
+    }
+}
+
+/// Large batches are numbered breadth-first inside their segments (and so are the segments a
+/// compaction rebuilds): ids must still lead to their vectors through get, delete, upsert,
+/// compaction and reopening.
+#[test]
+fn large_batches_keep_each_id_with_its_vector() {
+    let dir = temp_dir("large-batches");
+    let options = Options { segment_capacity: 30_000, compact_threshold: 0.0, ..options(Metric::L2) };
+    let mut index = Index::open(&dir, options.clone()).unwrap();
+    let mut model = BTreeMap::new();
+    let mut rng = Rng::new(5);
+    // 10,000 into the growing segment; 20,000 more fill it (sealed), 5,000 start the next; then
+    // 25,000 fill that one and 15,000 become a new segment built beside it.
+    for (batch, range) in [0u64..10_000, 10_000..35_000, 35_000..75_000].into_iter().enumerate() {
+        let mut ids: Vec<u64> = range.collect();
+        rng_shuffle(&mut ids, &mut rng);
+        let vectors: Vec<Vec<f32>> = ids.iter().map(|_| random_vector(&mut rng)).collect();
+        index.insert_batch(&ids, &vectors.concat()).unwrap();
+        model.extend(ids.into_iter().zip(vectors));
+        holds(&index, &model, &format!("batch {batch}"));
+    }
+    // Most of the first segment deleted: the compaction rebuilds its 12,000 live vectors.
+    let doomed: Vec<u64> = (0..30_000).filter(|id| id % 5 < 3).collect();
+    assert_eq!(index.delete(&doomed).unwrap(), doomed.len());
+    doomed.iter().for_each(|id| drop(model.remove(id)));
+    holds(&index, &model, "deleted");
+    let replaced: Vec<u64> = (40_000..50_000).collect();
+    let vectors: Vec<Vec<f32>> = replaced.iter().map(|_| random_vector(&mut rng)).collect();
+    index.upsert(&replaced, &vectors.concat()).unwrap();
+    model.extend(replaced.into_iter().zip(vectors));
+    holds(&index, &model, "upserted");
+    index.compact().unwrap();
+    assert_eq!(index.stats().deleted, 0);
+    holds(&index, &model, "compacted");
+    drop(index);
+    index = Index::open(&dir, options).unwrap();
+    holds(&index, &model, "reopened");
+    drop(index);
+    let _ = std::fs::remove_dir_all(dir);
+}

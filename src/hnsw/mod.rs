@@ -10,13 +10,14 @@
 
 //!
 //! The graph is laid out and locked here; `search` walks it, `build` links new nodes into it
-//! (in the order `order` chooses), and `file` reads and writes it as the sections of a segment
+//! (in the order `order` chooses) and `renumber` numbers them breadth-first, and `file` reads and writes it as the sections of a segment
 //! file.
 
 mod build;
 mod check;
 mod file;
 mod order;
+mod renumber;
 mod repair;
 mod scratch;
 mod search;

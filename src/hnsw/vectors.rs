@@ -82,6 +82,12 @@ impl SplitVectors {
         Codes::build_with(kind, self.dim, self.len(), |node, buffer| self.exact_into(node, buffer))
     }
 
+    /// Reorders the vectors from `first` on (`Array::permute_rows`).
+    pub(crate) fn permute(&mut self, first: usize, order: &[u32]) {
+        self.high.permute_rows(self.dim, first, order);
+        self.low.permute_rows(self.dim, first, order);
+    }
+
     /// A copy with no spare capacity.
     pub(crate) fn compacted(&self) -> SplitVectors {
         let (high, low) = (AlignedVec::copy_of(&self.high), AlignedVec::copy_of(&self.low));

@@ -108,9 +108,8 @@ impl IdMap {
     /// Records where a batch's `ids` went.
     pub(crate) fn record(&mut self, ids: &[u64], placements: &[Placement]) {
         for placement in placements {
-            for (i, &id) in ids[placement.rows.clone()].iter().enumerate() {
-                let node = placement.first_node + i as u32;
-                self.locations.insert(id, Location { segment: placement.ordinal, node });
+            for (row, node) in placement.nodes() {
+                self.locations.insert(ids[row], Location { segment: placement.ordinal, node });
             }
         }
     }
@@ -120,11 +119,11 @@ impl IdMap {
     /// since the rows were read) are left alone.
     pub(crate) fn record_moves(&mut self, ids: &[u64], sources: &[(u32, u32)], placements: &[Placement]) {
         for placement in placements {
-            for (i, row) in placement.rows.clone().enumerate() {
+            for (row, new_node) in placement.nodes() {
                 let (segment, node) = sources[row];
                 if let Some(location) = self.locations.get_mut(&ids[row]) {
                     if *location == (Location { segment, node }) {
-                        *location = Location { segment: placement.ordinal, node: placement.first_node + i as u32 };
+                        *location = Location { segment: placement.ordinal, node: new_node };
                     }
                 }
             }

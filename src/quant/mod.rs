@@ -401,6 +401,15 @@ impl Codes {
         count >= 2 * self.trained_on.max(1)
     }
 
+    /// Reorders the codes from `first` on (`Array::permute_rows`).
+    pub(crate) fn permute(&mut self, first: usize, order: &[u32]) {
+        self.bytes.permute_rows(self.code_len, first, order);
+        // Binary codes keep no norms.
+        if !self.norms.is_empty() {
+            self.norms.permute_rows(1, first, order);
+        }
+    }
+
     /// Appends the codes of `rows` (row-major), encoding in parallel.
     pub(crate) fn push(&mut self, rows: &[f32]) {
         let dim = self.codebook.dim();

@@ -99,11 +99,13 @@ impl Growing {
         self.capacity - self.len()
     }
 
-    /// Appends and links a batch, in parallel on the current rayon pool. The caller serialises
-    /// calls and keeps the batch within `room()`.
-    pub(crate) fn add(&self, ids: &[u64], vectors: &[f32]) {
+    /// Appends and links a batch, in parallel on the current rayon pool, and numbers a large one
+    /// breadth-first (`Graph::breadth_first_order`). Returns the batch's rows in the order of
+    /// their nodes, or nothing when they kept the batch's order. The caller serialises calls and
+    /// keeps the batch within `room()`.
+    pub(crate) fn add(&self, ids: &[u64], vectors: &[f32]) -> Vec<u32> {
         if ids.is_empty() {
-            return;
+            return Vec::new();
         }
         let first = {
             let mut state = write(&self.state);
@@ -114,7 +116,8 @@ impl Growing {
             first
         };
         let state = read(&self.state);
-        state.graph.insert_range(first as u32..(first + ids.len()) as u32);
+        let nodes = first as u32..(first + ids.len()) as u32;
+        state.graph.insert_range(nodes.clone());
         // Once 1/64 of the segment was linked since the last reachability pass, the next pass
         // is paid for (amortised O(1) a vector, whatever the batch sizes); sealing always runs one.
         let unchecked = self.unchecked.fetch_add(ids.len(), Relaxed) + ids.len();
@@ -122,6 +125,13 @@ impl Growing {
             state.graph.connect();
             self.unchecked.store(0, Relaxed);
         }
+        // Searches wait only while the rows move, not while the order is found.
+        let Some(order) = state.graph.breadth_first_order(nodes.clone()) else { return Vec::new() };
+        drop(state);
+        let mut state = write(&self.state);
+        state.graph.renumber(nodes.clone(), &order);
+        state.ids.permute_rows(1, first, &order);
+        order.iter().map(|&node| node - nodes.start).collect()
     }
 
     /// Checks the graph's structure (see `Graph::check`). Nodes linked since the last

@@ -73,11 +73,27 @@ fn mapped_bytes(mapping: Option<&Mapping>) -> (usize, usize) {
     mapping.map_or((0, 0), |m| (m.bytes().len(), m.resident()))
 }
 
-/// Rows `rows` of a batch became nodes `first_node..` of segment `ordinal`.
+/// Rows `rows` of a batch became nodes `first_node..` of segment `ordinal`: in their order, or
+/// in that of `order` (offsets into `rows`) when the segment renumbered them.
 pub(crate) struct Placement {
     pub ordinal: u32,
     pub first_node: u32,
     pub rows: Range<usize>,
+    pub order: Vec<u32>,
+}
+
+impl Placement {
+    fn new(ordinal: u32, first_node: u32, rows: Range<usize>) -> Placement {
+        Placement { ordinal, first_node, rows, order: Vec::new() }
+    }
+
+    /// Each row placed here, with the node it became.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        (0..self.rows.len()).map(|at| {
+            let row = self.order.get(at).map_or(at, |&offset| offset as usize);
+            (self.rows.start + row, self.first_node + at as u32)
+        })
+    }
 }
 
 /// The segments after a batch, and where its rows went.
@@ -227,18 +243,13 @@ impl SegmentSet {
         let (head_vectors, rest_vectors) = vectors.split_at(into_growing * dim);
         let chunks: Vec<_> = rest_ids.chunks(capacity).zip(rest_vectors.chunks(capacity * dim)).collect();
         let first_ordinal = next_ordinal;
-        let mut placements = vec![Placement {
-            ordinal: self.growing.ordinal(),
-            first_node: self.growing.len() as u32,
-            rows: 0..into_growing,
-        }];
-        placements.extend((0..chunks.len()).map(|c| Placement {
-            ordinal: first_ordinal + c as u32,
-            first_node: 0,
-            rows: into_growing + c * capacity..(into_growing + (c + 1) * capacity).min(ids.len()),
+        let mut placements = vec![Placement::new(self.growing.ordinal(), self.growing.len() as u32, 0..into_growing)];
+        placements.extend((0..chunks.len()).map(|c| {
+            let rows = into_growing + c * capacity..(into_growing + (c + 1) * capacity).min(ids.len());
+            Placement::new(first_ordinal + c as u32, 0, rows)
         }));
 
-        let (_, built) = rayon::join(
+        let (head_order, built) = rayon::join(
             || self.growing.add(head_ids, head_vectors),
             || {
                 chunks
@@ -246,12 +257,13 @@ impl SegmentSet {
                     .enumerate()
                     .map(|(i, (ids, vectors))| {
                         let segment = Growing::new(layout, first_ordinal + i as u32);
-                        segment.add(ids, vectors);
-                        segment
+                        let order = segment.add(ids, vectors);
+                        (segment, order)
                     })
                     .collect::<Vec<_>>()
             },
         );
+        placements[0].order = head_order;
 
         let mut sealed = self.sealed.clone();
         let sealed_before = sealed.len();
@@ -262,7 +274,8 @@ impl SegmentSet {
             growing = Arc::new(Growing::new(layout, next_ordinal));
             next_ordinal += 1;
         }
-        for segment in built {
+        for (placement, (segment, order)) in placements[1..].iter_mut().zip(built) {
+            placement.order = order;
             if segment.room() == 0 {
                 sealed.push(Arc::new(segment.into_sealed()));
             } else {
@@ -317,7 +330,7 @@ impl SegmentSet {
                 ids.push(id);
                 sources.push((segment.ordinal(), node as u32));
             }
-            placements.push(Placement { ordinal: first_ordinal + at as u32, first_node: 0, rows: start..ids.len() });
+            placements.push(Placement::new(first_ordinal + at as u32, 0, start..ids.len()));
         }
         let pooled_start = ids.len();
         for segment in self.sealed.iter().filter(|s| plan.pooled.contains(&s.ordinal())) {
@@ -332,28 +345,31 @@ impl SegmentSet {
         }
         let (capacity, dim) = (layout.capacity, layout.dim);
         let first_pooled = first_ordinal + repaired.len() as u32;
-        placements.extend((pooled_start..ids.len()).step_by(capacity).enumerate().map(|(c, start)| Placement {
-            ordinal: first_pooled + c as u32,
-            first_node: 0,
-            rows: start..(start + capacity).min(ids.len()),
+        placements.extend((pooled_start..ids.len()).step_by(capacity).enumerate().map(|(c, start)| {
+            Placement::new(first_pooled + c as u32, 0, start..(start + capacity).min(ids.len()))
         }));
-        let segments = placements
+        let built: Vec<(Arc<Sealed>, Vec<u32>)> = placements
             .par_iter()
             .enumerate()
             .map(|(at, placement)| match repaired.get(at) {
                 Some(segment) => {
                     let kept: Vec<u32> = sources[placement.rows.clone()].iter().map(|&(_, node)| node).collect();
-                    Arc::new(segment.repaired(placement.ordinal, &kept))
+                    (Arc::new(segment.repaired(placement.ordinal, &kept)), Vec::new())
                 }
                 None => {
                     let rows = placement.rows.clone();
                     let vectors = &vectors[(rows.start - pooled_start) * dim..(rows.end - pooled_start) * dim];
                     let segment = Growing::new(layout, placement.ordinal);
-                    segment.add(&ids[rows], vectors);
-                    Arc::new(segment.into_sealed())
+                    let order = segment.add(&ids[rows], vectors);
+                    (Arc::new(segment.into_sealed()), order)
                 }
             })
             .collect();
+        let mut segments = Vec::with_capacity(built.len());
+        for (placement, (segment, order)) in placements.iter_mut().zip(built) {
+            placement.order = order;
+            segments.push(segment);
+        }
         Rebuilt { segments, ids, sources, placements }
     }
 
@@ -362,9 +378,10 @@ impl SegmentSet {
     /// out meanwhile.
     pub(crate) fn with_rebuilt(&self, plan: &CompactionPlan, rebuilt: &Rebuilt) -> SegmentSet {
         for (placement, segment) in rebuilt.placements.iter().zip(&rebuilt.segments) {
-            for (node, &(ordinal, source)) in rebuilt.sources[placement.rows.clone()].iter().enumerate() {
+            for (row, node) in placement.nodes() {
+                let (ordinal, source) = rebuilt.sources[row];
                 if self.tombstones(ordinal).is_some_and(|t| t.is_deleted(source)) {
-                    segment.tombstones().delete(node as u32);
+                    segment.tombstones().delete(node);
                 }
             }
         }
