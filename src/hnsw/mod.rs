@@ -10,8 +10,8 @@
 
 //!
 //! The graph is laid out and locked here; `search` walks it, `build` links new nodes into it
-//! (in the order `order` chooses) and `renumber` numbers them breadth-first, and `file` reads and writes it as the sections of a segment
-//! file.
+//! (in the order `order` chooses), `renumber` numbers a large batch of them breadth-first, and
+//! `file` reads and writes it as the sections of a segment file.
 
 mod build;
 mod check;

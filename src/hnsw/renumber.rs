@@ -26,9 +26,8 @@ use super::{pack, unpack, Graph, RingMembers, NO_ENTRY};
 const RENUMBER_FROM: usize = 8_192;
 
 impl Graph {
-    /// The order to number the linked `nodes` in, breadth-first (`renumber` applies it), or
-    /// `None` when they are fewer than `RENUMBER_FROM` and keep their numbers: their old numbers
-    /// in their new order.
+    /// The linked `nodes` in the order to number them in, breadth-first (`renumber` applies
+    /// it); `None` when they are fewer than `RENUMBER_FROM` and keep their numbers.
     pub(crate) fn breadth_first_order(&self, nodes: Range<u32>) -> Option<Vec<u32>> {
         (nodes.len() >= RENUMBER_FROM).then(|| self.breadth_first(nodes))
     }
@@ -119,10 +118,10 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distance::{Distance, Metric};
     use crate::hnsw::build::tests::reachable;
     use crate::hnsw::order::tests::{clustered, recall_at_10};
     use crate::hnsw::{with_scratch, Everyone, Params};
-    use crate::distance::{Distance, Metric};
     use crate::options::SearchParams;
     use crate::quant::Quantization;
 
@@ -161,7 +160,9 @@ mod tests {
             let found_before: Vec<_> = queries.chunks_exact(dim).map(|q| search(&graph, q)).collect();
             let recall_before = recall_at_10(&graph, &base, &queries, params_ef48());
             let lists_before: Vec<Vec<Vec<u32>>> = (0..n as u32)
-                .map(|node| (0..=graph.levels[node as usize] as usize).map(|l| graph.links(node, l).collect()).collect())
+                .map(|node| {
+                    (0..=graph.levels[node as usize] as usize).map(|l| graph.links(node, l).collect()).collect()
+                })
                 .collect();
             let codes_before: Vec<(Vec<u8>, Option<f32>)> = (0..n).map(|node| code_of(&graph, node)).collect();
             let entry_before = unpack(graph.entry.load(Acquire));
@@ -197,7 +198,8 @@ mod tests {
             }
             assert_eq!(graph.upper.len(), start);
             assert_eq!(reachable(&graph), n, "{quantization:?}: every node reachable");
-            let renumbered: Vec<f32> = old_of.iter().flat_map(|&old| &base[old as usize * dim..][..dim]).copied().collect();
+            let renumbered: Vec<f32> =
+                old_of.iter().flat_map(|&old| &base[old as usize * dim..][..dim]).copied().collect();
             let recall = recall_at_10(&graph, &renumbered, &queries, params_ef48());
             if quantization == Quantization::None {
                 for (query, before) in queries.chunks_exact(dim).zip(&found_before) {

@@ -345,9 +345,12 @@ impl SegmentSet {
         }
         let (capacity, dim) = (layout.capacity, layout.dim);
         let first_pooled = first_ordinal + repaired.len() as u32;
-        placements.extend((pooled_start..ids.len()).step_by(capacity).enumerate().map(|(c, start)| {
-            Placement::new(first_pooled + c as u32, 0, start..(start + capacity).min(ids.len()))
-        }));
+        placements.extend(
+            (pooled_start..ids.len())
+                .step_by(capacity)
+                .enumerate()
+                .map(|(c, start)| Placement::new(first_pooled + c as u32, 0, start..(start + capacity).min(ids.len()))),
+        );
         let built: Vec<(Arc<Sealed>, Vec<u32>)> = placements
             .par_iter()
             .enumerate()
