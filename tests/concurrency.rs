@@ -208,3 +208,63 @@ fn searches_run_while_others_delete_upsert_and_compact() {
     assert_eq!(index.stats().deleted, 0);
     println!("{searches} searches ran beside the changes");
 }
+
+/// Batches of 8,192 or more are renumbered in their segment after linking, while searches and
+/// gets run: every hit must come with the distance of its own id's vector, and every get that
+/// finds an id must return that vector (a node paired with another's id would fail both).
+#[test]
+fn searches_and_gets_see_each_id_with_its_vector_while_large_batches_are_renumbered() {
+    const DIM: usize = 8;
+    const BATCH: usize = 9_000;
+    const BATCHES: usize = 4;
+    let n = BATCH * BATCHES;
+    let data = Arc::new(clustered(n, DIM, 30, 77));
+    let index = Arc::new(Index::new(Options::new(DIM, Metric::L2)).unwrap());
+    let inserted = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let checkers: Vec<_> = (0..2)
+        .map(|t| {
+            let (index, data, inserted, done) = (index.clone(), data.clone(), inserted.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut checked, mut rng) = (0usize, Rng::new(t));
+                while !done.load(Ordering::Acquire) || checked == 0 {
+                    let visible = inserted.load(Ordering::Acquire);
+                    let query: Vec<f32> = (0..DIM).map(|_| rng.uniform() - 0.5).collect();
+                    let hits = index.search(&query, 10, 32).unwrap();
+                    assert!(hits.len() >= visible.min(10), "{} hits with {visible} inserted", hits.len());
+                    for hit in &hits {
+                        let row = &data[hit.id as usize * DIM..][..DIM];
+                        let exact = exact_distance(Metric::L2, &query, row);
+                        assert!((f64::from(hit.distance) - exact).abs() < 1e-4, "{hit:?}: {exact}");
+                    }
+                    let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+                    let (mut out, mut found) = (vec![0f32; ids.len() * DIM], vec![false; ids.len()]);
+                    index.get(&ids, &mut out, &mut found).unwrap();
+                    for ((id, row), &found) in ids.iter().zip(out.chunks_exact(DIM)).zip(&found) {
+                        // A batch is searchable while it is linked, but its ids reach the map
+                        // (and get) when the insert returns.
+                        assert!(found || *id >= visible as u64, "get({id}) of an acknowledged id");
+                        if found {
+                            assert_eq!(row, &data[*id as usize * DIM..][..DIM], "get({id})");
+                        }
+                    }
+                    checked += 1;
+                }
+                checked
+            })
+        })
+        .collect();
+    for b in 0..BATCHES {
+        // Ids in reverse, so that neither order nor renumbering matches them by chance.
+        let ids: Vec<u64> = (b * BATCH..(b + 1) * BATCH).rev().map(|i| i as u64).collect();
+        let rows: Vec<f32> = ids.iter().flat_map(|&id| &data[id as usize * DIM..][..DIM]).copied().collect();
+        index.insert_batch(&ids, &rows).unwrap();
+        inserted.store((b + 1) * BATCH, Ordering::Release);
+    }
+    done.store(true, Ordering::Release);
+    let checked: usize = checkers.into_iter().map(|h| h.join().unwrap()).sum();
+    println!("{checked} searches and gets checked during {BATCHES} batches of {BATCH}");
+    let results = index.search_batch(&data, 1, 64, 0).unwrap();
+    let found = (0..n).filter(|&i| results[i][0].id == i as u64).count();
+    assert!(found as f64 >= 0.99 * n as f64, "{found} of {n} vectors find themselves");
+}
