@@ -10,8 +10,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 /// Element types that may be viewed straight from file bytes.
 ///
 /// # Safety
@@ -190,20 +188,33 @@ impl<T: Plain> Array<T> {
     }
 }
 
-impl<T: Plain + Copy> Array<T> {
+impl<T: Plain> Array<T> {
     /// Reorders the rows (of `width` elements) from row `first` on: row `first + j` takes the
-    /// row `order[j]` held, `order` being a permutation of `first..first + order.len()`. Copies
-    /// a mapped array onto the heap first.
+    /// row `order[j]` held, `order` being a permutation of `first..first + order.len()`. In
+    /// place, by swapping rows along each cycle of the permutation: no copy of the rows, which
+    /// for a large batch would be hundreds of megabytes the allocator may keep. Copies a mapped
+    /// array onto the heap first.
     pub(crate) fn permute_rows(&mut self, width: usize, first: usize, order: &[u32]) {
         if width == 0 || order.is_empty() {
             return;
         }
         let rows = &mut self.vec_mut()[first * width..(first + order.len()) * width];
-        let old = rows.to_vec();
-        rows.par_chunks_mut(width).zip(order).for_each(|(row, &from)| {
-            let from = (from as usize - first) * width;
-            row.copy_from_slice(&old[from..from + width]);
-        });
+        let mut placed = vec![false; order.len()];
+        for start in 0..order.len() {
+            let mut at = start;
+            while !std::mem::replace(&mut placed[at], true) {
+                let from = order[at] as usize - first;
+                if from == start {
+                    break;
+                }
+                // Row `at` takes row `from`'s contents; `at`'s old contents move on to `from`,
+                // which the cycle fills next.
+                let (low, high) = rows.split_at_mut(at.max(from) * width);
+                let (a, b) = (&mut low[at.min(from) * width..][..width], &mut high[..width]);
+                a.swap_with_slice(b);
+                at = from;
+            }
+        }
     }
 }
 
@@ -408,6 +419,30 @@ impl<T: Plain> Drop for AlignedVec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permuted_rows_are_the_rows_the_order_names() {
+        let (width, first, count) = (3, 5, 1_000);
+        let rows: Vec<u32> = (0..(first + count) * width).map(|x| x as u32).collect();
+        // A permutation of many cycles, of every length up to 200 (and fixed points).
+        let mut order: Vec<u32> = Vec::new();
+        let mut next = first as u32;
+        for length in 1.. {
+            let end = (next + length).min((first + count) as u32);
+            order.extend((next + 1..end).chain(std::iter::once(next)));
+            next = end;
+            if next as usize == first + count {
+                break;
+            }
+        }
+        let mut array = Array::from(rows.clone());
+        array.permute_rows(width, first, &order);
+        assert_eq!(array[..first * width], rows[..first * width], "rows before `first` stay");
+        for (j, &from) in order.iter().enumerate() {
+            let row = &array[(first + j) * width..][..width];
+            assert_eq!(row, &rows[from as usize * width..][..width], "row {}", first + j);
+        }
+    }
 
     #[test]
     fn heap_arrays_start_on_a_cache_line_and_large_ones_on_a_huge_page() {

@@ -68,10 +68,6 @@ impl Graph {
         }
         let renamed = |node: u32| if nodes.contains(&node) { new_of[(node - nodes.start) as usize] } else { node };
 
-        self.vectors.permute(first, order);
-        if let Some(codes) = &mut self.codes {
-            codes.permute(first, order);
-        }
         // Upper lists stay in node order, as files keep them: the batch's, which fill the end of
         // `upper`, are moved into its new order.
         let stride = 1 + self.params.m;
@@ -88,18 +84,18 @@ impl Graph {
             at += len;
         }
         upper_start[first..].copy_from_slice(&starts);
-        self.levels.permute_rows(1, first, order);
 
-        // Layer-0 rows move (count word, flags and links), then every link of every list is
-        // renamed: lists of older nodes link into the batch too. Slots past a list's count hold
-        // valid nodes as well (see the module docs of `hnsw`), so they are renamed alike.
+        // The rows of every per-node array move (layer 0's with their count words and flags),
+        // the arrays side by side: each moves in place, one cycle of the order after another.
         let stride0 = 1 + self.params.capacity(0);
-        let layer0 = &mut self.layer0.vec_mut()[first * stride0..];
-        let old: Vec<u32> = layer0.iter().map(|slot| slot.load(Relaxed)).collect();
-        layer0.par_chunks_mut(stride0).zip(order).for_each(|(row, &from)| {
-            let from = (from as usize - first) * stride0;
-            row.iter().zip(&old[from..]).for_each(|(slot, &word)| slot.store(word, Relaxed));
-        });
+        let (vectors, codes, levels, layer0) = (&mut self.vectors, &mut self.codes, &mut self.levels, &mut self.layer0);
+        rayon::join(
+            || rayon::join(|| vectors.permute(first, order), || codes.as_mut().map(|c| c.permute(first, order))),
+            || rayon::join(|| layer0.permute_rows(stride0, first, order), || levels.permute_rows(1, first, order)),
+        );
+        // Then every link of every list is renamed: lists of older nodes link into the batch
+        // too. Slots past a list's count hold valid nodes as well (see the module docs of
+        // `hnsw`), so they are renamed alike.
         let rename_links = |list: &[AtomicU32]| {
             list[1..].iter().for_each(|slot| slot.store(renamed(slot.load(Relaxed)), Relaxed));
         };

@@ -82,10 +82,10 @@ impl SplitVectors {
         Codes::build_with(kind, self.dim, self.len(), |node, buffer| self.exact_into(node, buffer))
     }
 
-    /// Reorders the vectors from `first` on (`Array::permute_rows`).
+    /// Reorders the vectors from `first` on (`Array::permute_rows`), both halves side by side.
     pub(crate) fn permute(&mut self, first: usize, order: &[u32]) {
-        self.high.permute_rows(self.dim, first, order);
-        self.low.permute_rows(self.dim, first, order);
+        let (high, low) = (&mut self.high, &mut self.low);
+        rayon::join(|| high.permute_rows(self.dim, first, order), || low.permute_rows(self.dim, first, order));
     }
 
     /// A copy with no spare capacity.

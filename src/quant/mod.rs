@@ -401,13 +401,12 @@ impl Codes {
         count >= 2 * self.trained_on.max(1)
     }
 
-    /// Reorders the codes from `first` on (`Array::permute_rows`).
+    /// Reorders the codes from `first` on (`Array::permute_rows`), codes and norms side by side.
     pub(crate) fn permute(&mut self, first: usize, order: &[u32]) {
-        self.bytes.permute_rows(self.code_len, first, order);
+        let (bytes, norms, code_len) = (&mut self.bytes, &mut self.norms, self.code_len);
         // Binary codes keep no norms.
-        if !self.norms.is_empty() {
-            self.norms.permute_rows(1, first, order);
-        }
+        let permute_norms = || (!norms.is_empty()).then(|| norms.permute_rows(1, first, order));
+        rayon::join(|| bytes.permute_rows(code_len, first, order), permute_norms);
     }
 
     /// Appends the codes of `rows` (row-major), encoding in parallel.
