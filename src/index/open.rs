@@ -80,6 +80,10 @@ fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<
     Ok(stored)
 }
 
+/// Attempts of a read-only opening that checkpoints of a writer beside it keep interrupting
+/// (see `Index::open`).
+const MAX_OPEN_ATTEMPTS: usize = 100;
+
 impl Index {
     /// Opens the database in directory `path`, or creates it there when `options.create` is
     /// set and it holds none. Sealed segments are mapped from their files, the growing one is
@@ -105,8 +109,12 @@ impl Index {
             let before = generation();
             match Self::open_once(dir, &options) {
                 // A writer's checkpoint replaced files while this opening read them: try again
-                // with the new manifest.
-                Err(Error::Io { .. } | Error::Corrupt { .. }) if attempts < 10 && generation() != before => {
+                // with the new manifest. Each failed attempt saw a checkpoint, so the bound counts
+                // checkpoints; a writer that seals every few milliseconds outran 10 attempts of
+                // an opening slowed by a busy machine (CI, `backup` beside 150 quick batches).
+                Err(Error::Io { .. } | Error::Corrupt { .. })
+                    if attempts < MAX_OPEN_ATTEMPTS && generation() != before =>
+                {
                     attempts += 1
                 }
                 result => return result,
