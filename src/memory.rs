@@ -186,9 +186,7 @@ impl<T: Plain> Array<T> {
             vec.shrink_to_fit();
         }
     }
-}
 
-impl<T: Plain> Array<T> {
     /// Reorders the rows (of `width` elements) from row `first` on: row `first + j` takes the
     /// row `order[j]` held, `order` being a permutation of `first..first + order.len()`. In
     /// place, by swapping rows along each cycle of the permutation: no copy of the rows, which

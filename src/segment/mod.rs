@@ -351,7 +351,7 @@ impl SegmentSet {
                 .enumerate()
                 .map(|(c, start)| Placement::new(first_pooled + c as u32, 0, start..(start + capacity).min(ids.len()))),
         );
-        let built: Vec<(Arc<Sealed>, Vec<u32>)> = placements
+        let (segments, orders): (Vec<Arc<Sealed>>, Vec<Vec<u32>>) = placements
             .par_iter()
             .enumerate()
             .map(|(at, placement)| match repaired.get(at) {
@@ -367,12 +367,8 @@ impl SegmentSet {
                     (Arc::new(segment.into_sealed()), order)
                 }
             })
-            .collect();
-        let mut segments = Vec::with_capacity(built.len());
-        for (placement, (segment, order)) in placements.iter_mut().zip(built) {
-            placement.order = order;
-            segments.push(segment);
-        }
+            .unzip();
+        placements.iter_mut().zip(orders).for_each(|(placement, order)| placement.order = order);
         Rebuilt { segments, ids, sources, placements }
     }
 
