@@ -1,6 +1,6 @@
 //! Online backups: taken while inserts, deletes and checkpoints run, each opens as the database
 //! at one moment; incremental backups link what an earlier one holds; bad destinations change
-//! nothing.
+//! nothing; read-only openings beside a checkpointing writer see it at one moment.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use common::Rng;
 use omendb::{Error, Index, Metric, Options};
@@ -73,22 +74,30 @@ fn check_prefix(dir: &Path, at_least: usize, at_most: usize) -> usize {
     batches
 }
 
+/// A thread inserting batches `0..total` into `index` (checkpointing after each with
+/// `flush`), and how many it has acknowledged.
+fn insert_batches(index: &Arc<Index>, total: usize, flush: bool) -> (JoinHandle<()>, Arc<AtomicUsize>) {
+    let (index, acknowledged) = (index.clone(), Arc::new(AtomicUsize::new(0)));
+    let counter = acknowledged.clone();
+    let writer = std::thread::spawn(move || {
+        for number in 0..total {
+            let (ids, vectors) = batch(number);
+            index.insert_batch(&ids, &vectors).unwrap();
+            if flush {
+                index.flush().unwrap();
+            }
+            counter.store(number + 1, SeqCst);
+        }
+    });
+    (writer, acknowledged)
+}
+
 #[test]
 fn backups_taken_during_inserts_hold_a_prefix_of_the_acknowledged_batches() {
     let dir = temp_dir("live");
     let index = Arc::new(Index::open(&dir, options()).unwrap());
-    let acknowledged = Arc::new(AtomicUsize::new(0));
     let total = 200;
-    let writer = {
-        let (index, acknowledged) = (index.clone(), acknowledged.clone());
-        std::thread::spawn(move || {
-            for number in 0..total {
-                let (ids, vectors) = batch(number);
-                index.insert_batch(&ids, &vectors).unwrap();
-                acknowledged.store(number + 1, SeqCst);
-            }
-        })
-    };
+    let (writer, acknowledged) = insert_batches(&index, total, false);
     let mut backups = Vec::new();
     while acknowledged.load(SeqCst) < total {
         let before = acknowledged.load(SeqCst);
@@ -111,6 +120,24 @@ fn backups_taken_during_inserts_hold_a_prefix_of_the_acknowledged_batches() {
     for d in [dest, dir] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+#[test]
+fn read_only_openings_beside_a_writer_checkpointing_after_every_batch_hold_a_prefix_of_its_batches() {
+    let dir = temp_dir("pinned");
+    let index = Arc::new(Index::open(&dir, options()).unwrap());
+    let total = 300;
+    // Each checkpoint replaces the snapshot and the log an opening may be reading.
+    let (writer, acknowledged) = insert_batches(&index, total, true);
+    let mut openings = 0;
+    while acknowledged.load(SeqCst) < total {
+        check_prefix(&dir, acknowledged.load(SeqCst), total);
+        openings += 1;
+    }
+    writer.join().unwrap();
+    assert!(openings >= 2, "only {openings} openings ran beside the writer");
+    drop(index);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

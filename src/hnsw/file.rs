@@ -13,6 +13,7 @@ use crate::memory::{Array, Mapping};
 use crate::options::Options;
 use crate::quant::{Codebook, Codes, Quantization};
 use crate::storage::segment_file::{self, Section, SegmentFile, SegmentHeader};
+use crate::storage::Source;
 
 /// Bit of the flags section's first word: some node has a ring link (layer-0 count words with
 /// `RING`). The words after it, when there are any, are the ring members' bits (`RingMembers`).
@@ -74,16 +75,16 @@ fn graph_sections<'a>(graph: &'a Graph, ids: &'a [u64]) -> Vec<(Section, &'a [u8
     ]
 }
 
-/// Reads the segment file at `path`, which must hold `count` vectors of dimension `dim` under
+/// Reads the segment file `source`, which must hold `count` vectors of dimension `dim` under
 /// `distance`'s metric (what the manifest says of it). `verify` checks every section checksum.
 pub(crate) fn read_segment(
-    path: &Path,
+    source: &Source<'_>,
     verify: bool,
     count: u64,
     dim: usize,
     distance: Distance,
 ) -> Result<StoredSegment> {
-    let file = SegmentFile::open(path, verify)?;
+    let file = SegmentFile::open(source, verify)?;
     let h = &file.header;
     if h.count != count {
         return Err(file.corrupt(format!("holds {} vectors, the manifest says {count}", h.count)));
@@ -235,8 +236,12 @@ mod tests {
         let path = dir.join("segment.omen");
         let ids: Vec<u64> = (0..n as u64).collect();
         write_segment(&path, 0, &built, &ids).unwrap();
-        assert_eq!(SegmentFile::open(&path, true).unwrap().header.version, 3, "no RaBitQ codebook: version 3");
-        let read = read_segment(&path, true, n as u64, dim, Distance::new(Metric::L2)).unwrap().graph;
+        assert_eq!(
+            SegmentFile::open(&Source::at(&path), true).unwrap().header.version,
+            3,
+            "no RaBitQ codebook: version 3"
+        );
+        let read = read_segment(&Source::at(&path), true, n as u64, dim, Distance::new(Metric::L2)).unwrap().graph;
         let codes = read.codes.as_ref().unwrap();
         assert!(!codes.codebook.is_outdated());
         assert_eq!(&codes.bytes[..], &today.bytes[..], "the codes a segment built today has");
@@ -251,7 +256,7 @@ mod tests {
             assert_eq!(found[0].node, node);
         }
         write_segment(&path, 0, &built, &ids).unwrap();
-        assert_eq!(SegmentFile::open(&path, true).unwrap().header.version, segment_file::FORMAT_VERSION);
+        assert_eq!(SegmentFile::open(&Source::at(&path), true).unwrap().header.version, segment_file::FORMAT_VERSION);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -293,7 +298,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("segment.omen");
         let ids: Vec<u64> = (0..n as u64).collect();
-        let read = |path: &Path| read_segment(path, true, n as u64, dim, Distance::new(Metric::L2));
+        let read = |path: &Path| read_segment(&Source::at(path), true, n as u64, dim, Distance::new(Metric::L2));
         write_segment(&path, 0, &built, &ids).unwrap();
         let reopened = read(&path).unwrap().graph;
         assert_eq!(reopened.rings.to_words(), built.rings.to_words());
@@ -302,7 +307,7 @@ mod tests {
         let flags = [FLAG_RINGS];
         let mut sections = graph_sections(&built, &ids);
         sections.push((Section::Flags, bytemuck::cast_slice(&flags[..])));
-        let header = SegmentFile::open(&path, true).unwrap().header;
+        let header = SegmentFile::open(&Source::at(&path), true).unwrap().header;
         segment_file::write(&path, &header, &sections).unwrap();
         let older = read(&path).unwrap().graph;
         assert_eq!(older.rings.to_words(), built.rings.to_words());

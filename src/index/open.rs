@@ -80,10 +80,6 @@ fn stored_options(dir: &Path, options: &Options, manifest: &Manifest) -> Result<
     Ok(stored)
 }
 
-/// Attempts of a read-only opening that checkpoints of a writer beside it keep interrupting
-/// (see `Index::open`).
-const MAX_OPEN_ATTEMPTS: usize = 100;
-
 impl Index {
     /// Opens the database in directory `path`, or creates it there when `options.create` is
     /// set and it holds none. Sealed segments are mapped from their files, the growing one is
@@ -97,32 +93,10 @@ impl Index {
     ///
     /// One process at a time may open a database for writing (an advisory lock on
     /// `path/LOCK`, [`Error::Locked`] otherwise); read-only openings are always allowed and see
-    /// the database as it was when they opened.
+    /// the database as it was when they opened: they open every file of its manifest first,
+    /// so a writer's checkpoint meanwhile cannot take one away.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Index> {
-        let dir = path.as_ref();
-        if !options.read_only {
-            return Self::open_once(dir, &options);
-        }
-        let generation = || Manifest::read(dir).ok().flatten().map(|m| m.generation);
-        let mut attempts = 0;
-        loop {
-            let before = generation();
-            match Self::open_once(dir, &options) {
-                // A writer's checkpoint replaced files while this opening read them: try again
-                // with the new manifest. Each failed attempt saw a checkpoint, so the bound counts
-                // checkpoints; a writer that seals every few milliseconds outran 10 attempts of
-                // an opening slowed by a busy machine (CI, `backup` beside 150 quick batches).
-                Err(Error::Io { .. } | Error::Corrupt { .. })
-                    if attempts < MAX_OPEN_ATTEMPTS && generation() != before =>
-                {
-                    attempts += 1
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn open_once(dir: &Path, options: &Options) -> Result<Index> {
+        let (dir, options) = (path.as_ref(), &options);
         // dim 0 means "the stored one"; everything else must be valid before touching the disk.
         Options { dim: options.dim.max(1), ..options.clone() }.validate()?;
         let (mut store, manifest) =
@@ -130,7 +104,8 @@ impl Index {
         let engine = Engine::new(stored_options(dir, options, &manifest)?)?;
         let (layout, verify) = (&engine.layout, options.verify);
         let deletions = |e: &SegmentEntry| {
-            (e.deleted > 0).then(|| read_deletions(&store.deletions_path(e), e.ordinal, e.count, e.deleted)).transpose()
+            let source = || store.source(store.deletions_path(e));
+            (e.deleted > 0).then(|| read_deletions(&source(), e.ordinal, e.count, e.deleted)).transpose()
         };
         let sealed = engine.pool.install(|| {
             manifest
@@ -138,14 +113,20 @@ impl Index {
                 .par_iter()
                 .map(|e| {
                     let deleted = deletions(e)?;
-                    Sealed::open(layout, &store.segment_path(e.ordinal), verify, e.count, deleted.as_deref())
-                        .map(Arc::new)
+                    Sealed::open(
+                        layout,
+                        &store.source(store.segment_path(e.ordinal)),
+                        verify,
+                        e.count,
+                        deleted.as_deref(),
+                    )
+                    .map(Arc::new)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
         let growing = if manifest.growing.count > 0 {
-            let (path, deleted) = (store.growing_path(&manifest), deletions(&manifest.growing)?);
-            Growing::open(layout, &path, verify, manifest.growing.count, deleted.as_deref())?
+            let (source, deleted) = (store.source(store.growing_path(&manifest)), deletions(&manifest.growing)?);
+            Growing::open(layout, &source, verify, manifest.growing.count, deleted.as_deref())?
         } else {
             Growing::new(layout, manifest.growing.ordinal)
         };

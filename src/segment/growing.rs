@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, GraphCheck, StoredSegment};
 use crate::memory::{Array, Mapping};
 use crate::options::{Filter, Plan};
+use crate::storage::Source;
 
 struct GrowingState {
     graph: Graph,
@@ -52,18 +53,18 @@ impl Growing {
         }
     }
 
-    /// The growing segment whose snapshot is the file at `path` (as `Sealed::open`), searched
+    /// The growing segment whose snapshot is the file `source` (as `Sealed::open`), searched
     /// from the mapping until the first insert copies it onto the heap (`add` appends through
     /// `Array::vec_mut`, which copies every array before anything is written). `deleted` holds
     /// the marks of its deletion file, if it has one.
     pub(crate) fn open(
         layout: &Layout,
-        path: &Path,
+        source: &Source<'_>,
         verify: bool,
         count: u64,
         deleted: Option<&[u64]>,
     ) -> Result<Growing> {
-        let StoredSegment { ordinal, graph, ids, mapping } = layout.read(path, verify, count)?;
+        let StoredSegment { ordinal, graph, ids, mapping } = layout.read(source, verify, count)?;
         Ok(Growing {
             ordinal,
             capacity: layout.capacity,

@@ -9,7 +9,6 @@ mod tombstones;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -25,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::hnsw::{read_segment, Graph, Params, StoredSegment};
 use crate::memory::Mapping;
 use crate::options::{Filter, Options, Plan};
+use crate::storage::Source;
 
 /// One neighbour of a query.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,9 +55,9 @@ impl Layout {
         Layout { dim: options.dim, capacity: options.segment_capacity, params, distance: Distance::new(options.metric) }
     }
 
-    /// Reads the segment file at `path`, which the manifest says holds `count` vectors.
-    fn read(&self, path: &Path, verify: bool, count: u64) -> Result<StoredSegment> {
-        read_segment(path, verify, count, self.dim, self.distance)
+    /// Reads the segment file `source`, which the manifest says holds `count` vectors.
+    fn read(&self, source: &Source<'_>, verify: bool, count: u64) -> Result<StoredSegment> {
+        read_segment(source, verify, count, self.dim, self.distance)
     }
 
     /// Each segment draws its levels from its own stream, so segments built in parallel stay

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, GraphCheck, StoredSegment};
 use crate::memory::{Array, Mapping};
 use crate::options::{Filter, Plan};
+use crate::storage::Source;
 
 pub(crate) struct Sealed {
     ordinal: u32,
@@ -27,17 +28,17 @@ impl Sealed {
         Sealed { ordinal, graph, ids, tombstones, mapping: None }
     }
 
-    /// The sealed segment in the file at `path` (holding `count` vectors, as the manifest
+    /// The sealed segment in the file `source` (holding `count` vectors, as the manifest
     /// says), searched straight from its mapping. `verify` checks every section checksum.
     /// `deleted` holds the marks of its deletion file, if it has one.
     pub(crate) fn open(
         layout: &Layout,
-        path: &Path,
+        source: &Source<'_>,
         verify: bool,
         count: u64,
         deleted: Option<&[u64]>,
     ) -> Result<Sealed> {
-        let StoredSegment { ordinal, graph, ids, mapping } = layout.read(path, verify, count)?;
+        let StoredSegment { ordinal, graph, ids, mapping } = layout.read(source, verify, count)?;
         let tombstones = Arc::new(Tombstones::from_words(ids.len(), deleted.unwrap_or_default()));
         Ok(Sealed { ordinal, graph, ids, tombstones, mapping: Some(mapping) })
     }

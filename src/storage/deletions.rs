@@ -2,10 +2,11 @@
 //! never change; a checkpoint writes a new deletion file beside a segment whose deletions changed,
 //! and the manifest names it (docs/format.md).
 
+use std::io::Read;
 use std::path::Path;
 
 use super::bytes::LeReader;
-use super::write_atomically;
+use super::{write_atomically, Source};
 use crate::error::{corrupt, io_error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENDEL\0";
@@ -30,8 +31,10 @@ pub(crate) fn write_deletions(path: &Path, ordinal: u32, nodes: u64, words: &[u6
 
 /// Reads the deletion file at `path`, which the manifest says belongs to segment `ordinal` of
 /// `nodes` nodes with `deleted` of them deleted; anything else is corruption.
-pub(crate) fn read_deletions(path: &Path, ordinal: u32, nodes: u64, deleted: u64) -> Result<Vec<u64>> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", &e))?;
+pub(crate) fn read_deletions(source: &Source<'_>, ordinal: u32, nodes: u64, deleted: u64) -> Result<Vec<u64>> {
+    let path = source.path();
+    let mut bytes = Vec::new();
+    source.open()?.read_to_end(&mut bytes).map_err(|e| io_error(path, "read", &e))?;
     let damaged = |detail: String| corrupt(path, detail);
     let body = bytes.len().checked_sub(4).ok_or_else(|| damaged("too short for a deletion file".into()))?;
     let mut r = LeReader::at(&bytes[..body], 0);
@@ -76,18 +79,18 @@ mod tests {
         let path = std::env::temp_dir().join(format!("omendb-deletions-{}", std::process::id()));
         let words = [0b1011u64, 1 << 63, 0b1];
         write_deletions(&path, 3, 129, &words).unwrap();
-        assert_eq!(read_deletions(&path, 3, 129, 5).unwrap(), words);
-        assert!(read_deletions(&path, 4, 129, 5).is_err());
-        assert!(read_deletions(&path, 3, 130, 6).is_err());
-        assert!(read_deletions(&path, 3, 129, 6).is_err());
+        assert_eq!(read_deletions(&Source::at(&path), 3, 129, 5).unwrap(), words);
+        assert!(read_deletions(&Source::at(&path), 4, 129, 5).is_err());
+        assert!(read_deletions(&Source::at(&path), 3, 130, 6).is_err());
+        assert!(read_deletions(&Source::at(&path), 3, 129, 6).is_err());
         let bytes = std::fs::read(&path).unwrap();
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[at] ^= 4;
             std::fs::write(&path, &damaged).unwrap();
-            assert!(read_deletions(&path, 3, 129, 5).is_err(), "flip at {at}");
+            assert!(read_deletions(&Source::at(&path), 3, 129, 5).is_err(), "flip at {at}");
             std::fs::write(&path, &bytes[..at]).unwrap();
-            assert!(read_deletions(&path, 3, 129, 5).is_err(), "cut at {at}");
+            assert!(read_deletions(&Source::at(&path), 3, 129, 5).is_err(), "cut at {at}");
         }
         let _ = std::fs::remove_file(path);
     }

@@ -193,26 +193,40 @@ impl Manifest {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_and_rejects_every_single_byte_change() {
-        let manifest = Manifest {
+impl Manifest {
+    /// The manifest of a new database of 384-d vectors (cosine, 4-bit codes), for tests.
+    pub(crate) fn new_for_tests() -> Manifest {
+        Manifest {
             dim: 384,
             metric: 1,
             m: 16,
             ef_construction: 100,
             segment_capacity: 1 << 20,
             seed: 42,
+            generation: 0,
+            next_ordinal: 2,
+            quantization: 2,
+            sealed: Vec::new(),
+            growing: SegmentEntry { ordinal: 1, ..Default::default() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_every_single_byte_change() {
+        let manifest = Manifest {
             generation: 7,
             next_ordinal: 4,
-            quantization: 2,
             sealed: vec![
                 SegmentEntry { ordinal: 0, count: 10, ..Default::default() },
                 SegmentEntry { ordinal: 2, count: 5, ..Default::default() },
             ],
             growing: SegmentEntry { ordinal: 3, count: 1, ..Default::default() },
+            ..Manifest::new_for_tests()
         };
         let bytes = manifest.encode();
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2, "nothing deleted: version 2");

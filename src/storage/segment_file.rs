@@ -1,7 +1,6 @@
 //! Segment files: a checksummed header and section table, then page-aligned sections that are
 //! mapped, not parsed. The layout is documented in docs/format.md.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::bytes::LeReader;
-use super::write_atomically;
+use super::{write_atomically, Source};
 use crate::error::{corrupt, io_error, Error, Result};
 use crate::memory::{release_pages, Array, Mapping, Plain};
 
@@ -148,11 +147,11 @@ pub(crate) struct SegmentFile {
 }
 
 impl SegmentFile {
-    /// Maps and validates the file at `path`: magic, version, header checksum, every section's
+    /// Maps and validates the file `source`: magic, version, header checksum, every section's
     /// bounds and the checksums of the small sections; with `verify`, also those of the vectors
     /// and layer-0 links (reading the whole file once).
-    pub(crate) fn open(path: &Path, verify: bool) -> Result<SegmentFile> {
-        let file = File::open(path).map_err(|e| io_error(path, "open", &e))?;
+    pub(crate) fn open(source: &Source<'_>, verify: bool) -> Result<SegmentFile> {
+        let (path, file) = (source.path(), source.open()?);
         let len = file.metadata().map_err(|e| io_error(path, "stat", &e))?.len();
         let fail = |detail: String| corrupt(path, detail);
         if len < (FIXED_HEADER + 4) as u64 {

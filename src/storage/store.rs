@@ -13,8 +13,8 @@ use super::lock::{take_lock, WriterLock, LOCK_FILE};
 use super::manifest::{
     deletions_name, growing_name, segment_name, wal_name, Manifest, SegmentEntry, FILE_NAME as MANIFEST_FILE,
 };
-use super::sync_dir;
 use super::wal::{DroppedTail, LogRecord, Wal, DAMAGED_SUFFIX};
+use super::{sync_dir, Source};
 use crate::error::{io_error, Error, Result};
 use crate::options::{Durability, LogRecovery};
 
@@ -84,8 +84,9 @@ pub(crate) struct Store {
     dropped_tail: Option<DroppedTail>,
     /// Bytes of the log that opening replayed (what a read-only opening holds of it).
     replayed_log_len: u64,
-    /// A read-only opening's handles on the files it read, by name, so that a backup of it
-    /// copies exactly those even after a writer's checkpoint removed them.
+    /// A read-only opening's handles on every file its manifest names, by name, taken when it
+    /// read the manifest (`pin`): it reads those, and a backup of it copies them, even after a
+    /// writer's checkpoint removed them.
     pinned: Vec<(String, File)>,
     syncer_thread: Option<(Sender<()>, JoinHandle<()>)>,
 }
@@ -114,6 +115,37 @@ fn database_files(dir: &Path) -> Result<Vec<String>> {
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Checkpoints of a writer that a read-only opening lets interrupt its pinning (`pin`) before it
+/// gives up. Each attempt opens the files of one manifest, a millisecond's work, so only a writer
+/// checkpointing without pause can exhaust them.
+const MAX_PIN_ATTEMPTS: usize = 1000;
+
+/// Opens every file `manifest` (just read from `dir`) names, and returns them with the manifest
+/// they belong to. A writer's checkpoint may replace the manifest and remove its files meanwhile:
+/// the files are the manifest's only if it is still current once they are all open (generations
+/// only grow), else pinning starts again from the new one. Afterwards the opening reads only
+/// through these handles, so no later checkpoint can take a file away from it.
+fn pin(dir: &Path, mut manifest: Manifest) -> Result<(Manifest, Vec<(String, File)>)> {
+    for _ in 0..MAX_PIN_ATTEMPTS {
+        let open = |name: String| {
+            let path = dir.join(&name);
+            File::open(&path).map(|file| (name, file)).map_err(|e| io_error(&path, "open", &e))
+        };
+        let opened: Result<Vec<(String, File)>> = manifest.files().into_iter().map(open).collect();
+        let current = Manifest::read(dir)?.ok_or_else(|| Error::NotFound { path: dir.display().to_string() })?;
+        if current.generation == manifest.generation {
+            return Ok((manifest, opened?));
+        }
+        manifest = current;
+    }
+    Err(Error::Io {
+        path: dir.display().to_string(),
+        detail: format!(
+            "a writer checkpointed {MAX_PIN_ATTEMPTS} times while this read-only opening read its manifest"
+        ),
+    })
 }
 
 /// The segments a database consists of after a checkpoint (`SegmentEntry::deletions` is the
@@ -184,6 +216,7 @@ impl Store {
                 manifest
             }
         };
+        let (manifest, pinned) = if read_only { pin(dir, manifest)? } else { (manifest, Vec::new()) };
         let store = Store {
             dir: dir.to_path_buf(),
             read_only,
@@ -194,7 +227,7 @@ impl Store {
             durable: None,
             dropped_tail: None,
             replayed_log_len: 0,
-            pinned: Vec::new(),
+            pinned,
             syncer_thread: None,
         };
         Ok((store, manifest))
@@ -220,6 +253,15 @@ impl Store {
         self.dir.join(deletions_name(entry.ordinal, entry.deletions))
     }
 
+    /// The file at `path` (one of the paths above) to read: through the handle pinned for it
+    /// when read-only.
+    pub(crate) fn source(&self, path: PathBuf) -> Source<'_> {
+        let name = path.file_name().map(|name| name.to_string_lossy());
+        let pinned =
+            self.pinned.iter().find(|(pinned, _)| Some(pinned.as_str()) == name.as_deref()).map(|(_, file)| file);
+        Source { path, pinned }
+    }
+
     /// Passes every record of the log to `apply`, then (unless read-only) keeps the log open for
     /// appending and starts the background syncer if the durability mode has one. A torn or
     /// damaged tail is handled as `recovery` says; what was dropped is kept (`dropped_tail`).
@@ -231,19 +273,17 @@ impl Store {
         let manifest = lock(&self.manifest).clone();
         let path = self.dir.join(wal_name(manifest.generation));
         let strict = recovery == LogRecovery::Strict;
-        let (wal, dropped) =
-            Wal::open(&path, manifest.dim as usize, manifest.generation, !self.read_only, strict, apply)?;
+        let (wal, dropped) = Wal::open(
+            &self.source(path.clone()),
+            manifest.dim as usize,
+            manifest.generation,
+            !self.read_only,
+            strict,
+            apply,
+        )?;
         self.dropped_tail = dropped;
         self.replayed_log_len = wal.len();
         if self.read_only {
-            self.pinned = manifest
-                .files()
-                .into_iter()
-                .map(|name| {
-                    let path = self.dir.join(&name);
-                    File::open(&path).map(|file| (name, file)).map_err(|e| io_error(&path, "open", &e))
-                })
-                .collect::<Result<_>>()?;
             return Ok(());
         }
         let durable = Arc::new(Durable {
@@ -392,9 +432,7 @@ impl Store {
             .into_iter()
             .map(|name| {
                 let path = self.dir.join(&name);
-                let pinned = self.pinned.iter().find(|(pinned, _)| *pinned == name).map(|(_, file)| reopen(file));
-                let file =
-                    pinned.unwrap_or_else(|| File::open(&path)).map_err(|e| io_error(&path, "open for backup", &e))?;
+                let file = self.source(path.clone()).open()?;
                 let len =
                     if name == log { log_len } else { file.metadata().map_err(|e| io_error(&path, "stat", &e))?.len() };
                 Ok(FrozenFile { immutable: name != log, name, file, len })
@@ -446,13 +484,6 @@ impl Store {
     }
 }
 
-/// A new handle with its own file position on the file behind `file`, even if its name is gone
-/// (through `/proc/self/fd`), so that backups reading it at once do not share one position.
-fn reopen(file: &File) -> std::io::Result<File> {
-    use std::os::fd::AsRawFd;
-    File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).or_else(|_| file.try_clone())
-}
-
 impl Drop for Store {
     fn drop(&mut self) {
         if let Some((stop, thread)) = self.syncer_thread.take() {
@@ -464,6 +495,8 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     #[test]
@@ -490,5 +523,57 @@ mod tests {
         durable.sync_to(4).unwrap();
         assert_eq!(durable.syncs.load(SeqCst), 2);
         let _ = std::fs::remove_file(path);
+    }
+
+    /// A writer's store over a new database in `dir`, its (empty) log replayed.
+    fn writer(dir: &Path) -> Store {
+        let (mut store, _) =
+            Store::open(dir, true, false, Durability::Never, || Ok(Manifest::new_for_tests())).unwrap();
+        store.replay(LogRecovery::Strict, |_| Ok(())).unwrap();
+        store
+    }
+
+    /// A checkpoint whose growing snapshot holds `count` vectors; the file written for it
+    /// holds `contents`.
+    fn checkpoint(store: &Store, count: u64, contents: &str) {
+        let growing = SegmentEntry { ordinal: 1, count, ..SegmentEntry::default() };
+        let next = Checkpoint { sealed: Vec::new(), growing, next_ordinal: 2 };
+        store
+            .checkpoint(next, |_, path| std::fs::write(path, contents).map_err(|e| io_error(path, "write", &e)))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_read_only_store_reads_the_files_its_manifest_named_after_checkpoints_removed_them() {
+        let dir = std::env::temp_dir().join(format!("omendb-pinned-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let writer = writer(&dir);
+        checkpoint(&writer, 1, "first snapshot");
+        let vector = vec![0.5; 384];
+        writer.log(LogRecord::Insert { ids: &[9], vectors: &vector }).unwrap();
+
+        let (mut reader, manifest) = Store::open(&dir, false, true, Durability::Never, || unreachable!()).unwrap();
+        let growing = reader.growing_path(&manifest);
+        // The writer's next checkpoints replace the snapshot and the log the reader's
+        // manifest names, and remove both.
+        checkpoint(&writer, 2, "second snapshot");
+        checkpoint(&writer, 3, "third snapshot");
+        assert!(!growing.exists(), "the checkpoints removed the first snapshot");
+
+        let mut snapshot = String::new();
+        reader.source(growing).open().unwrap().read_to_string(&mut snapshot).unwrap();
+        assert_eq!(snapshot, "first snapshot");
+        let mut replayed = Vec::new();
+        reader
+            .replay(LogRecovery::Strict, |record| {
+                if let LogRecord::Insert { ids, vectors } = record {
+                    replayed.push((ids.to_vec(), vectors.to_vec()));
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(replayed, vec![(vec![9], vector)], "the removed log's record");
+        drop((reader, writer));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::bytes::LeReader;
+use super::Source;
 use crate::error::{corrupt, io_error, Error, Result};
 
 const MAGIC: &[u8; 8] = b"OMENWAL\0";
@@ -97,14 +98,19 @@ impl Wal {
     /// tail is refused when `strict`; otherwise it is dropped, and when `writable` its bytes are
     /// first moved aside (see [`DroppedTail`]) and the log cut back to its last intact record.
     pub(crate) fn open(
-        path: &Path,
+        source: &Source<'_>,
         dim: usize,
         generation: u64,
         writable: bool,
         strict: bool,
         mut replay: impl FnMut(LogRecord<'_>) -> Result<()>,
     ) -> Result<(Wal, Option<DroppedTail>)> {
-        let file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| io_error(path, "open", &e))?;
+        let path = source.path();
+        let file = if writable {
+            OpenOptions::new().read(true).write(true).open(path).map_err(|e| io_error(path, "open", &e))?
+        } else {
+            source.open()?
+        };
         let size = file.metadata().map_err(|e| io_error(path, "stat", &e))?.len();
         let mut head = [0u8; HEADER];
         if size < HEADER as u64 || file.read_exact_at(&mut head, 0).is_err() {
