@@ -104,8 +104,8 @@ impl Index {
         let engine = Engine::new(stored_options(dir, options, &manifest)?)?;
         let (layout, verify) = (&engine.layout, options.verify);
         let deletions = |e: &SegmentEntry| {
-            let source = || store.source(store.deletions_path(e));
-            (e.deleted > 0).then(|| read_deletions(&source(), e.ordinal, e.count, e.deleted)).transpose()
+            let read = || read_deletions(&store.source(store.deletions_path(e)), e.ordinal, e.count, e.deleted);
+            (e.deleted > 0).then(read).transpose()
         };
         let sealed = engine.pool.install(|| {
             manifest

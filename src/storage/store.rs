@@ -128,11 +128,11 @@ const MAX_PIN_ATTEMPTS: usize = 1000;
 /// only grow), else pinning starts again from the new one. Afterwards the opening reads only
 /// through these handles, so no later checkpoint can take a file away from it.
 fn pin(dir: &Path, mut manifest: Manifest) -> Result<(Manifest, Vec<(String, File)>)> {
+    let open = |name: String| {
+        let path = dir.join(&name);
+        File::open(&path).map(|file| (name, file)).map_err(|e| io_error(&path, "open", &e))
+    };
     for _ in 0..MAX_PIN_ATTEMPTS {
-        let open = |name: String| {
-            let path = dir.join(&name);
-            File::open(&path).map(|file| (name, file)).map_err(|e| io_error(&path, "open", &e))
-        };
         let opened: Result<Vec<(String, File)>> = manifest.files().into_iter().map(open).collect();
         let current = Manifest::read(dir)?.ok_or_else(|| Error::NotFound { path: dir.display().to_string() })?;
         if current.generation == manifest.generation {
