@@ -84,32 +84,51 @@ impl Visited {
     }
 }
 
-/// The best nodes found so far [W], closest first, at most `ef` of them: a sorted array of
-/// `Scored` packed into one integer each (`pack_scored`), whose order is `Scored`'s. A sorted
-/// array rather than a heap: a heap's sift paths mispredict a branch a level on every insertion,
-/// and the array comes out sorted. The place of a new node is found by `rank`: in a beam of up
-/// to 96, a count of the smaller keys, where a binary search was a chain of dependent loads (8%
-/// of a 4-bit search on 10,000 vectors).
+/// A layer search's beam: the best `ef` nodes it may return found so far [W], closest first,
+/// and the nodes still to expand [C], in one sorted array of keys (`pack_scored`, with the two
+/// flags below in its low bits), as DiskANN's `NeighborPriorityQueue` keeps them. A node that
+/// enters takes one place (found by `rank`, the farther keys moved), where W and C apart placed
+/// it twice (the second placing with its moves was 8-10% of a 4-bit search); a node that falls
+/// out of W leaves C with it, as a bound that only falls would stop the search before expanding
+/// it. `cursor` is the closest node not yet expanded: all before it were. Nodes walked through
+/// but never returned (refused, or copies met through rings) stay among the others flagged
+/// `TRANSIT`, uncounted, and leave once farther than the `ef`-th counted node.
+///
+/// A sorted array rather than heaps: a heap's sift paths mispredict a branch a level on every
+/// insertion, and the array comes out sorted; taking the closest is a step of `cursor`.
 #[derive(Default)]
 pub(crate) struct Beam {
     sorted: Vec<u64>,
     ef: usize,
+    /// The keys not flagged `TRANSIT`, at most `ef`.
+    results: usize,
+    /// The index of the closest key not flagged `EXPANDED`; `sorted.len()` when there is none.
+    cursor: usize,
 }
 
+/// A key's flag: the node was expanded.
+const EXPANDED: u64 = 1;
+/// A key's flag: the node is walked through but is not a result.
+const TRANSIT: u64 = 2;
+
 /// `scored` as an integer that orders as `Scored` does: the distance's bits mapped to an
-/// unsigned order equal to `f32::total_cmp`'s, above the node.
+/// unsigned order equal to `f32::total_cmp`'s, above the node, above two bits left for flags
+/// (nodes are below 2^28, `Options::MAX_SEGMENT_CAPACITY`). Nodes are distinct within a search,
+/// so the flags never decide an order.
 #[inline(always)]
 fn pack_scored(scored: Scored) -> u64 {
+    debug_assert!(scored.node < 1 << 30, "node {} leaves no room for flags", scored.node);
     let bits = scored.distance.to_bits();
     let ordered = if bits >> 31 == 1 { !bits } else { bits | 1 << 31 };
-    u64::from(ordered) << 32 | u64::from(scored.node)
+    u64::from(ordered) << 32 | u64::from(scored.node) << 2
 }
 
 /// How many of the ascending `sorted` keys are below `key`. Up to `COUNTED` keys, by counting
 /// them: compares without branches, independent of each other (baseline x86-64 has no 64-bit
-/// vector compare, so they stay scalar, four to an unrolled step); beyond, by a binary search,
-/// whose chain of dependent loads costs less than reading every key (counting 400 keys lost 12%
-/// at ef 400, 8-bit npm51k).
+/// vector compare, so they stay scalar, four to an unrolled step), where a binary search was a
+/// chain of dependent loads (8% of a 4-bit search on 10,000 vectors); beyond, by a binary
+/// search, whose chain costs less than reading every key (counting 400 keys lost 12% at ef 400,
+/// 8-bit npm51k).
 #[inline(always)]
 fn rank(sorted: &[u64], key: u64) -> usize {
     const COUNTED: usize = 96;
@@ -120,12 +139,12 @@ fn rank(sorted: &[u64], key: u64) -> usize {
     }
 }
 
-/// The `Scored` that `pack_scored` packed.
+/// The `Scored` that `pack_scored` packed, whatever its flags.
 #[inline(always)]
 fn unpack_scored(key: u64) -> Scored {
     let ordered = (key >> 32) as u32;
     let bits = if ordered >> 31 == 1 { ordered & !(1 << 31) } else { !ordered };
-    Scored { distance: f32::from_bits(bits), node: key as u32 }
+    Scored { distance: f32::from_bits(bits), node: (key as u32) >> 2 }
 }
 
 impl Beam {
@@ -133,49 +152,92 @@ impl Beam {
     pub fn start(&mut self, ef: usize) {
         self.sorted.clear();
         self.ef = ef;
+        self.results = 0;
+        self.cursor = 0;
     }
 
-    /// The distance a node must beat to enter: the farthest node's once the beam is full,
-    /// infinite before.
+    /// The distance a node must beat to enter: the farthest result's once there are `ef`
+    /// (then the last key, as nothing stays beyond it), infinite before.
     #[inline]
     pub fn bound(&self) -> f32 {
         match self.sorted.last() {
-            Some(&worst) if self.sorted.len() >= self.ef => unpack_scored(worst).distance,
+            Some(&worst) if self.results >= self.ef => unpack_scored(worst).distance,
             _ => f32::INFINITY,
         }
     }
 
-    /// Whether a node at `distance` would enter (any node while the beam is not full).
+    /// Whether a node at `distance` would enter (any node while there are fewer than `ef`
+    /// results).
     #[inline]
     pub fn keeps(&self, distance: f32) -> bool {
-        self.sorted.len() < self.ef || distance < self.bound()
+        self.results < self.ef || distance < self.bound()
     }
 
-    /// Adds `scored`, dropping the farthest when that would make more than `ef`.
+    /// Adds `scored`, to be expanded, and to be returned when `result`: then, when that makes
+    /// more than `ef` results, the farthest leaves with the nodes in transit beyond it. A node
+    /// beyond a full beam does not enter.
     #[inline]
-    pub fn insert(&mut self, scored: Scored) {
-        let key = pack_scored(scored);
+    pub fn insert(&mut self, scored: Scored, result: bool) {
+        let key = pack_scored(scored) | if result { 0 } else { TRANSIT };
         let at = rank(&self.sorted, key);
-        if at >= self.ef {
+        if at == self.sorted.len() && self.results >= self.ef {
             return;
         }
-        if self.sorted.len() >= self.ef {
-            self.sorted.pop();
-        }
         self.sorted.insert(at, key);
+        self.cursor = self.cursor.min(at);
+        if result {
+            self.results += 1;
+            if self.results > self.ef {
+                while self.sorted.pop().is_some_and(|key| key & TRANSIT != 0) {}
+                self.results -= 1;
+            }
+            if self.results == self.ef {
+                while self.sorted.last().is_some_and(|&key| key & TRANSIT != 0) {
+                    self.sorted.pop();
+                }
+            }
+            self.cursor = self.cursor.min(self.sorted.len());
+        }
     }
 
-    /// The nodes, closest first, moved out into `out`.
+    /// Takes the closest node not yet expanded, which stays in the beam.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Scored> {
+        let key = self.sorted.get_mut(self.cursor)?;
+        *key |= EXPANDED;
+        let closest = unpack_scored(*key);
+        self.cursor += 1;
+        while self.sorted.get(self.cursor).is_some_and(|&key| key & EXPANDED != 0) {
+            self.cursor += 1;
+        }
+        Some(closest)
+    }
+
+    /// The closest node not yet expanded.
+    #[inline]
+    pub fn peek(&self) -> Option<Scored> {
+        self.sorted.get(self.cursor).map(|&key| unpack_scored(key))
+    }
+
+    /// The second closest node not yet expanded.
+    #[inline]
+    pub fn peek_second(&self) -> Option<Scored> {
+        let after = self.sorted.get(self.cursor + 1..)?;
+        after.iter().find(|&&key| key & EXPANDED == 0).map(|&key| unpack_scored(key))
+    }
+
+    /// The results, closest first, moved out into `out`.
     pub fn drain_into(&mut self, out: &mut Vec<Scored>) {
-        out.extend(self.sorted.drain(..).map(unpack_scored));
+        out.extend(self.sorted.drain(..).filter(|&key| key & TRANSIT == 0).map(unpack_scored));
+        self.results = 0;
+        self.cursor = 0;
     }
 }
 
-/// Nodes still to expand [C], closest first: packed keys (`pack_scored`) sorted ascending, of
-/// which those before `head` were taken. Taking the closest is a step of `head`, where a
-/// binary heap's pop sifted down a path of unpredictable branches (5% of a 4-bit search on
-/// 10,000 vectors); adding one finds its place by `rank`, as the beam does, and moves the
-/// farther ones, which a beam search keeps few of (`drop_beyond`).
+/// A range search's nodes still to expand, closest first: packed keys (`pack_scored`) sorted
+/// ascending, of which those before `head` were taken. Taking the closest is a step of `head`,
+/// where a binary heap's pop sifted down a path of unpredictable branches; adding one finds its
+/// place by `rank`, as the beam does.
 #[derive(Default)]
 pub(crate) struct Candidates {
     sorted: Vec<u64>,
@@ -202,27 +264,6 @@ impl Candidates {
         self.head += 1;
         Some(unpack_scored(key))
     }
-
-    /// The second closest, left in place.
-    #[inline]
-    pub fn peek_second(&self) -> Option<Scored> {
-        self.sorted.get(self.head + 1).map(|&key| unpack_scored(key))
-    }
-
-    /// The closest, left in place.
-    #[inline]
-    pub fn peek(&self) -> Option<Scored> {
-        self.sorted.get(self.head).map(|&key| unpack_scored(key))
-    }
-
-    /// Forgets the candidates farther than `bound`: a beam search whose bound only falls would
-    /// stop before expanding them.
-    #[inline]
-    pub fn drop_beyond(&mut self, bound: f32) {
-        while self.sorted.len() > self.head && unpack_scored(self.sorted[self.sorted.len() - 1]).distance > bound {
-            self.sorted.pop();
-        }
-    }
 }
 
 /// What a layer-0 search keeps of the rings of copies it meets.
@@ -240,10 +281,10 @@ pub(crate) struct Rings {
 #[derive(Default)]
 pub(crate) struct Scratch {
     pub visited: Visited,
-    /// Nodes still to expand, closest first [C].
-    pub candidates: Candidates,
-    /// The best `ef` found so far during a layer search [W].
+    /// A layer search's best `ef` so far [W] and nodes still to expand [C].
     pub beam: Beam,
+    /// A range search's nodes still to expand, closest first.
+    pub candidates: Candidates,
     /// A scan's or a range search's best so far, farthest on top.
     pub results: BinaryHeap<Scored>,
     /// `beam` drained in ascending order after a layer search (with the copies that tie them).
@@ -325,23 +366,27 @@ mod tests {
         assert!([0, 1, 199, large - 1].iter().all(|&node| visited.insert(node)));
     }
 
-    #[test]
-    fn beam_keeps_the_closest_ef_in_order() {
-        let mut state = 5u64;
-        let scored: Vec<Scored> = (0..500u32)
+    /// Scores with few distinct distances, so ties are broken by node as everywhere else.
+    fn random_scores(count: u32, seed: u64) -> Vec<Scored> {
+        let mut state = seed;
+        (0..count)
             .map(|node| {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                // Few distinct distances, so ties are broken by node as everywhere else.
                 Scored { distance: (state >> 58) as f32, node }
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn beam_keeps_the_closest_ef_in_order() {
+        let scored = random_scores(500, 5);
         for ef in [1, 7, 64, 600] {
             let mut beam = Beam::default();
             beam.start(ef);
             for &s in &scored {
                 // As a search adds them: only nodes closer than the worst once the beam is full.
                 if beam.keeps(s.distance) {
-                    beam.insert(s);
+                    beam.insert(s, true);
                 }
             }
             let mut expected = scored.clone();
@@ -353,34 +398,81 @@ mod tests {
         }
     }
 
+    /// The beam is the paper's W and C in one array: checked against them kept apart, W the
+    /// best `ef` results so far and C a heap of the nodes to expand (results and nodes in
+    /// transit), from which nodes beyond W's worst are dropped as they can no longer enter.
+    #[test]
+    fn beam_expands_in_the_order_of_w_and_c_kept_apart() {
+        use std::cmp::Reverse;
+        for (ef, seed) in [(1, 1), (5, 2), (16, 3), (40, 4), (120, 5)] {
+            let scored = random_scores(2_000, seed);
+            let mut beam = Beam::default();
+            beam.start(ef);
+            let mut w: Vec<Scored> = Vec::new();
+            let mut c: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
+            let (mut pops, mut transits) = (0, 0);
+            for (i, &s) in scored.iter().enumerate() {
+                // Every third node in transit (refused, or a copy met through a ring).
+                let result = i % 3 != 0;
+                let full = w.len() >= ef;
+                let worst = w.last().copied();
+                if !full || Some(s) < worst {
+                    if result {
+                        let at = w.partition_point(|&x| x < s);
+                        w.insert(at, s);
+                        w.truncate(ef);
+                    } else {
+                        transits += 1;
+                    }
+                    c.push(Reverse(s));
+                    if w.len() >= ef {
+                        let worst = *w.last().unwrap();
+                        c.retain(|&Reverse(x)| x <= worst);
+                    }
+                }
+                assert_eq!(beam.keeps(s.distance), !full || s.distance < worst.unwrap().distance, "ef {ef} node {i}");
+                // The beam refuses what lies beyond it on its own, as the walk asks `keeps` first.
+                beam.insert(s, result);
+                let bound = if w.len() >= ef { w.last().unwrap().distance } else { f32::INFINITY };
+                assert_eq!(beam.bound(), bound, "ef {ef} node {i}");
+                let mut expected = c.clone().into_sorted_vec().into_iter().rev().map(|Reverse(x)| x);
+                assert_eq!(beam.peek(), expected.next(), "ef {ef} node {i}");
+                assert_eq!(beam.peek_second(), expected.next(), "ef {ef} node {i}");
+                if i % 4 == 1 {
+                    assert_eq!(beam.pop(), c.pop().map(|Reverse(x)| x), "ef {ef} node {i}");
+                    pops += 1;
+                }
+            }
+            while let Some(Reverse(x)) = c.pop() {
+                assert_eq!(beam.pop(), Some(x), "ef {ef}");
+            }
+            assert_eq!(beam.pop(), None, "ef {ef}");
+            assert!(pops > 400 && transits > 0, "ef {ef}: the walk exercised both kinds");
+            let mut got = Vec::new();
+            beam.drain_into(&mut got);
+            assert_eq!(got, w, "ef {ef}: the results, closest first, without the nodes in transit");
+        }
+    }
+
     #[test]
     fn candidates_come_out_closest_first_as_from_a_heap() {
-        let mut state = 9u64;
         let mut candidates = Candidates::default();
         let mut heap = BinaryHeap::new();
         // Pushes and pops interleaved, past the size where a place is found by binary search.
         for round in 0..3 {
-            for node in 0..300u32 {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let scored = Scored { distance: (state >> 56) as f32 - 100.0, node: node + 1000 * round };
+            for (node, scored) in random_scores(300, 9 + round).into_iter().enumerate() {
+                let scored = Scored { distance: scored.distance - 30.0, node: node as u32 + 1000 * round as u32 };
                 candidates.push(scored);
                 heap.push(std::cmp::Reverse(scored));
                 if node % 3 == 0 {
                     assert_eq!(candidates.pop(), heap.pop().map(|r| r.0));
                 }
-                assert_eq!(candidates.peek(), heap.peek().map(|r| r.0));
             }
         }
-        // Dropping the farther ones leaves the closer ones in order.
-        candidates.drop_beyond(0.0);
-        let mut left = Vec::new();
-        while let Some(c) = candidates.pop() {
-            left.push(c);
+        while let Some(std::cmp::Reverse(expected)) = heap.pop() {
+            assert_eq!(candidates.pop(), Some(expected));
         }
-        let expected: Vec<Scored> =
-            std::iter::from_fn(|| heap.pop().map(|r| r.0)).filter(|c| c.distance <= 0.0).collect();
-        assert!(!expected.is_empty());
-        assert_eq!(left, expected);
+        assert_eq!(candidates.pop(), None);
         candidates.clear();
         assert_eq!(candidates.pop(), None);
     }
@@ -401,8 +493,10 @@ mod tests {
             f32::NAN,
             -f32::NAN,
         ];
-        let scored: Vec<Scored> =
-            distances.iter().flat_map(|&distance| [0, 1, u32::MAX].map(|node| Scored { distance, node })).collect();
+        let scored: Vec<Scored> = distances
+            .iter()
+            .flat_map(|&distance| [0, 1, (1 << 30) - 1].map(|node| Scored { distance, node }))
+            .collect();
         for &a in &scored {
             let back = unpack_scored(pack_scored(a));
             assert_eq!((back.distance.to_bits(), back.node), (a.distance.to_bits(), a.node));
