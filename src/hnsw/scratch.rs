@@ -104,6 +104,9 @@ pub(crate) struct Beam {
     results: usize,
     /// The index of the closest key not flagged `EXPANDED`; `sorted.len()` when there is none.
     cursor: usize,
+    /// The distance of the last key once there are `ef` results, infinite before: kept rather
+    /// than unpacked from the array for every distance the walk compares with it.
+    bound: f32,
 }
 
 /// A key's flag: the node was expanded.
@@ -154,16 +157,14 @@ impl Beam {
         self.ef = ef;
         self.results = 0;
         self.cursor = 0;
+        self.bound = f32::INFINITY;
     }
 
     /// The distance a node must beat to enter: the farthest result's once there are `ef`
     /// (then the last key, as nothing stays beyond it), infinite before.
     #[inline]
     pub fn bound(&self) -> f32 {
-        match self.sorted.last() {
-            Some(&worst) if self.results >= self.ef => unpack_scored(worst).distance,
-            _ => f32::INFINITY,
-        }
+        self.bound
     }
 
     /// Whether a node at `distance` would enter (any node while there are fewer than `ef`
@@ -195,6 +196,7 @@ impl Beam {
                 while self.sorted.last().is_some_and(|&key| key & TRANSIT != 0) {
                     self.sorted.pop();
                 }
+                self.bound = self.sorted.last().map_or(f32::INFINITY, |&key| unpack_scored(key).distance);
             }
             self.cursor = self.cursor.min(self.sorted.len());
         }
@@ -231,6 +233,7 @@ impl Beam {
         out.extend(self.sorted.drain(..).filter(|&key| key & TRANSIT == 0).map(unpack_scored));
         self.results = 0;
         self.cursor = 0;
+        self.bound = f32::INFINITY;
     }
 }
 
