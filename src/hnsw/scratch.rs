@@ -88,7 +88,7 @@ impl Visited {
 /// and the nodes still to expand [C], in one sorted array of keys (`pack_scored`, with the two
 /// flags below in its low bits), as DiskANN's `NeighborPriorityQueue` keeps them. A node that
 /// enters takes one place (found by `rank`, the farther keys moved), where W and C apart placed
-/// it twice (the second placing with its moves was 8-10% of a 4-bit search); a node that falls
+/// it twice (one placing fewer: +4-16% queries/s, more at 1M than in cache); a node that falls
 /// out of W leaves C with it, as a bound that only falls would stop the search before expanding
 /// it. `cursor` is the closest node not yet expanded: all before it were. Nodes walked through
 /// but never returned (refused, or copies met through rings) stay among the others flagged
