@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::{MutexGuard, PoisonError, RwLock};
 
-use super::ids::IdMap;
+use super::ids::{IdMap, Location};
 use super::{Engine, Index, Shared, Writer};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
@@ -106,38 +106,50 @@ impl Engine {
     }
 }
 
-/// Makes an applied batch the index's: with `map` write-locked, so that `Index::get` sees
-/// locations and segments change together, deletes the old nodes of the ids it replaces (when
-/// `present` is `Replace`), has `swap` install the new segments, and records where `ids` went.
-/// The new nodes were linked before this, so a search during an upsert finds the old vector or
-/// the new one (`merge` keeps one hit per id).
-pub(super) fn publish(
+/// Makes an applied batch the index's, `new` (the set holding it) replacing `old`, with `map`
+/// write-locked so that `Index::get` sees locations and segments change together: records where
+/// `ids` went, lets searches return the batch's nodes in the growing segments (`Growing`), has
+/// `swap` install `new`, and then deletes the old nodes of the ids it replaces (when `present`
+/// is `Replace`). A search never returns an id that `get` does not find. During an upsert it
+/// may find an id's old vector, its new one or both (`merge` keeps one hit per id); one that
+/// overlaps this call may find neither, when it read the old node after its delete but the
+/// segments without the new one.
+pub(super) fn publish<R>(
     map: &RwLock<IdMap>,
     old: &SegmentSet,
+    new: SegmentSet,
     ids: &[u64],
     placements: &[Placement],
     present: Present,
-    swap: impl FnOnce(),
-) {
+    swap: impl FnOnce(SegmentSet) -> R,
+) -> R {
     let mut locked = map.write().unwrap_or_else(PoisonError::into_inner);
-    if present == Present::Replace {
-        delete_locked(&mut locked, old, ids);
-    }
-    swap();
+    let replaced: Vec<Location> = match present {
+        Present::Replace => ids.iter().filter_map(|&id| locked.remove(id)).collect(),
+        Present::Refuse => Vec::new(),
+    };
     locked.record(ids, placements);
+    // The batch's head was linked into the old growing segment, in place; the new one is
+    // that segment, or was built by this batch, or is empty.
+    old.growing.hold_all();
+    new.growing.hold_all();
+    let swapped = swap(new);
+    for location in replaced {
+        // The new set shares the deletion marks of every segment it keeps of the old one.
+        delete_node(old, location);
+    }
+    swapped
 }
 
 /// Deletes the `ids` present in `map` from it and from `set`; how many were.
 fn delete_locked(map: &mut IdMap, set: &SegmentSet, ids: &[u64]) -> usize {
-    let mut removed = 0;
-    for &id in ids {
-        if let Some(location) = map.remove(id) {
-            // Every location in the map is a node of the current set.
-            let tombstones = set.tombstones(location.segment);
-            removed += usize::from(tombstones.is_some_and(|t| t.delete(location.node)));
-        }
-    }
-    removed
+    ids.iter().filter_map(|&id| map.remove(id)).filter(|&location| delete_node(set, location)).count()
+}
+
+/// Marks the node at `location` (every location in the map is a node of the current set)
+/// deleted; false when it was already.
+fn delete_node(set: &SegmentSet, location: Location) -> bool {
+    set.tombstones(location.segment).is_some_and(|t| t.delete(location.node))
 }
 
 /// Deletes the `ids` present in `map` from `set`, after checking them and handing those present
@@ -221,7 +233,7 @@ impl Index {
             return Ok(());
         };
         let Applied { set, next_ordinal, sealed_any, placements } = applied;
-        publish(self.shared.ids(), &current, ids, &placements, present, || {
+        publish(self.shared.ids(), &current, set, ids, &placements, present, |set| {
             *self.shared.segments.write().unwrap_or_else(PoisonError::into_inner) = std::sync::Arc::new(set);
         });
         writer.next_ordinal = next_ordinal;

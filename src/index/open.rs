@@ -150,8 +150,7 @@ impl Index {
             };
             let applied = engine.apply_batch(map, &set, next_ordinal, batch_ids, vectors, present, |_, _| Ok(()));
             if let Some((applied, ())) = applied.map_err(unusable)? {
-                publish(map, &set, batch_ids, &applied.placements, present, || ());
-                set = applied.set;
+                set = publish(map, &set, applied.set, batch_ids, &applied.placements, present, |new| new);
                 next_ordinal = applied.next_ordinal;
             }
             Ok(())

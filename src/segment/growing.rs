@@ -2,7 +2,8 @@
 //! grows; sealed into an immutable copy when full.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::sealed::Sealed;
@@ -22,14 +23,27 @@ struct GrowingState {
 
 /// The segment that takes inserts. Appending takes the write lock briefly; linking and searching
 /// share the read lock, with per-node locks inside the graph.
+///
+/// A batch is linked in place while searches walk the graph, and its nodes help route them
+/// at once; they become results when the writer holds them (`hold_all`), after their ids are
+/// in the id map: a search never returns an id that `Index::get` does not find yet.
 pub(crate) struct Growing {
     ordinal: u32,
     capacity: usize,
     state: RwLock<GrowingState>,
+    /// The first nodes, which searches may return.
+    held: AtomicUsize,
     /// Sized for the capacity, so the sealed segment made from this one shares it.
     tombstones: Arc<Tombstones>,
     /// Vectors linked since the last reachability pass.
     unchecked: AtomicUsize,
+}
+
+impl GrowingState {
+    /// The ids of the first `held` nodes (a node's id is appended before it is linked).
+    fn held_ids(&self, held: usize) -> &[u64] {
+        &self.ids[..held.min(self.ids.len())]
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -49,6 +63,7 @@ impl Growing {
             unchecked: AtomicUsize::new(0),
             capacity: layout.capacity,
             state: RwLock::new(GrowingState { graph: layout.graph(ordinal), ids: Array::default(), mapping: None }),
+            held: AtomicUsize::new(0),
             tombstones: Arc::new(Tombstones::new(layout.capacity)),
         }
     }
@@ -69,6 +84,7 @@ impl Growing {
             ordinal,
             capacity: layout.capacity,
             unchecked: AtomicUsize::new(0),
+            held: AtomicUsize::new(ids.len()),
             state: RwLock::new(GrowingState { graph, ids, mapping: Some(mapping) }),
             tombstones: Arc::new(Tombstones::from_words(layout.capacity, deleted.unwrap_or_default())),
         })
@@ -78,13 +94,24 @@ impl Growing {
         self.ordinal
     }
 
-    /// Nodes, deleted ones included.
+    /// Nodes, deleted ones included, and those of a batch being linked.
     pub(crate) fn len(&self) -> usize {
         read(&self.state).ids.len()
     }
 
+    /// Held nodes (see `Growing`), deleted ones included.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Acquire)
+    }
+
+    /// Holds every node linked so far: the caller recorded their ids in the id map.
+    pub(crate) fn hold_all(&self) {
+        self.held.store(self.len(), Release);
+    }
+
+    /// Held nodes that are not deleted (only a held node can be: a delete finds it by its id).
     pub(crate) fn live_len(&self) -> usize {
-        self.len() - self.tombstones.count()
+        self.held() - self.tombstones.count()
     }
 
     pub(crate) fn tombstones(&self) -> &Tombstones {
@@ -191,12 +218,15 @@ impl Growing {
         wanted: Wanted,
         plan: Plan,
     ) -> SegmentPlan<'f> {
+        // Planned over the nodes being linked too, which may be held by the time it searches.
         let state = read(&self.state);
-        SegmentPlan::new(state.graph.len(), &self.tombstones, &state.ids, filter, listed, wanted, plan)
+        SegmentPlan::new(&self.tombstones, &state.ids, filter, listed, wanted, plan)
     }
 
     pub(crate) fn search(&self, query: &[f32], wanted: Wanted, plan: &SegmentPlan, out: &mut Vec<SearchResult>) {
         let state = read(&self.state);
-        plan.search(&state.graph, &state.ids, &self.tombstones, query, wanted, out);
+        // Held now rather than when planned, which narrows the moment in which an upsert's id
+        // may be missing (see `publish`).
+        plan.search(&state.graph, state.held_ids(self.held()), &self.tombstones, query, wanted, out);
     }
 }

@@ -100,10 +100,9 @@ pub(crate) struct SegmentPlan<'f> {
 }
 
 impl<'f> SegmentPlan<'f> {
-    /// Plans a segment of `len` nodes: `listed` holds its nodes that an allow-list names (the
-    /// filter has an allow-list exactly when it is given).
+    /// Plans the search of a segment whose nodes `ids` names: `listed` holds its nodes that an
+    /// allow-list names (the filter has an allow-list exactly when it is given).
     pub(crate) fn new(
-        len: usize,
         tombstones: &Tombstones,
         ids: &[u64],
         filter: &Filter<'f>,
@@ -111,6 +110,7 @@ impl<'f> SegmentPlan<'f> {
         wanted: Wanted,
         plan: Plan,
     ) -> Self {
+        let len = ids.len();
         let live = len - tombstones.count().min(len);
         let (mut passing, admitted, counted) = match (listed, filter.predicate) {
             (Some(mut nodes), predicate) => {
@@ -148,8 +148,8 @@ impl<'f> SegmentPlan<'f> {
         SegmentPlan { passing, admitted, counted, how }
     }
 
-    /// Searches the segment (`graph`, its `ids` and `tombstones`) as planned and appends what
-    /// it finds to `out`.
+    /// Searches the segment (`graph`, the `ids` of its held nodes, and its `tombstones`) as
+    /// planned and appends what it finds to `out`, of the held nodes only (see `Growing`).
     pub(crate) fn search(
         &self,
         graph: &Graph,
@@ -164,15 +164,14 @@ impl<'f> SegmentPlan<'f> {
                 How::Skip => return,
                 How::Scan => self.scan(graph, ids, tombstones, query, wanted, s),
                 How::Walk(reach) => {
+                    let walk = Walk { graph, held: ids.len(), query, wanted, reach };
                     let complete = match &self.passing {
                         // Nothing deleted: the walk without the check, as fast as before
                         // deletes existed.
-                        Passing::Live if tombstones.count() == 0 => walk(graph, query, wanted, &Everyone, reach, s),
-                        Passing::Live => walk(graph, query, wanted, tombstones, reach, s),
-                        Passing::Listed { bits, .. } => walk(graph, query, wanted, &Bits(bits), reach, s),
-                        Passing::Accepted(accepts) => {
-                            walk(graph, query, wanted, &LiveAccepted { tombstones, ids, accepts: *accepts }, reach, s)
-                        }
+                        Passing::Live if tombstones.count() == 0 => walk.run(&Everyone, s),
+                        Passing::Live => walk.run(tombstones, s),
+                        Passing::Listed { bits, .. } => walk.run(&Bits(bits), s),
+                        Passing::Accepted(accepts) => walk.run(&LiveAccepted { tombstones, ids, accepts: *accepts }, s),
                     };
                     // A two-hop walk can strand itself where too few admitted nodes lie near
                     // each other: then the scan finds what it missed.
@@ -200,7 +199,7 @@ impl<'f> SegmentPlan<'f> {
         wanted: Wanted,
         s: &mut Scratch,
     ) {
-        let live = (0..graph.len() as u32).filter(|&n| !tombstones.is_deleted(n));
+        let live = (0..ids.len() as u32).filter(|&n| !tombstones.is_deleted(n));
         match &self.passing {
             Passing::Live => scan(graph, query, wanted, live, s),
             Passing::Listed { nodes, .. } => scan(graph, query, wanted, nodes.iter().copied(), s),
@@ -225,10 +224,33 @@ fn estimate(len: usize, live: usize, tombstones: &Tombstones, ids: &[u64], accep
     }
 }
 
-fn walk(graph: &Graph, query: &[f32], wanted: Wanted, admit: &impl Admit, reach: Reach, s: &mut Scratch) -> bool {
-    match wanted {
-        Wanted::Nearest { k, params } => graph.search_within(query, k, params, admit, reach, s),
-        Wanted::Range { radius, limit, ef } => graph.search_range(query, radius, limit, ef, admit, reach.budget, s),
+/// One segment's walk, as planned.
+struct Walk<'a> {
+    graph: &'a Graph,
+    /// The search returns only nodes below this: the held ones (the graph's first).
+    held: usize,
+    query: &'a [f32],
+    wanted: Wanted<'a>,
+    reach: Reach,
+}
+
+impl Walk<'_> {
+    /// Walks the graph, returning the held nodes `admit` admits; false when it used up its
+    /// reach.
+    fn run(&self, admit: &impl Admit, s: &mut Scratch) -> bool {
+        if self.held < self.graph.len() {
+            // A batch is being linked past the held nodes: walked through, never returned.
+            return self.run_admitting(&Held { below: self.held as u32, admit }, s);
+        }
+        self.run_admitting(admit, s)
+    }
+
+    fn run_admitting(&self, admit: &impl Admit, s: &mut Scratch) -> bool {
+        let Walk { graph, query, reach, .. } = *self;
+        match self.wanted {
+            Wanted::Nearest { k, params } => graph.search_within(query, k, params, admit, reach, s),
+            Wanted::Range { radius, limit, ef } => graph.search_range(query, radius, limit, ef, admit, reach.budget, s),
+        }
     }
 }
 
@@ -236,6 +258,19 @@ fn scan(graph: &Graph, query: &[f32], wanted: Wanted, nodes: impl Iterator<Item 
     match wanted {
         Wanted::Nearest { k, params } => graph.scan(query, k, params.ef, nodes, s),
         Wanted::Range { radius, limit, .. } => graph.scan_range(query, radius, limit, nodes, s),
+    }
+}
+
+/// Admits what `admit` admits among the nodes below `below`.
+struct Held<'a, A> {
+    below: u32,
+    admit: &'a A,
+}
+
+impl<A: Admit> Admit for Held<'_, A> {
+    #[inline]
+    fn admits(&self, node: u32) -> bool {
+        node < self.below && self.admit.admits(node)
     }
 }
 

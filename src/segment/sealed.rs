@@ -108,7 +108,7 @@ impl Sealed {
         wanted: Wanted,
         plan: Plan,
     ) -> SegmentPlan<'f> {
-        SegmentPlan::new(self.len(), &self.tombstones, &self.ids, filter, listed, wanted, plan)
+        SegmentPlan::new(&self.tombstones, &self.ids, filter, listed, wanted, plan)
     }
 
     pub(crate) fn search(&self, query: &[f32], wanted: Wanted, plan: &SegmentPlan, out: &mut Vec<SearchResult>) {
