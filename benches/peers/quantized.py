@@ -9,6 +9,11 @@ Output rows use ann_peers.py's format (build s, vec/s, memory MB, then recall/qp
 search thread), so compare.py reads them. Peers that return neighbours ranked by their codes
 alone (faiss SQ and binary, usearch i8 and b1) are measured as they answer, without re-scoring.
 
+With --separate every system is built and searched in a process of its own, the processes
+taking turns, so that each searches with the cache to itself: for sets that fit in the cache,
+where indexes sharing one process evict each other's data between searches (see
+benches/ab/search_ab.py).
+
 Then, per omendb code, the resident memory of a search: the index is written to a database,
 opened (mapped) in a fresh process, searched at every ef, and its heap plus the mapped pages
 it touched are divided by the vectors ("resident B/vec"), next to the f32 vectors' 4*dim.
@@ -130,6 +135,84 @@ def resident_per_vector(module, package, code, base, queries, metric, m, efc, th
         return (stats["bytes_heap"] + stats["bytes_mapped_resident"]) / len(base), disk
 
 
+class Timed:
+    """Builds `system` and times its searches: `build` returns (build seconds, MB the build
+    added), `search(ef)` the ids found for every query and queries/s (after 50 queries to warm
+    up)."""
+
+    def __init__(self, system, base, queries, a):
+        self.system, self.base, self.queries, self.a = system, base, queries, a
+
+    def build(self):
+        gc.collect()
+        before = rss_mb()
+        t = time.perf_counter()
+        self.system.build(self.base, self.a.metric, self.a.m, self.a.efc, self.a.threads)
+        return time.perf_counter() - t, rss_mb() - before
+
+    def search(self, ef):
+        self.system.search(self.queries[:50], self.a.k, ef)
+        t = time.perf_counter()
+        found = np.asarray(self.system.search(self.queries, self.a.k, ef)).astype(np.int64)
+        return found, len(self.queries) / (time.perf_counter() - t)
+
+
+def serve(conn, name, a):
+    """A --separate worker, in a fresh interpreter: loads the data, builds system `name`, then
+    answers each ef it is sent until it is sent None."""
+    base, queries, _ = load_dataset(a.data, a.metric, a.n, a.k)
+    timed = Timed(make_system(name, a), base, queries, a)
+    conn.send(timed.build())
+    while (ef := conn.recv()) is not None:
+        conn.send(timed.search(ef))
+
+
+class InProcess:
+    def __init__(self, name, a, base, queries):
+        self.timed = Timed(make_system(name, a), base, queries, a)
+        self.build_result = self.timed.build()
+
+    def search(self, ef):
+        return self.timed.search(ef)
+
+    def close(self):
+        del self.timed
+        gc.collect()
+
+
+class Separate:
+    """A system in a process of its own: a fresh interpreter (spawned, as a forked child can
+    hang in faiss's OpenMP), which loads the data itself."""
+
+    def __init__(self, name, a, base, queries):
+        import multiprocessing
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child, name, a))
+        self.process.start()
+        self.build_result = self.conn.recv()
+
+    def search(self, ef):
+        self.conn.send(ef)
+        return self.conn.recv()
+
+    def close(self):
+        self.conn.send(None)
+        self.process.join()
+
+
+def make_system(name, a):
+    """The system called `name` (see --systems)."""
+    sys.path.insert(0, a.omendb)
+    import omendb
+    code, _, oversample = name.partition("/os")
+    if name.startswith("omendb-"):
+        return OmendbCode(omendb, code[len("omendb-"):], int(oversample or 0))
+    makers = {"usearch-i8": lambda: UsearchCode("i8"), "usearch-b1": lambda: UsearchCode("b1"),
+              "faiss-sq8": lambda: FaissSQ(8), "faiss-sq4": lambda: FaissSQ(4), "faiss-bin": FaissBinary}
+    return makers[name]()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", help="prefix of DATA_base.fvecs (or _base.f16) / DATA_query.fvecs / DATA_groundtruth.ivecs")
@@ -146,6 +229,8 @@ def main():
                                          "faiss-sq8,faiss-sq4,faiss-bin")
     ap.add_argument("--no-resident", action="store_true", help="skip the resident-memory runs")
     ap.add_argument("--rounds", type=int, default=3, help="search rounds over all systems; the fastest counts")
+    ap.add_argument("--separate", action="store_true", help="each system in a process of its own (sets that fit "
+                                                            "in the cache)")
     a = ap.parse_args()
 
     sys.path.insert(0, a.omendb)
@@ -153,39 +238,30 @@ def main():
 
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
 
-    makers = {f"omendb-{c}": (lambda c=c: OmendbCode(omendb, c)) for c in ("none", "binary", "4bit", "8bit")}
-    makers.update({"usearch-i8": lambda: UsearchCode("i8"), "usearch-b1": lambda: UsearchCode("b1"),
-                   "faiss-sq8": lambda: FaissSQ(8), "faiss-sq4": lambda: FaissSQ(4), "faiss-bin": FaissBinary})
     efs = list(map(int, a.efs.split(",")))
     print(f"# {os.path.basename(a.data)} n={len(base)} dim={base.shape[1]} metric={a.metric} queries={len(queries)} "
           f"M={a.m} efc={a.efc} build_threads={a.threads} search_threads=1 k={a.k}")
     print(f"{'system':14} {'build_s':>8} {'vec/s':>8} {'memMB':>7}  " + "  ".join(f"{'ef' + str(e) + ' rec/qps':>14}" for e in efs))
+    runner = Separate if a.separate else InProcess
     built = []
     for name in a.systems.split(","):
-        code, _, oversample = name.partition("/os")
-        system = OmendbCode(omendb, code[len("omendb-"):], int(oversample)) if oversample else makers[name]()
-        gc.collect()
-        before = rss_mb()
-        t = time.perf_counter()
-        system.build(base, a.metric, a.m, a.efc, a.threads)
-        build_s = time.perf_counter() - t
-        built.append((name, system, build_s, rss_mb() - before))
+        built.append((name, runner(name, a, base, queries)))
     # Every system is searched in every round, each keeping its fastest time per ef: a noisy
     # neighbour then slows all of them alike instead of whichever ran at that moment.
-    best = {(name, ef): 0.0 for name, *_ in built for ef in efs}
+    best = {(name, ef): 0.0 for name, _ in built for ef in efs}
     found = {}
     for _ in range(a.rounds):
         for ef in efs:
-            for name, system, *_ in built:
-                system.search(queries[:50], a.k, ef)
-                t = time.perf_counter()
-                found[name, ef] = np.asarray(system.search(queries, a.k, ef)).astype(np.int64)
-                best[name, ef] = max(best[name, ef], len(queries) / (time.perf_counter() - t))
-    for name, system, build_s, mem in built:
+            for name, run in built:
+                found[name, ef], qps = run.search(ef)
+                best[name, ef] = max(best[name, ef], qps)
+    for name, run in built:
+        build_s, mem = run.build_result
         cells = [f"{recall(found[name, ef], truth, a.k):.3f}/{best[name, ef]:.0f}" for ef in efs]
         print(f"{name:14} {build_s:8.1f} {len(base) / build_s:8.0f} {mem:7.0f}  " + "  ".join(f"{c:>14}" for c in cells),
               flush=True)
-    del built, system
+        run.close()
+    del built
     gc.collect()
     if a.no_resident:
         return
