@@ -237,14 +237,24 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Walks the graph, returning the held nodes `admit` admits; false when it used up its
     /// reach.
-    fn run(&self, admit: &impl Admit, s: &mut Scratch) -> bool {
+    #[inline(always)]
+    fn run<A: Admit>(&self, admit: &A, s: &mut Scratch) -> bool {
         if self.held < self.graph.len() {
-            // A batch is being linked past the held nodes: walked through, never returned.
-            return self.run_admitting(&Held { below: self.held as u32, admit }, s);
+            return self.run_held(admit, s);
         }
         self.run_admitting(admit, s)
     }
 
+    /// `run` while a batch is being linked past the held nodes: walked through, never returned.
+    /// Rare (a search beside an insert), so one walk, out of line, serves every kind of `admit`
+    /// through a pointer, and the common walk's code stays as it was.
+    #[cold]
+    #[inline(never)]
+    fn run_held(&self, admit: &dyn Admit, s: &mut Scratch) -> bool {
+        self.run_admitting(&Held { below: self.held as u32, admit }, s)
+    }
+
+    #[inline(always)]
     fn run_admitting(&self, admit: &impl Admit, s: &mut Scratch) -> bool {
         let Walk { graph, query, reach, .. } = *self;
         match self.wanted {
@@ -262,12 +272,12 @@ fn scan(graph: &Graph, query: &[f32], wanted: Wanted, nodes: impl Iterator<Item 
 }
 
 /// Admits what `admit` admits among the nodes below `below`.
-struct Held<'a, A> {
+struct Held<'a, A: ?Sized> {
     below: u32,
     admit: &'a A,
 }
 
-impl<A: Admit> Admit for Held<'_, A> {
+impl<A: Admit + ?Sized> Admit for Held<'_, A> {
     #[inline]
     fn admits(&self, node: u32) -> bool {
         node < self.below && self.admit.admits(node)
