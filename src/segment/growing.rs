@@ -111,7 +111,7 @@ impl Growing {
 
     /// Held nodes that are not deleted (only a held node can be: a delete finds it by its id).
     pub(crate) fn live_len(&self) -> usize {
-        self.held() - self.tombstones.count()
+        self.held().saturating_sub(self.tombstones.count())
     }
 
     pub(crate) fn tombstones(&self) -> &Tombstones {
