@@ -136,19 +136,17 @@ def resident_per_vector(module, package, code, base, queries, metric, m, efc, th
 
 
 class Timed:
-    """Builds `system` and times its searches: `build` returns (build seconds, MB the build
-    added), `search(ef)` the ids found for every query and queries/s (after 50 queries to warm
-    up)."""
+    """System `name`, built in this process (`build_result`: build seconds and the MB the build
+    added); `search(ef)` returns the ids found for every query and queries/s (after 50 queries
+    to warm up)."""
 
-    def __init__(self, system, base, queries, a):
-        self.system, self.base, self.queries, self.a = system, base, queries, a
-
-    def build(self):
+    def __init__(self, name, a, base, queries):
+        self.system, self.a, self.queries = make_system(name, a), a, queries
         gc.collect()
         before = rss_mb()
         t = time.perf_counter()
-        self.system.build(self.base, self.a.metric, self.a.m, self.a.efc, self.a.threads)
-        return time.perf_counter() - t, rss_mb() - before
+        self.system.build(base, a.metric, a.m, a.efc, a.threads)
+        self.build_result = time.perf_counter() - t, rss_mb() - before
 
     def search(self, ef):
         self.system.search(self.queries[:50], self.a.k, ef)
@@ -156,28 +154,19 @@ class Timed:
         found = np.asarray(self.system.search(self.queries, self.a.k, ef)).astype(np.int64)
         return found, len(self.queries) / (time.perf_counter() - t)
 
+    def close(self):
+        del self.system
+        gc.collect()
+
 
 def serve(conn, name, a):
     """A --separate worker, in a fresh interpreter: loads the data, builds system `name`, then
     answers each ef it is sent until it is sent None."""
     base, queries, _ = load_dataset(a.data, a.metric, a.n, a.k)
-    timed = Timed(make_system(name, a), base, queries, a)
-    conn.send(timed.build())
+    timed = Timed(name, a, base, queries)
+    conn.send(timed.build_result)
     while (ef := conn.recv()) is not None:
         conn.send(timed.search(ef))
-
-
-class InProcess:
-    def __init__(self, name, a, base, queries):
-        self.timed = Timed(make_system(name, a), base, queries, a)
-        self.build_result = self.timed.build()
-
-    def search(self, ef):
-        return self.timed.search(ef)
-
-    def close(self):
-        del self.timed
-        gc.collect()
 
 
 class Separate:
@@ -242,7 +231,7 @@ def main():
     print(f"# {os.path.basename(a.data)} n={len(base)} dim={base.shape[1]} metric={a.metric} queries={len(queries)} "
           f"M={a.m} efc={a.efc} build_threads={a.threads} search_threads=1 k={a.k}")
     print(f"{'system':14} {'build_s':>8} {'vec/s':>8} {'memMB':>7}  " + "  ".join(f"{'ef' + str(e) + ' rec/qps':>14}" for e in efs))
-    runner = Separate if a.separate else InProcess
+    runner = Separate if a.separate else Timed
     built = []
     for name in a.systems.split(","):
         built.append((name, runner(name, a, base, queries)))

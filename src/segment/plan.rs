@@ -272,12 +272,12 @@ fn scan(graph: &Graph, query: &[f32], wanted: Wanted, nodes: impl Iterator<Item 
 }
 
 /// Admits what `admit` admits among the nodes below `below`.
-struct Held<'a, A: ?Sized> {
+struct Held<'a> {
     below: u32,
-    admit: &'a A,
+    admit: &'a dyn Admit,
 }
 
-impl<A: Admit + ?Sized> Admit for Held<'_, A> {
+impl Admit for Held<'_> {
     #[inline]
     fn admits(&self, node: u32) -> bool {
         node < self.below && self.admit.admits(node)
