@@ -5,7 +5,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use omendb::distance::available_kernels;
 use omendb::quant::available as available_code_kernels;
-use omendb::quant::{CodeRows, Estimate};
+use omendb::quant::{BitEstimate, CodeRows};
 
 fn kernels(c: &mut Criterion) {
     for dim in [128usize, 384, 768, 1536] {
@@ -45,7 +45,9 @@ fn kernels(c: &mut Criterion) {
             let rows = CodeRows { bytes: code, len: code.len(), norms: &[] };
             let mut out = [0f32];
             group.bench_function(format!("{}/bit_planes", k.name), |bench| {
-                bench.iter(|| (k.bit_planes)(black_box(&planes), black_box(rows), &[0], 0, Estimate::SUM, &mut out))
+                bench.iter(|| {
+                    (k.bit_planes)(black_box(&planes), black_box(rows), &[0], 0, BitEstimate::default(), &mut out)
+                })
             });
         }
         group.finish();

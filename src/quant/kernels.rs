@@ -3,7 +3,7 @@
 //!
 //! The portable versions are the reference the SIMD ones are tested against, and the fallback.
 
-use super::rabitq::{bit_planes, walsh_hadamard, FACTOR_BYTES};
+use super::rabitq::{bit_planes, walsh_hadamard, BitEstimate, FACTOR_BYTES};
 use super::{CodeRows, Estimate};
 use crate::distance::permitted;
 
@@ -15,8 +15,9 @@ pub struct QuantKernels {
     pub dot_u8: fn(&[f32], &[u8]) -> f32,
     /// `Σ w_i c_i` over 4-bit codes packed 32 dimensions to 16 bytes (low nibbles first).
     pub dot_u4: fn(&[f32], &[u8]) -> f32,
-    /// `Σ_j 2^j popcount(code ∧ plane_j)`: binary codes' bits (little-endian words) against
-    /// a query's bit planes, as many words each, lowest first; over many nodes' codes at once.
+    /// Binary codes' estimates from `Σ_j 2^j popcount(code ∧ plane_j)`: their bits
+    /// (little-endian words) against a query's `QUERY_BITS` bit planes, as many words each,
+    /// lowest first; over many nodes' codes at once.
     pub bit_planes: BitPlanesKernel,
     /// The orthonormal Walsh-Hadamard transform in place (a power of two long): the same
     /// additions in the same order in every build, so every build gives the same bits.
@@ -42,28 +43,21 @@ pub struct QuantKernels {
 pub type IntegerKernel =
     fn(weights: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]);
 
-/// `Σ_j 2^j popcount(bits ∧ plane_j)` for the binary codes of many nodes (`bits` a code's
-/// words before its factors), converted and finished by `estimate`: `out[i]` for `nodes[i]` in
-/// `rows`, loading ahead as `IntegerKernel` does, and for the same reason.
+/// The estimates `estimate.of(Σ_j 2^j popcount(bits ∧ plane_j), factors)` for the binary codes
+/// of many nodes (each code its `bits`, then its factors): `out[i]` for `nodes[i]` in `rows`,
+/// loading ahead as `IntegerKernel` does, and for the same reason. `planes` holds `QUERY_BITS`
+/// planes of as many words as a code's bits.
 pub type BitPlanesKernel =
-    fn(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]);
+    fn(planes: &[u64], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: BitEstimate, out: &mut [f32]);
 
-/// The loop of every batch kernel: `out[i] = estimate.of(sum(code of nodes[i], without its
-/// last `trailer` bytes), norm of nodes[i])`, loading the codes and norms of the nodes `ahead`
-/// places on meanwhile. The estimate is finished here, where the node's norm was loaded with
-/// its code, rather than in a second pass over the nodes, whose norm loads stalled (5% of a 1M
-/// 4-bit search). One graph, both interleaved: 4-bit +4.7% on 10,000 of npm51k, +3.4% on
-/// npm51k, +2-3% at 1M clustered; 8-bit in cache within noise.
+/// The loop of every batch kernel: `out[i] = distance(code of nodes[i], norm of nodes[i])`,
+/// loading the codes and norms of the nodes `ahead` places on meanwhile. The estimate is
+/// finished here, where the node's norm was loaded with its code, rather than in a second pass
+/// over the nodes, whose norm loads stalled (5% of a 1M 4-bit search). One graph, both
+/// interleaved: 4-bit +4.7% on 10,000 of npm51k, +3.4% on npm51k, +2-3% at 1M clustered; 8-bit
+/// in cache within noise.
 #[inline(always)]
-fn each_code(
-    rows: CodeRows<'_>,
-    nodes: &[u32],
-    ahead: usize,
-    trailer: usize,
-    estimate: Estimate,
-    out: &mut [f32],
-    sum: impl Fn(&[u8]) -> f32,
-) {
+fn each_code(rows: CodeRows<'_>, nodes: &[u32], ahead: usize, out: &mut [f32], distance: impl Fn(&[u8], f32) -> f32) {
     for &node in nodes.iter().take(ahead) {
         rows.prefetch(node);
     }
@@ -71,9 +65,25 @@ fn each_code(
         if let Some(&next) = nodes.get(i + ahead) {
             rows.prefetch(next);
         }
-        let code = rows.code(node);
-        *out = estimate.of(sum(&code[..code.len() - trailer]), rows.norm(node));
+        *out = distance(rows.code(node), rows.norm(node));
     }
+}
+
+/// `each_code` for binary codes: `count` gives a code's bit-plane count from its bits, which
+/// `estimate` finishes with the factors after them.
+#[inline(always)]
+fn each_binary_code(
+    rows: CodeRows<'_>,
+    nodes: &[u32],
+    ahead: usize,
+    estimate: BitEstimate,
+    out: &mut [f32],
+    count: impl Fn(&[u8]) -> u32,
+) {
+    each_code(rows, nodes, ahead, out, |code, _| {
+        let (bits, factors) = code.split_at(code.len() - FACTOR_BYTES);
+        estimate.of(count(bits), factors)
+    });
 }
 
 /// The reference `bit_planes` over many codes.
@@ -82,10 +92,10 @@ fn bit_planes_batch(
     rows: CodeRows<'_>,
     nodes: &[u32],
     ahead: usize,
-    estimate: Estimate,
+    estimate: BitEstimate,
     out: &mut [f32],
 ) {
-    each_code(rows, nodes, ahead, FACTOR_BYTES, estimate, out, |bits| bit_planes(planes, bits) as f32);
+    each_binary_code(rows, nodes, ahead, estimate, out, |bits| bit_planes(planes, bits));
 }
 
 /// Reorders weights (natural dimension order, a multiple of 64 long) the way the integer 4-bit
@@ -183,9 +193,12 @@ mod x86 {
     //! note below relies on.
     use std::arch::x86_64::*;
 
-    use super::{each_code, nibble_weights, BitPlanesKernel, CodeRows, Estimate, IntegerKernel, QuantKernels};
+    use super::{
+        each_binary_code, each_code, nibble_weights, BitEstimate, BitPlanesKernel, CodeRows, Estimate, IntegerKernel,
+        QuantKernels,
+    };
     use crate::distance::sum256;
-    use crate::quant::rabitq::{walsh_hadamard, FACTOR_BYTES};
+    use crate::quant::rabitq::{walsh_hadamard, FACTOR_BYTES, QUERY_BITS};
 
     /// # Safety
     /// The CPU supports AVX-512F; `c` holds at least `w.len()` bytes is not required (clipped).
@@ -442,52 +455,102 @@ mod x86 {
         lanes.iter().sum()
     }
 
+    /// The words of a binary code's bits that both it and the query's planes hold (they hold
+    /// the same number, `padded / 64`): the kernels' loads stay within both whatever they hold.
+    #[inline(always)]
+    fn code_words(planes: &[u64], rows: CodeRows<'_>) -> usize {
+        (rows.len.saturating_sub(FACTOR_BYTES) / 8).min(planes.len() / QUERY_BITS)
+    }
+
     /// # Safety
     /// The CPU supports popcnt.
     #[target_feature(enable = "popcnt")]
-    unsafe fn bit_planes_popcnt(planes: &[u64], code: &[u8]) -> u32 {
+    unsafe fn bit_planes_popcnt_batch(
+        planes: &[u64],
+        rows: CodeRows<'_>,
+        nodes: &[u32],
+        ahead: usize,
+        estimate: BitEstimate,
+        out: &mut [f32],
+    ) {
         // Written out with the intrinsic: the reference's iterator closures are compiled outside
         // this function's target features, and there popcount is a dozen shifts and masks (a
-        // third of a binary search's time on npm51k).
-        let words = code.len() / 8;
-        let mut total = 0u32;
-        for (bit, plane) in planes.chunks_exact(words.max(1)).enumerate() {
-            let mut count = 0i32;
-            for (w, &p) in plane.iter().enumerate().take(words) {
-                // SAFETY: `w < words`, so the 8 bytes at `8 w` lie inside `code`; unaligned read.
-                let word = unsafe { code.as_ptr().add(8 * w).cast::<u64>().read_unaligned() };
-                count += _popcnt64((u64::from_le(word) & p) as i64);
+        // third of a binary search's time on npm51k). The four planes are counted apart and
+        // weighted once, where a loop over any number of planes divided and shifted by a
+        // variable a node.
+        let words = code_words(planes, rows);
+        let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|j| &planes[j * words..(j + 1) * words]);
+        each_binary_code(rows, nodes, ahead, estimate, out, |bits| {
+            let mut counts = [0u64; QUERY_BITS];
+            let words = bits.chunks_exact(8).zip(p0).zip(p1).zip(p2).zip(p3);
+            for ((((word, &p0), &p1), &p2), &p3) in words {
+                let word = u64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
+                for (count, plane) in counts.iter_mut().zip([p0, p1, p2, p3]) {
+                    *count += u64::from(_popcnt64((word & plane) as i64) as u32);
+                }
             }
-            total += (count as u32) << bit;
-        }
-        total
+            (counts[0] + 2 * counts[1] + 4 * counts[2] + 8 * counts[3]) as u32
+        });
+    }
+
+    /// `Σ_j 2^j popcount(bits ∧ plane_j)` lane by lane, for the four planes `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    fn weighted_counts(bits: __m512i, p: &[__m512i; QUERY_BITS]) -> __m512i {
+        let count = |j: usize| _mm512_popcnt_epi64(_mm512_and_si512(bits, p[j]));
+        let low = _mm512_add_epi64(count(0), _mm512_slli_epi64::<1>(count(1)));
+        let high = _mm512_add_epi64(_mm512_slli_epi64::<2>(count(2)), _mm512_slli_epi64::<3>(count(3)));
+        _mm512_add_epi64(low, high)
     }
 
     /// # Safety
     /// The CPU supports AVX-512F and VPOPCNTDQ.
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
-    unsafe fn bit_planes_vpopcnt(planes: &[u64], code: &[u8]) -> u32 {
-        // Eight words of the code at a time against each plane, counted lane by lane; each
-        // plane's counts are weighted by shifting, and the lanes summed once at the end.
-        let words = code.len() / 8;
-        let (pc, pp) = (code.as_ptr(), planes.as_ptr());
-        let plane_count = planes.len().checked_div(words).unwrap_or(0);
-        let mut acc = _mm512_setzero_si512();
-        let mut w = 0;
-        while w < words {
-            let mask: __mmask8 = if words - w >= 8 { !0 } else { (1u8 << (words - w)) - 1 };
-            // SAFETY: the mask covers only words `w..words` of the code (`8 words` bytes).
-            let bits = unsafe { _mm512_maskz_loadu_epi64(mask, pc.add(8 * w).cast()) };
-            for bit in 0..plane_count {
-                // SAFETY: plane `bit` holds `words` words from `bit * words`; the mask keeps
-                // the load within them.
-                let plane = unsafe { _mm512_maskz_loadu_epi64(mask, pp.add(bit * words + w).cast()) };
-                let count = _mm512_popcnt_epi64(_mm512_and_si512(bits, plane));
-                acc = _mm512_add_epi64(acc, _mm512_sllv_epi64(count, _mm512_set1_epi64(bit as i64)));
+    unsafe fn bit_planes_vpopcnt_batch(
+        planes: &[u64],
+        rows: CodeRows<'_>,
+        nodes: &[u32],
+        ahead: usize,
+        estimate: BitEstimate,
+        out: &mut [f32],
+    ) {
+        // Eight words of the code at a time against each plane, counted lane by lane, weighted
+        // by shifting, and the lanes summed once at the end.
+        let words = code_words(planes, rows);
+        let pp = planes.as_ptr();
+        let mask_from = |w: usize| -> __mmask8 {
+            if words - w >= 8 {
+                !0
+            } else {
+                (1u8 << (words - w)) - 1
             }
-            w += 8;
+        };
+        let plane = |j: usize, w: usize| {
+            // SAFETY: the mask covers only words `w..words`, which plane `j` holds from
+            // `j * words` on (`code_words`).
+            unsafe { _mm512_maskz_loadu_epi64(mask_from(w), pp.add(j * words + w).cast()) }
+        };
+        if words <= 8 {
+            // Codes of up to 512 dimensions: the planes stay in registers for the whole batch,
+            // where they were loaded again for every node.
+            let (mask, p) = (mask_from(0), [0, 1, 2, 3].map(|j| plane(j, 0)));
+            each_binary_code(rows, nodes, ahead, estimate, out, |bits| {
+                // SAFETY: the mask covers the code's first `words` words (`code_words`).
+                let bits = unsafe { _mm512_maskz_loadu_epi64(mask, bits.as_ptr().cast()) };
+                _mm512_reduce_add_epi64(weighted_counts(bits, &p)) as u32
+            });
+        } else {
+            each_binary_code(rows, nodes, ahead, estimate, out, |bits| {
+                let mut acc = _mm512_setzero_si512();
+                for w in (0..words).step_by(8) {
+                    // SAFETY: the mask covers only words `w..words` of the code (`code_words`).
+                    let code = unsafe { _mm512_maskz_loadu_epi64(mask_from(w), bits.as_ptr().add(8 * w).cast()) };
+                    let p = [0, 1, 2, 3].map(|j| plane(j, w));
+                    acc = _mm512_add_epi64(acc, weighted_counts(code, &p));
+                }
+                _mm512_reduce_add_epi64(acc) as u32
+            });
         }
-        _mm512_reduce_add_epi64(acc) as u32
     }
 
     /// # Safety
@@ -511,13 +574,13 @@ mod x86 {
     /// closure inherits its function's target features; the disassembly shows no call). A
     /// code's last `$trailer` bytes (binary codes' factors) are not summed.
     macro_rules! batched {
-        ($batch:ident, $features:literal, $single:ident, $query:ty, $trailer:expr) => {
+        ($batch:ident, $features:literal, $single:ident) => {
             /// # Safety
             /// The CPU supports the target features, and the query is within the bounds the
             /// inner kernel states.
             #[target_feature(enable = $features)]
             unsafe fn $batch(
-                q: &[$query],
+                q: &[i8],
                 rows: CodeRows<'_>,
                 nodes: &[u32],
                 ahead: usize,
@@ -526,16 +589,14 @@ mod x86 {
             ) {
                 // SAFETY: the closure runs inside this function, which has the inner kernel's
                 // target features, and whose caller keeps the query's bounds.
-                each_code(rows, nodes, ahead, $trailer, estimate, out, |code| unsafe { $single(q, code) } as f32);
+                each_code(rows, nodes, ahead, out, |code, norm| estimate.of(unsafe { $single(q, code) } as f32, norm));
             }
         };
     }
-    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni, i8, 0);
-    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni, i8, 0);
-    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs, i8, 0);
-    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs, i8, 0);
-    batched!(bit_planes_popcnt_batch, "popcnt", bit_planes_popcnt, u64, FACTOR_BYTES);
-    batched!(bit_planes_vpopcnt_batch, "avx512f,avx512vpopcntdq", bit_planes_vpopcnt, u64, FACTOR_BYTES);
+    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni);
+    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni);
+    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs);
+    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs);
 
     // The safe wrappers. SAFETY for each: reachable only through the tables `detected` builds
     // after the CPU reported the features their bodies need.
@@ -560,7 +621,7 @@ mod x86 {
         rows: CodeRows<'_>,
         nodes: &[u32],
         ahead: usize,
-        estimate: Estimate,
+        estimate: BitEstimate,
         out: &mut [f32],
     ) {
         // SAFETY: see above.
@@ -571,7 +632,7 @@ mod x86 {
         rows: CodeRows<'_>,
         nodes: &[u32],
         ahead: usize,
-        estimate: Estimate,
+        estimate: BitEstimate,
         out: &mut [f32],
     ) {
         // SAFETY: see above.

@@ -18,6 +18,7 @@ use crate::distance::{self, prefetch, prefetch_all, Metric};
 use crate::memory::{AlignedVec, Array};
 pub(crate) use kernels::best_kernels;
 pub use kernels::{available, BitPlanesKernel, IntegerKernel, QuantKernels};
+pub use rabitq::BitEstimate;
 
 /// How vectors are coded for the graph walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -489,7 +490,8 @@ pub struct Estimate {
 
 /// cbindgen:ignore
 impl Estimate {
-    /// The sum itself (binary codes, whose factors finish the estimate after the kernel).
+    /// The sum itself: what a query without scalar codes holds, and what tests and benchmarks
+    /// of the kernels' sums pass.
     pub const SUM: Estimate = Estimate { bias: 0.0, sum_weight: 1.0, norm_weight: 0.0 };
 
     /// The estimate under `metric` for a query of squared length `query_norm`.
@@ -519,7 +521,6 @@ impl Estimate {
 /// kernels), or its rotated bit planes (binary).
 pub(crate) struct QueryCode {
     kind: Quantization,
-    metric: Metric,
     /// `q_i * step_i`, padded to the code's dimension blocks.
     weights: Vec<f32>,
     /// The weights rounded to i8 (`weights ≈ scale * weights_i8`, the scale folded into
@@ -529,6 +530,8 @@ pub(crate) struct QueryCode {
     /// The estimate from the weighted sums (the integer kernels' or the f32 weights').
     estimate: Estimate,
     binary: rabitq::Query,
+    /// The estimate from binary codes' bit-plane counts and factors.
+    binary_estimate: BitEstimate,
 }
 
 impl QueryCode {
@@ -536,17 +539,18 @@ impl QueryCode {
         let kind = codebook.kind;
         let mut code = QueryCode {
             kind,
-            metric,
             weights: Vec::new(),
             weights_i8: Vec::new(),
             estimate: Estimate::SUM,
             binary: rabitq::Query::default(),
+            binary_estimate: BitEstimate::default(),
         };
         match kind {
             Quantization::None => {}
             Quantization::Binary => {
                 if let Some(rotation) = &codebook.rotation {
                     code.binary = rabitq::Query::new(rotation, &codebook.lower, query, kernels.walsh_hadamard);
+                    code.binary_estimate = code.binary.estimate(metric);
                 }
             }
             _ => {
@@ -603,8 +607,8 @@ impl QueryCode {
         let mut out = [0.0];
         match (self.kind, self.integer_kernel(kernels)) {
             (Quantization::Binary, _) => {
-                (kernels.bit_planes)(self.binary.planes(), rows, &[0], 0, Estimate::SUM, &mut out);
-                self.binary_distance(out[0], code)
+                (kernels.bit_planes)(self.binary.planes(), rows, &[0], 0, self.binary_estimate, &mut out);
+                out[0]
             }
             (_, Some(integer)) => {
                 integer(&self.weights_i8, rows, &[0], 0, self.estimate, &mut out);
@@ -631,10 +635,7 @@ impl QueryCode {
         if self.kind == Quantization::Binary {
             out.clear();
             out.resize(nodes.len(), 0.0);
-            (kernels.bit_planes)(self.binary.planes(), rows, nodes, ahead, Estimate::SUM, out);
-            for (distance, &node) in out.iter_mut().zip(nodes) {
-                *distance = self.binary_distance(*distance, rows.code(node));
-            }
+            (kernels.bit_planes)(self.binary.planes(), rows, nodes, ahead, self.binary_estimate, out);
             return true;
         }
         let Some(integer) = self.integer_kernel(kernels) else { return false };
@@ -642,18 +643,6 @@ impl QueryCode {
         out.resize(nodes.len(), 0.0);
         integer(&self.weights_i8, rows, nodes, ahead, self.estimate, out);
         true
-    }
-
-    /// The distance under the metric to the vector with binary `code`, whose bit-plane count
-    /// (`QuantKernels::bit_planes`) is `count`.
-    #[inline(always)]
-    fn binary_distance(&self, count: f32, code: &[u8]) -> f32 {
-        let (l2, dot) = self.binary.distances(count, code);
-        match self.metric {
-            Metric::L2 => l2,
-            Metric::Cosine => 1.0 - dot,
-            Metric::InnerProduct => -dot,
-        }
     }
 }
 
