@@ -225,7 +225,8 @@ impl Query {
     /// (`f₀..f₃` the factors `encode` stores: `|o_r|²`, `|r|²/Σ|r_i|`, `⟨o_r, c⟩`, `|x_b|`), and
     /// `⟨o, q⟩ = ⟨o_r, q_r⟩ + ⟨o_r, c⟩ + ⟨c, q⟩`. So L2, `|o_r|² + |q_r|² − 2 ⟨o_r, q_r⟩`, and the
     /// cosine and inner-product distances, `1 − ⟨o, q⟩` and `−⟨o, q⟩`, are each
-    /// `f₁ (a₃ f₃ + a_count · count + a₀) + b₀ f₀ + b₂ f₂ + bias`.
+    /// `f₁ (ones_weight · f₃ + count_weight · count + offset) + norm_weight · f₀ +
+    /// centre_weight · f₂ + bias` (`BitEstimate`'s fields).
     pub(super) fn estimate(&self, metric: Metric) -> BitEstimate {
         // `inner` multiplies `⟨o_r, q_r⟩`; `centre` multiplies `⟨o_r, c⟩ + ⟨c, q⟩`.
         let (inner, norm_weight, centre, bias) = match metric {
@@ -246,8 +247,9 @@ impl Query {
 
 /// A binary code's estimated distance, in one affine form of its bit-plane count and the
 /// factors after its bits (`Query::estimate`), which the batch kernels finish as they go, while
-/// the code's line is loaded: a second pass over the nodes read every line again (4.5% of a
-/// binary search on npm51k).
+/// the code's line is loaded, where a second pass over the nodes read every line again. With
+/// the kernels counting exactly four planes, one graph on an Intel Xeon: npm51k binary +7-10%
+/// queries/s with VPOPCNTDQ, +17% with scalar `popcnt`.
 ///
 /// cbindgen:ignore
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
