@@ -84,6 +84,7 @@ lint:
 test-rust:
 	$(CARGO) test --workspace --all-targets --features omendb-cli/hdf5
 	$(CARGO) test --doc
+	$(CARGO) test --quiet --lib report_the_kernel_builds_tested_on_this_cpu -- --nocapture
 
 # Recall on the real npm51k embeddings in ../shared/data (ignored by a plain `cargo test`).
 NPM51K := ../shared/data/npm51k_base.f16

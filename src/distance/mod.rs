@@ -224,13 +224,16 @@ pub fn best_kernels() -> Kernels {
 }
 
 /// Whether the kernels named `name` may run: all of them, unless the environment variable
-/// `OMENDB_KERNELS` caps the instruction sets at `scalar` or `avx2` (read once per process).
-/// A benchmarking aid: an AVX-512 machine then measures the paths an AVX2-only CPU takes.
+/// `OMENDB_KERNELS` caps the instruction sets at `scalar`, `avx2`, or `avxvnni` (AVX2 with
+/// AVX-VNNI's 256-bit `vpdpbusd`) (read once per process). A benchmarking aid: an AVX-512
+/// machine then measures the paths an AVX2-only CPU (an AMD EPYC before Zen 4), or one with
+/// AVX-VNNI but not AVX-512 (an Intel client since Alder Lake, an E-core Xeon), takes.
 pub(crate) fn permitted(name: &str) -> bool {
     static CAP: OnceLock<Option<String>> = OnceLock::new();
     match CAP.get_or_init(|| std::env::var("OMENDB_KERNELS").ok()).as_deref() {
         Some("scalar") => name == "scalar",
         Some("avx2") => name == "scalar" || name.starts_with("avx2"),
+        Some("avxvnni") => name == "scalar" || name.starts_with("avx2") || name == "avxvnni",
         _ => true,
     }
 }

@@ -23,8 +23,8 @@ pub struct QuantKernels {
     /// additions in the same order in every build, so every build gives the same bits.
     pub walsh_hadamard: fn(&mut [f32]),
     /// `Σ w_i c_i` in exact integers over 8-bit codes and i8 weights within
-    /// `±u8_weight_limit` (AVX-512 VNNI: `vpdpbusd`; AVX2: `vpmaddubsw`, whose 16-bit pair sums
-    /// saturate beyond 64 · 255 · 2), over many nodes' codes at once.
+    /// `±u8_weight_limit` (AVX-512 VNNI and AVX-VNNI: `vpdpbusd`; AVX2: `vpmaddubsw`, whose
+    /// 16-bit pair sums saturate beyond 64 · 255 · 2), over many nodes' codes at once.
     pub dot_u8_i8: Option<IntegerKernel>,
     /// The same over 4-bit codes (any i8 weights), with the weights in `group_nibbles` order.
     pub dot_u4_i8: Option<IntegerKernel>,
@@ -127,8 +127,8 @@ fn nibble_weights(g: usize, groups: usize) -> (usize, usize) {
     (low, low + if paired { 64 } else { 32 })
 }
 
-/// Reference for `dot_u8_i8`.
-#[cfg(test)]
+/// Reference for `dot_u8_i8`, and the AVX2 kernels' tails of fewer than 32 dimensions.
+#[cfg(any(test, target_arch = "x86_64"))]
 pub(super) fn dot_u8_i8_reference(w: &[i8], c: &[u8]) -> i32 {
     w.iter().zip(c).map(|(&w, &c)| i32::from(w) * i32::from(c)).sum()
 }
@@ -187,15 +187,16 @@ const SCALAR: QuantKernels = QuantKernels {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Hand-written AVX2 and AVX-512 bodies: zero-extend 8 or 16 codes to i32, convert to f32
-    //! and multiply-add with the weights, two accumulators in flight. Each safe wrapper is handed
+    //! Hand-written AVX2, AVX-VNNI and AVX-512 bodies: f32 weights over codes widened to f32,
+    //! exact integer sums (`vpdpbusd`, `vpmaddubsw`), bit-plane counts, and the Walsh-Hadamard
+    //! transform, with several sums in flight. Each safe wrapper is handed
     //! out only by `detected`, after the CPU reported the features: the invariant every `SAFETY`
     //! note below relies on.
     use std::arch::x86_64::*;
 
     use super::{
-        each_binary_code, each_code, nibble_weights, BitEstimate, BitPlanesKernel, CodeRows, Estimate, IntegerKernel,
-        QuantKernels,
+        dot_u8_i8_reference, each_binary_code, each_code, nibble_weights, BitEstimate, BitPlanesKernel, CodeRows,
+        Estimate, IntegerKernel, QuantKernels,
     };
     use crate::distance::sum256;
     use crate::quant::rabitq::{walsh_hadamard, FACTOR_BYTES, QUERY_BITS};
@@ -401,11 +402,7 @@ mod x86 {
             }
             i += 32;
         }
-        let mut sum = sum256_epi32(_mm256_add_epi32(acc0, acc1));
-        for j in i..n {
-            sum += i32::from(w[j]) * i32::from(c[j]);
-        }
-        sum
+        sum256_epi32(_mm256_add_epi32(acc0, acc1)) + dot_u8_i8_reference(&w[i..n], &c[i..n])
     }
 
     /// # Safety
@@ -445,6 +442,78 @@ mod x86 {
             acc = _mm256_add_epi32(acc, group(64 * pairs, low_weights, high_weights));
         }
         sum256_epi32(acc)
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and AVX-VNNI.
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn dot_u8_avxvnni(w: &[i8], c: &[u8]) -> i32 {
+        // `dot_u8_vnni` in 32-byte registers: Alder Lake and later clients, and the E-core
+        // Xeons, have `vpdpbusd` without AVX-512. Four sums, as a step's `vpdpbusd` waits 4-5
+        // cycles on the last, and no pair sum to saturate, so weights take the full ±127.
+        let n = w.len().min(c.len());
+        let (pw, pc) = (w.as_ptr(), c.as_ptr());
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut i = 0;
+        while i + 128 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `i + 128 <= n`: 32 codes and 32 weights at `i + 32 j` are readable.
+                unsafe {
+                    let (codes, weights) = (pc.add(i + 32 * j), pw.add(i + 32 * j));
+                    *acc = _mm256_dpbusd_avx_epi32(
+                        *acc,
+                        _mm256_loadu_si256(codes.cast()),
+                        _mm256_loadu_si256(weights.cast()),
+                    );
+                }
+            }
+            i += 128;
+        }
+        while i + 32 <= n {
+            // SAFETY: `i + 32 <= n`: 32 codes and 32 weights are readable.
+            unsafe {
+                let (codes, weights) = (_mm256_loadu_si256(pc.add(i).cast()), _mm256_loadu_si256(pw.add(i).cast()));
+                acc[0] = _mm256_dpbusd_avx_epi32(acc[0], codes, weights);
+            }
+            i += 32;
+        }
+        let sums = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
+        sum256_epi32(sums) + dot_u8_i8_reference(&w[i..n], &c[i..n])
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and AVX-VNNI.
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn dot_u4_avxvnni(w: &[i8], c: &[u8]) -> i32 {
+        // `dot_u4_maddubs` with `vpdpbusd` in place of `vpmaddubsw`, `vpmaddwd` and the adds.
+        let groups = (w.len() / 64).min(c.len() / 32);
+        let (pw, pc) = (w.as_ptr(), c.as_ptr());
+        let low = _mm256_set1_epi8(0x0F);
+        // Four sums: each group's low and high nibbles, for the even and the odd groups.
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut group = |g: usize, low_weights: usize, high_weights: usize| {
+            // SAFETY: callers pass a group below `groups` and its offsets from `nibble_weights`,
+            // within the `64 groups` weights: 32 code bytes at `32 g` and 32 weights at each
+            // offset are readable.
+            unsafe {
+                let bytes = _mm256_loadu_si256(pc.add(32 * g).cast());
+                let lo = _mm256_and_si256(bytes, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low);
+                let sums = &mut acc[2 * (g % 2)..];
+                sums[0] = _mm256_dpbusd_avx_epi32(sums[0], lo, _mm256_loadu_si256(pw.add(low_weights).cast()));
+                sums[1] = _mm256_dpbusd_avx_epi32(sums[1], hi, _mm256_loadu_si256(pw.add(high_weights).cast()));
+            }
+        };
+        let pairs = groups / 2;
+        for p in 0..pairs {
+            group(2 * p, 128 * p, 128 * p + 64);
+            group(2 * p + 1, 128 * p + 32, 128 * p + 96);
+        }
+        if groups % 2 == 1 {
+            let (low_weights, high_weights) = nibble_weights(2 * pairs, groups);
+            group(2 * pairs, low_weights, high_weights);
+        }
+        sum256_epi32(_mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3])))
     }
 
     #[inline(always)]
@@ -574,7 +643,7 @@ mod x86 {
     /// closure inherits its function's target features; the disassembly shows no call). A
     /// code's last `$trailer` bytes (binary codes' factors) are not summed.
     macro_rules! batched {
-        ($batch:ident, $features:literal, $single:ident) => {
+        ($safe:ident, $batch:ident, $features:literal, $single:ident) => {
             /// # Safety
             /// The CPU supports the target features, and the query is within the bounds the
             /// inner kernel states.
@@ -591,12 +660,21 @@ mod x86 {
                 // target features, and whose caller keeps the query's bounds.
                 each_code(rows, nodes, ahead, out, |code, norm| estimate.of(unsafe { $single(q, code) } as f32, norm));
             }
+
+            /// The safe `IntegerKernel` that `detected` hands out.
+            fn $safe(q: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]) {
+                // SAFETY: reachable only through the tables `detected` builds after the CPU
+                // reported the features; callers keep the weights within `u8_weight_limit`.
+                unsafe { $batch(q, rows, nodes, ahead, estimate, out) }
+            }
         };
     }
-    batched!(dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni);
-    batched!(dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni);
-    batched!(dot_u8_maddubs_batch, "avx2", dot_u8_maddubs);
-    batched!(dot_u4_maddubs_batch, "avx2", dot_u4_maddubs);
+    batched!(dot_u8_i8, dot_u8_vnni_batch, "avx512f,avx512bw,avx512vnni", dot_u8_vnni);
+    batched!(dot_u4_i8, dot_u4_vnni_batch, "avx512f,avx512bw,avx512vnni,avx2", dot_u4_vnni);
+    batched!(dot_u8_i8_256, dot_u8_maddubs_batch, "avx2", dot_u8_maddubs);
+    batched!(dot_u4_i8_256, dot_u4_maddubs_batch, "avx2", dot_u4_maddubs);
+    batched!(dot_u8_i8_avxvnni, dot_u8_avxvnni_batch, "avx2,avxvnni", dot_u8_avxvnni);
+    batched!(dot_u4_i8_avxvnni, dot_u4_avxvnni_batch, "avx2,avxvnni", dot_u4_avxvnni);
 
     // The safe wrappers. SAFETY for each: reachable only through the tables `detected` builds
     // after the CPU reported the features their bodies need.
@@ -646,22 +724,6 @@ mod x86 {
         // SAFETY: see above.
         unsafe { walsh_hadamard_avx512(x) }
     }
-    fn dot_u8_i8(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]) {
-        // SAFETY: see above.
-        unsafe { dot_u8_vnni_batch(w, rows, nodes, ahead, estimate, out) }
-    }
-    fn dot_u4_i8(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]) {
-        // SAFETY: see above.
-        unsafe { dot_u4_vnni_batch(w, rows, nodes, ahead, estimate, out) }
-    }
-    fn dot_u8_i8_256(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]) {
-        // SAFETY: see above (the ±64 weight limit is `u8_weight_limit`, which callers honour).
-        unsafe { dot_u8_maddubs_batch(w, rows, nodes, ahead, estimate, out) }
-    }
-    fn dot_u4_i8_256(w: &[i8], rows: CodeRows<'_>, nodes: &[u32], ahead: usize, estimate: Estimate, out: &mut [f32]) {
-        // SAFETY: see above.
-        unsafe { dot_u4_maddubs_batch(w, rows, nodes, ahead, estimate, out) }
-    }
 
     /// The builds this CPU can run, best last.
     pub(super) fn detected() -> Vec<QuantKernels> {
@@ -681,6 +743,18 @@ mod x86 {
                 dot_u8_i8: dot_u8_i8_avx2,
                 dot_u4_i8: dot_u4_i8_avx2,
                 u8_weight_limit: 64,
+            });
+        }
+        if avx2 && is_x86_feature_detected!("avxvnni") {
+            found.push(QuantKernels {
+                name: "avxvnni",
+                dot_u8: dot_u8_256,
+                dot_u4: dot_u4_256,
+                bit_planes,
+                walsh_hadamard: walsh_hadamard_256,
+                dot_u8_i8: Some(dot_u8_i8_avxvnni),
+                dot_u4_i8: Some(dot_u4_i8_avxvnni),
+                u8_weight_limit: 127,
             });
         }
         if avx2 && is_x86_feature_detected!("avx512f") {

@@ -811,6 +811,27 @@ mod tests {
         }
     }
 
+    /// Names the kernel builds this CPU tested (every test here runs each build `available`
+    /// lists against the references) and those it could not, as the CPU lacks them: `make
+    /// test-rust` prints this, so that a run on an AVX2-only CPU says it tested no VNNI kernel.
+    #[test]
+    fn report_the_kernel_builds_tested_on_this_cpu() {
+        #[cfg(target_arch = "x86_64")]
+        let (every_vector, every_code) =
+            (["scalar", "avx2+fma", "avx512f"], ["scalar", "avx2+fma", "avxvnni", "avx512f", "avx512vnni"]);
+        #[cfg(target_arch = "aarch64")]
+        let (every_vector, every_code) = (["scalar", "neon"], ["scalar"]);
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let (every_vector, every_code) = (["scalar"], ["scalar"]);
+        let vector: Vec<&str> = distance::available_kernels().iter().map(|k| k.name).collect();
+        let code: Vec<&str> = available().iter().map(|k| k.name).collect();
+        for (kind, every, here) in [("vector", &every_vector[..], &vector), ("code", &every_code[..], &code)] {
+            assert!(here.iter().all(|name| every.contains(name)), "{kind} builds {here:?} beyond {every:?}");
+            let missing: Vec<&&str> = every.iter().filter(|name| !here.contains(name)).collect();
+            eprintln!("{kind} kernels tested on this CPU: {here:?}; NOT tested here (the CPU lacks them): {missing:?}");
+        }
+    }
+
     #[test]
     fn batched_estimates_equal_one_at_a_time() {
         let (n, dim) = (300, 100);
