@@ -199,7 +199,7 @@ mod x86 {
         Estimate, IntegerKernel, QuantKernels,
     };
     use crate::distance::sum256;
-    use crate::quant::rabitq::{walsh_hadamard, FACTOR_BYTES, QUERY_BITS};
+    use crate::quant::rabitq::{walsh_hadamard_with, FACTOR_BYTES, QUERY_BITS};
 
     /// # Safety
     /// The CPU supports AVX-512F; `c` holds at least `w.len()` bytes is not required (clipped).
@@ -627,7 +627,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     unsafe fn walsh_hadamard_avx2(x: &mut [f32]) {
         // The portable body, inlined here and vectorised with eight lanes.
-        walsh_hadamard(x)
+        walsh_hadamard_with(x, |x| walsh_hadamard_eights(x));
     }
 
     /// # Safety
@@ -635,7 +635,31 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn walsh_hadamard_avx512(x: &mut [f32]) {
         // The portable body, inlined here and vectorised with sixteen lanes.
-        walsh_hadamard(x)
+        walsh_hadamard_with(x, |x| walsh_hadamard_eights(x));
+    }
+
+    /// The first three stages of `walsh_hadamard` (partners 1, 2 and 4 apart) on each chunk
+    /// of eight, in one register: each stage pairs the values with their partners by a permute,
+    /// and keeps the sum in the first of each pair and the difference in the second by a blend.
+    /// The same additions and subtractions as the reference's (`a + b` where it adds, `a - b`
+    /// where it subtracts), so the same bits.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn walsh_hadamard_eights(x: &mut [f32]) {
+        for chunk in x.chunks_exact_mut(8) {
+            // SAFETY: `chunk` holds eight f32; the load and the store are unaligned.
+            let mut v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            // Partners 1 apart (lanes 1, 0, 3, 2 in each half), then 2 apart (2, 3, 0, 1),
+            // then 4 apart (the other half).
+            let partner = _mm256_permute_ps::<0b10_11_00_01>(v);
+            v = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
+            let partner = _mm256_permute_ps::<0b01_00_11_10>(v);
+            v = _mm256_blend_ps::<0b1100_1100>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
+            let partner = _mm256_permute2f128_ps::<1>(v, v);
+            v = _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
+            // SAFETY: as the load.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), v) };
+        }
     }
 
     /// Batch wrappers (`IntegerKernel`, `BitPlanesKernel`) around the kernels for one code:

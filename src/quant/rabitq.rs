@@ -102,9 +102,7 @@ impl Rotation {
 /// the later stages are runs of adjacent values, which vectorise.
 #[inline(always)]
 pub(super) fn walsh_hadamard(x: &mut [f32]) {
-    let n = x.len();
-    let mut half = 1;
-    if n >= 8 {
+    walsh_hadamard_with(x, |x| {
         for chunk in x.chunks_exact_mut(8) {
             // In a local array, which the compiler keeps in registers: through memory, the
             // scalar stores of one stage would stall the vector loads of the next (each a
@@ -122,6 +120,18 @@ pub(super) fn walsh_hadamard(x: &mut [f32]) {
             }
             chunk.copy_from_slice(&v);
         }
+    });
+}
+
+/// `walsh_hadamard` with its first three stages by `eights`, which runs them on every chunk of
+/// eight values (`x` has at least eight): the kernels' own, with permutes, where the compiler
+/// made the reference's eight-value stages into scalar adds and inserts.
+#[inline(always)]
+pub(super) fn walsh_hadamard_with(x: &mut [f32], eights: impl FnOnce(&mut [f32])) {
+    let n = x.len();
+    let mut half = 1;
+    if n >= 8 {
+        eights(x);
         half = 8;
     }
     while half < n {
