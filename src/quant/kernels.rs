@@ -665,10 +665,10 @@ mod x86 {
         }
     }
 
-    /// Batch wrappers (`IntegerKernel`, `BitPlanesKernel`) around the kernels for one code:
-    /// the same target features, so that each node's sum is inlined into `each_code`'s loop (a
-    /// closure inherits its function's target features; the disassembly shows no call). A
-    /// code's last `$trailer` bytes (binary codes' factors) are not summed.
+    /// Batch wrappers (`IntegerKernel`) around the integer kernels for one code, each with the
+    /// safe function the tables hold: the same target features as the inner kernel, so that
+    /// each node's sum is inlined into `each_code`'s loop (a closure inherits its function's
+    /// target features; the disassembly shows no call).
     macro_rules! batched {
         ($safe:ident, $batch:ident, $features:literal, $single:ident) => {
             /// # Safety
