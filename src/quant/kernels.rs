@@ -630,7 +630,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     unsafe fn walsh_hadamard_avx2(x: &mut [f32]) {
         // The portable body, inlined here and vectorised with eight lanes.
-        walsh_hadamard_with(x, |x| walsh_hadamard_eights(x));
+        walsh_hadamard_with(x, |x| walsh_hadamard_first_stages(x));
     }
 
     /// # Safety
@@ -638,31 +638,59 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn walsh_hadamard_avx512(x: &mut [f32]) {
         // The portable body, inlined here and vectorised with sixteen lanes.
-        walsh_hadamard_with(x, |x| walsh_hadamard_eights(x));
+        walsh_hadamard_with(x, |x| walsh_hadamard_first_stages(x));
     }
 
-    /// The first three stages of `walsh_hadamard` (partners 1, 2 and 4 apart) on each chunk
-    /// of eight, in one register: each stage pairs the values with their partners by a permute,
-    /// and keeps the sum in the first of each pair and the difference in the second by a blend.
-    /// The same additions and subtractions as the reference's (`a + b` where it adds, `a - b`
-    /// where it subtracts), so the same bits.
+    /// The first stages of `walsh_hadamard` in registers; returns the partner distance of the
+    /// next. Thirty-two values at a time, four registers, where `x` holds that many: partners
+    /// 1, 2 and 4 apart within each register (`eight_stages`), then 8 and 16 apart between the
+    /// registers, where each stage was a pass through memory. The same additions and
+    /// subtractions as the reference's (`a + b` where it adds, `a - b` where it subtracts), so
+    /// the same bits.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn walsh_hadamard_eights(x: &mut [f32]) {
-        for chunk in x.chunks_exact_mut(8) {
-            // SAFETY: `chunk` holds eight f32; the load and the store are unaligned.
-            let mut v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
-            // Partners 1 apart (lanes 1, 0, 3, 2 in each half), then 2 apart (2, 3, 0, 1),
-            // then 4 apart (the other half).
-            let partner = _mm256_permute_ps::<0b10_11_00_01>(v);
-            v = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
-            let partner = _mm256_permute_ps::<0b01_00_11_10>(v);
-            v = _mm256_blend_ps::<0b1100_1100>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
-            let partner = _mm256_permute2f128_ps::<1>(v, v);
-            v = _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
+    fn walsh_hadamard_first_stages(x: &mut [f32]) -> usize {
+        let load = |values: &[f32]| {
+            // SAFETY: callers pass chunks of at least eight f32; the load is unaligned.
+            unsafe { _mm256_loadu_ps(values.as_ptr()) }
+        };
+        let store = |values: &mut [f32], v: __m256| {
             // SAFETY: as the load.
-            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), v) };
+            unsafe { _mm256_storeu_ps(values.as_mut_ptr(), v) }
+        };
+        if x.len() < 32 {
+            for chunk in x.chunks_exact_mut(8) {
+                store(chunk, eight_stages(load(chunk)));
+            }
+            return 8;
         }
+        let pair = |a: __m256, b: __m256| (_mm256_add_ps(a, b), _mm256_sub_ps(a, b));
+        for chunk in x.chunks_exact_mut(32) {
+            let (v0, v1) = (eight_stages(load(&chunk[..8])), eight_stages(load(&chunk[8..16])));
+            let (v2, v3) = (eight_stages(load(&chunk[16..24])), eight_stages(load(&chunk[24..])));
+            let ((v0, v1), (v2, v3)) = (pair(v0, v1), pair(v2, v3));
+            let ((v0, v2), (v1, v3)) = (pair(v0, v2), pair(v1, v3));
+            for (at, v) in [(0, v0), (8, v1), (16, v2), (24, v3)] {
+                store(&mut chunk[at..at + 8], v);
+            }
+        }
+        32
+    }
+
+    /// The stages with partners 1, 2 and 4 apart on eight values: each pairs the values with
+    /// their partners by a permute, and keeps the sum in the first of each pair and the
+    /// difference in the second by a blend.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn eight_stages(v: __m256) -> __m256 {
+        // Partners 1 apart (lanes 1, 0, 3, 2 in each half), then 2 apart (2, 3, 0, 1), then 4
+        // apart (the other half).
+        let partner = _mm256_permute_ps::<0b10_11_00_01>(v);
+        let v = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
+        let partner = _mm256_permute_ps::<0b01_00_11_10>(v);
+        let v = _mm256_blend_ps::<0b1100_1100>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v));
+        let partner = _mm256_permute2f128_ps::<1>(v, v);
+        _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(v, partner), _mm256_sub_ps(partner, v))
     }
 
     /// Batch wrappers (`IntegerKernel`) around the integer kernels for one code, each with the

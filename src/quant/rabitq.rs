@@ -120,19 +120,20 @@ pub(super) fn walsh_hadamard(x: &mut [f32]) {
             }
             chunk.copy_from_slice(&v);
         }
+        8
     });
 }
 
-/// `walsh_hadamard` with its first three stages by `eights`, which runs them on every chunk of
-/// eight values (`x` has at least eight): the kernels' own, with permutes, where the compiler
-/// made the reference's eight-value stages into scalar adds and inserts.
+/// `walsh_hadamard` with its first stages by `first`, which runs them on `x` (at least eight
+/// values) and returns the partner distance of the stage after them: the kernels' own, in
+/// registers, where the compiler made the reference's eight-value stages into scalar adds and
+/// inserts.
 #[inline(always)]
-pub(super) fn walsh_hadamard_with(x: &mut [f32], eights: impl FnOnce(&mut [f32])) {
+pub(super) fn walsh_hadamard_with(x: &mut [f32], first: impl FnOnce(&mut [f32]) -> usize) {
     let n = x.len();
     let mut half = 1;
     if n >= 8 {
-        eights(x);
-        half = 8;
+        half = first(x);
     }
     while half < n {
         for pair in x.chunks_exact_mut(2 * half) {
