@@ -477,8 +477,7 @@ mod x86 {
             }
             i += 32;
         }
-        let sums = _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
-        sum256_epi32(sums) + dot_u8_i8_reference(&w[i..n], &c[i..n])
+        sum_of_four(acc) + dot_u8_i8_reference(&w[i..n], &c[i..n])
     }
 
     /// # Safety
@@ -513,6 +512,13 @@ mod x86 {
             let (low_weights, high_weights) = nibble_weights(2 * pairs, groups);
             group(2 * pairs, low_weights, high_weights);
         }
+        sum_of_four(acc)
+    }
+
+    /// The lanes of four sums of the AVX-VNNI kernels, added up.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn sum_of_four(acc: [__m256i; 4]) -> i32 {
         sum256_epi32(_mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3])))
     }
 
