@@ -14,6 +14,11 @@ taking turns, so that each searches with the cache to itself: for sets that fit 
 where indexes sharing one process evict each other's data between searches (see
 benches/ab/search_ab.py).
 
+Graphs are built on one thread unless --threads says otherwise: a one-thread build is the same
+in every run (the recall columns repeat exactly), so the ratios of the codes to omendb's f32
+measure the search alone. Built in parallel, each run's graphs differ, and f32's queries/s at 0.95
+moved by about 5% from run to run with them, enough to decide a 1.5x target either way.
+
 Then, per omendb code, the resident memory of a search: the index is written to a database,
 opened (mapped) in a fresh process, searched at every ef, and its heap plus the mapped pages
 it touched are divided by the vectors ("resident B/vec"), next to the f32 vectors' 4*dim.
@@ -209,7 +214,10 @@ def main():
     ap.add_argument("--n", type=int, default=0)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=1,
+                    help="build threads (default 1: every run builds the same graphs, so the ratios to "
+                         "omendb f32 move only with the timings; parallel builds differ run to run and "
+                         "moved them by about 5%%)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--efs", default="10,20,40,80,160,320")
     ap.add_argument("--omendb", metavar="DIR", required=True, help="directory holding the omendb Python package")
