@@ -2,7 +2,7 @@
  * that a graph walk over codes (or bfloat16 rows) of a given size could reach on this machine.
  *
  *     cc -O2 -o build/walk_pattern benches/memory/walk_pattern.c
- *     build/walk_pattern ROW_BYTES LOOKAHEAD [visited]
+ *     build/walk_pattern ROW_BYTES LOOKAHEAD [visited] [CHAINS]
  *
  * A million nodes on huge pages. Each step reads one node's list (33 words), then the rows of
  * 11 of its neighbours (what a search at ef 64 ranks per expansion on 1M clustered vectors),
@@ -10,9 +10,18 @@
  * dependent chain, as the walk is. With `visited`, each step also checks and stamps 32 marks
  * in a 2 MB array of 16-bit stamps first, as `Visited` does.
  *
+ * With CHAINS > 1, that many walks (the queries of a batch, on one thread) take turns, each
+ * step in two halves a turn apart: read the list and start loading all the ranked rows; then,
+ * a turn later, rank them, move, and start loading the next list. What interleaving a batch's
+ * walks could reach; the time is still per step of one walk.
+ *
  * On the 2-core Sapphire Rapids KVM guest (README), lookahead 6, over several runs: 64-byte rows
  * 224-290 ns a step, 128-byte 299-444, 256-byte 610-740; the stamps add 75-180 ns. omendb's own 1M 8-bit
  * search spends about 1,350 ns an expansion, so most of its time is outside this pattern.
+ * Interleaved (one run each, same machine): 64-byte rows 221 ns a step alone, 140 with two
+ * walks, 125 with four, 130 with eight; 128-byte 319, 220, 207, 213; 256-byte 559, 405, 424,
+ * 437. About fourteen lines a step at 125 ns is what sixteen line-fill buffers at this
+ * machine's latency carry, so four walks already saturate them.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -49,20 +58,57 @@ static void prefetch_row(const uint8_t *rows, uint32_t node, int row_bytes) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s ROW_BYTES LOOKAHEAD [visited]\n", argv[0]);
+        fprintf(stderr, "usage: %s ROW_BYTES LOOKAHEAD [visited] [CHAINS]\n", argv[0]);
         return 2;
     }
-    int row_bytes = atoi(argv[1]), lookahead = atoi(argv[2]), with_visited = argc > 3;
+    int row_bytes = atoi(argv[1]), lookahead = atoi(argv[2]);
+    int with_visited = argc > 3 && strcmp(argv[3], "visited") == 0;
+    int chains = argc > 3 ? atoi(argv[argc - 1]) : 1;
+    if (chains < 1 || chains > 64) chains = 1;
     uint32_t *lists = huge_array((size_t)NODES * LIST_WORDS * 4);
     uint8_t *rows = huge_array((size_t)NODES * row_bytes);
     uint16_t *marks = huge_array((size_t)NODES * 2);
     srand(7);
     for (size_t i = 0; i < (size_t)NODES * LIST_WORDS; i++) lists[i] = ((uint64_t)rand() * RAND_MAX + rand()) % NODES;
-    uint32_t node = 0, unvisited[32];
+    uint32_t nodes[64], pending[64][RANKED], unvisited[32];
+    for (int c = 0; c < chains; c++) nodes[c] = (uint32_t)c * (NODES / 64);
     uint16_t stamp = 1;
     uint64_t checksum = 0;
     double start = seconds();
-    for (int step = 0; step < STEPS; step++) {
+    for (int turn = 0; chains > 1 && turn < 2 * STEPS; turn++) {
+        int c = turn % chains;
+        if (turn / chains % 2 == 0) {
+            const uint32_t *links = lists + (size_t)nodes[c] * LIST_WORDS + 1;
+            if (with_visited) {
+                stamp++;
+                int taken = 0;
+                for (int i = 0; i < 32; i++) {
+                    int fresh = marks[links[i]] != stamp;
+                    marks[links[i]] = stamp;
+                    unvisited[taken] = links[i];
+                    taken += fresh | (i < RANKED);
+                }
+                links = unvisited;
+            }
+            for (int i = 0; i < RANKED; i++) {
+                pending[c][i] = links[i];
+                prefetch_row(rows, links[i], row_bytes);
+            }
+        } else {
+            uint32_t best = 0, best_score = UINT32_MAX;
+            for (int i = 0; i < RANKED; i++) {
+                const uint8_t *row = rows + (size_t)pending[c][i] * row_bytes;
+                uint32_t score = pending[c][i];
+                for (int b = 0; b < row_bytes; b += 8) score += row[b];
+                if (score < best_score) best_score = score, best = pending[c][i];
+            }
+            checksum += best_score;
+            nodes[c] = best;
+            prefetch_row((const uint8_t *)lists, best, LIST_WORDS * 4);
+        }
+    }
+    for (int step = 0; chains == 1 && step < STEPS; step++) {
+        uint32_t node = nodes[0];
         const uint32_t *links = lists + (size_t)node * LIST_WORDS + 1;
         if (with_visited) {
             /* Every link is checked and stamped; the first RANKED are ranked whatever the marks
@@ -87,10 +133,11 @@ int main(int argc, char **argv) {
             if (score < best_score) best_score = score, best = links[i];
         }
         checksum += best_score;
-        node = best;
+        nodes[0] = best;
     }
     double elapsed = seconds() - start;
-    printf("rows of %d B, lookahead %d%s: %.0f ns a step (checksum %lu)\n", row_bytes, lookahead,
-           with_visited ? ", visited stamps" : "", elapsed * 1e9 / STEPS, (unsigned long)(checksum & 0xff));
+    printf("rows of %d B, lookahead %d%s, %d walk%s: %.0f ns a step (checksum %lu)\n", row_bytes, lookahead,
+           with_visited ? ", visited stamps" : "", chains, chains > 1 ? "s" : "", elapsed * 1e9 / STEPS,
+           (unsigned long)(checksum & 0xff));
     return 0;
 }
