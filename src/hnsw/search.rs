@@ -57,6 +57,14 @@ pub(super) trait Walk {
     }
 }
 
+/// What a layer walk carries from one expansion to the next besides its scratch.
+pub(super) struct LayerWalk {
+    budget: usize,
+    rings: bool,
+    paired: bool,
+    two_hop: bool,
+}
+
 /// `Walk::distances` by one `distance` call a node.
 fn one_by_one(walk: &(impl Walk + ?Sized), nodes: &[u32], out: &mut Vec<f32>) {
     out.clear();
@@ -207,7 +215,28 @@ impl Graph {
         reach: Reach,
         s: &mut Scratch,
     ) -> bool {
-        let mut budget = reach.budget;
+        let mut state = self.layer_start(walk, admit, ef, level, reach, s);
+        loop {
+            match self.layer_step(walk, admit, ef, level, &mut state, s) {
+                Some(true) => continue,
+                Some(false) => return false,
+                None => break,
+            }
+        }
+        self.layer_finish(admit, s);
+        true
+    }
+
+    /// Seeds the beam from `s.seeds`.
+    pub(super) fn layer_start(
+        &self,
+        walk: &impl Walk,
+        admit: &impl Admit,
+        ef: usize,
+        level: usize,
+        reach: Reach,
+        s: &mut Scratch,
+    ) -> LayerWalk {
         s.visited.begin(self.len());
         s.beam.start(ef);
         s.rings.copies.clear();
@@ -224,51 +253,67 @@ impl Graph {
                 }
             }
         }
-        // Every node in the beam lies within its bound, so the walk ends when all were expanded.
-        while let Some(closest) = s.beam.pop() {
-            let second = if paired { s.beam.pop() } else { None };
-            if let Some(next) = s.beam.peek() {
-                prefetch_all(self.list(next.node, level));
-            }
-            if second.is_some() {
-                if let Some(after) = s.beam.peek_second() {
-                    prefetch_all(self.list(after.node, level));
-                }
-            }
-            s.unvisited.clear();
-            if reach.two_hop {
-                self.copy_neighbors(closest.node, level, &mut s.neighbors);
-                self.admitted_within_two_hops(admit, level, s);
-            } else {
-                self.take_unvisited_links(closest.node, level, &mut s.visited, &mut s.unvisited);
-                if let Some(second) = second {
-                    self.take_unvisited_links(second.node, level, &mut s.visited, &mut s.unvisited);
-                }
-            }
-            if s.unvisited.len() > budget {
-                return false;
-            }
-            budget -= s.unvisited.len();
-            walk.distances(&s.unvisited, &mut s.distances);
-            self.prefetch_closer_list(level, s);
-            for (&n, &distance) in s.unvisited.iter().zip(&s.distances) {
-                if s.beam.keeps(distance) {
-                    let scored = Scored { distance, node: n };
-                    if rings
-                        && self.rings.contains(n)
-                        && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.beam)
-                    {
-                        continue;
-                    }
-                    s.beam.insert(scored, admit.admits(n));
-                }
+        LayerWalk { budget: reach.budget, rings, paired, two_hop: reach.two_hop }
+    }
+
+    /// One expansion (or two, paired): `None` when the beam has nothing left to expand,
+    /// `Some(false)` when the budget ran out, `Some(true)` otherwise.
+    pub(super) fn layer_step(
+        &self,
+        walk: &impl Walk,
+        admit: &impl Admit,
+        ef: usize,
+        level: usize,
+        state: &mut LayerWalk,
+        s: &mut Scratch,
+    ) -> Option<bool> {
+        let closest = s.beam.pop()?;
+        let second = if state.paired { s.beam.pop() } else { None };
+        if let Some(next) = s.beam.peek() {
+            prefetch_all(self.list(next.node, level));
+        }
+        if second.is_some() {
+            if let Some(after) = s.beam.peek_second() {
+                prefetch_all(self.list(after.node, level));
             }
         }
+        s.unvisited.clear();
+        if state.two_hop {
+            self.copy_neighbors(closest.node, level, &mut s.neighbors);
+            self.admitted_within_two_hops(admit, level, s);
+        } else {
+            self.take_unvisited_links(closest.node, level, &mut s.visited, &mut s.unvisited);
+            if let Some(second) = second {
+                self.take_unvisited_links(second.node, level, &mut s.visited, &mut s.unvisited);
+            }
+        }
+        if s.unvisited.len() > state.budget {
+            return Some(false);
+        }
+        state.budget -= s.unvisited.len();
+        walk.distances(&s.unvisited, &mut s.distances);
+        self.prefetch_closer_list(level, s);
+        for (&n, &distance) in s.unvisited.iter().zip(&s.distances) {
+            if s.beam.keeps(distance) {
+                let scored = Scored { distance, node: n };
+                if state.rings
+                    && self.rings.contains(n)
+                    && !self.admit_ring(walk, scored, ef, &mut s.rings, &mut s.visited, &mut s.beam)
+                {
+                    continue;
+                }
+                s.beam.insert(scored, admit.admits(n));
+            }
+        }
+        Some(true)
+    }
+
+    /// Leaves the beam in `s.found`.
+    pub(super) fn layer_finish(&self, admit: &impl Admit, s: &mut Scratch) {
         let bound = s.beam.bound();
         s.rings.copies.retain(|c| c.distance <= bound && admit.admits(c.node));
         s.found.clear();
         s.beam.drain_into(&mut s.found);
-        true
     }
 
     /// Starts loading the list of the node expanded next when it is one just ranked: the
@@ -711,6 +756,12 @@ impl Graph {
         reach: Reach,
         s: &mut Scratch,
     ) -> bool {
+        self.seed_layer0(walk, entry, s);
+        self.search_layer(walk, admit, ef, 0, reach, s)
+    }
+
+    /// Descends from the packed `entry` and leaves the layer-0 seeds in `s.seeds`.
+    fn seed_layer0(&self, walk: &impl Walk, entry: u64, s: &mut Scratch) {
         let (node, top) = unpack(entry);
         let at_entry = Scored { distance: walk.distance(node), node };
         let start = self.descend_from(walk, 0, at_entry, top, s);
@@ -719,7 +770,6 @@ impl Graph {
         if start.node != node {
             s.seeds.push(at_entry);
         }
-        self.search_layer(walk, admit, ef, 0, reach, s)
     }
 }
 
@@ -759,6 +809,112 @@ mod tests {
                 recalls[0], recalls[1]
             );
             assert!(recalls[0] > 0.8 && recalls[1] >= recalls[0] - 0.01, "{quantization:?} recall {recalls:?}");
+        }
+    }
+
+    /// Layer-0 walks of several queries taking turns an expansion each, into their scratches.
+    fn interleaved<W: Walk>(graph: &Graph, walks: &[W], ef: usize, scratches: &mut [Scratch]) {
+        let entry = graph.entry.load(Acquire);
+        let mut states: Vec<Option<LayerWalk>> = walks
+            .iter()
+            .zip(scratches.iter_mut())
+            .map(|(walk, s)| {
+                graph.seed_layer0(walk, entry, s);
+                Some(graph.layer_start(walk, &Everyone, ef, 0, Reach::FULL, s))
+            })
+            .collect();
+        loop {
+            let mut active = false;
+            for ((walk, s), state) in walks.iter().zip(scratches.iter_mut()).zip(&mut states) {
+                if let Some(st) = state {
+                    if graph.layer_step(walk, &Everyone, ef, 0, st, s).is_some() {
+                        active = true;
+                    } else {
+                        graph.layer_finish(&Everyone, s);
+                        *state = None;
+                    }
+                }
+            }
+            if !active {
+                break;
+            }
+        }
+    }
+
+    /// Walks that take turns an expansion each find exactly what they find one after another,
+    /// with and without codes: the expansion steps keep all of a walk's state in its scratch.
+    #[test]
+    fn interleaved_walks_find_what_walks_in_turn_find() {
+        compare_interleaved(3_000, 100, &[32], 1);
+    }
+
+    /// The measurement behind README's interleaving figures (1M clustered 128-d vectors, `N`
+    /// to change): queries/s of layer-0 walks one after another and 2, 4, 8 at a time.
+    #[test]
+    #[ignore = "a measurement: cargo test --release --lib interleaved_walks_at_scale -- --ignored --nocapture"]
+    fn interleaved_walks_at_scale() {
+        let n = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        compare_interleaved(n, 1000, &[64, 96], 3);
+    }
+
+    fn compare_interleaved(n: usize, count: usize, efs: &[usize], rounds: usize) {
+        let dim = 128;
+        let data = clustered(n + count, dim, 1000);
+        let (base, queries) = data.split_at(n * dim);
+        let distance = Distance::new(Metric::L2);
+        let params = Params { m: 16, ef_construction: 100, seed: 3, quantization: Quantization::Bits4 };
+        let mut graph = Graph::new(dim, params, distance);
+        graph.append(base);
+        let t = std::time::Instant::now();
+        graph.insert_range(0..n as u32);
+        println!("built {n} in {:?}", t.elapsed());
+        let codes = graph.codes.as_ref().unwrap();
+        let kernels = quant::best_kernels();
+        let prepared: Vec<QueryCode> =
+            queries.chunks_exact(dim).map(|q| QueryCode::new(&codes.codebook, Metric::L2, q, &kernels)).collect();
+        let coarse: Vec<CoarseWalk> =
+            queries.chunks_exact(dim).map(|q| CoarseWalk { graph: &graph, query: q }).collect();
+        let coded: Vec<CodeWalk> =
+            prepared.iter().map(|p| CodeWalk { rows: codes.rows(Metric::L2), query: p, kernels }).collect();
+        fn run<W: Walk>(graph: &Graph, walks: &[W], ef: usize, group: usize) -> (f64, Vec<Vec<Scored>>) {
+            let mut scratches: Vec<Scratch> = (0..group).map(|_| Scratch::default()).collect();
+            let mut found = Vec::new();
+            let t = std::time::Instant::now();
+            for chunk in walks.chunks(group) {
+                if group == 1 {
+                    let s = &mut scratches[0];
+                    graph.walk_layer0(&chunk[0], &Everyone, ef, graph.entry.load(Acquire), Reach::FULL, s);
+                    found.push(s.found.clone());
+                } else {
+                    interleaved(graph, chunk, ef, &mut scratches[..chunk.len()]);
+                    found.extend(scratches[..chunk.len()].iter().map(|s| s.found.clone()));
+                }
+            }
+            (walks.len() as f64 / t.elapsed().as_secs_f64(), found)
+        }
+        for &ef in efs {
+            for round in 0..rounds {
+                let mut line = format!("ef {ef} round {round}:");
+                for (name, walks_are_coded) in [("f32", false), ("4-bit", true)] {
+                    let mut base_qps = 0.0;
+                    let mut reference = Vec::new();
+                    for group in [1, 2, 4, 8] {
+                        let (qps, found) = if walks_are_coded {
+                            run(&graph, &coded, ef, group)
+                        } else {
+                            run(&graph, &coarse, ef, group)
+                        };
+                        if group == 1 {
+                            base_qps = qps;
+                            reference = found;
+                        } else {
+                            assert_eq!(found, reference, "{name} group {group}");
+                        }
+                        line += &format!(" {name}x{group} {:.0} ({:.2}x)", qps, qps / base_qps);
+                    }
+                }
+                println!("{line}");
+            }
         }
     }
 
