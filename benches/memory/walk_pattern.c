@@ -56,6 +56,19 @@ static void prefetch_row(const uint8_t *rows, uint32_t node, int row_bytes) {
     for (int b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)rows + (size_t)node * row_bytes + b, _MM_HINT_T0);
 }
 
+/* Checks and stamps every link, as `Visited` does, into `unvisited`; the first RANKED are
+ * ranked whatever the marks say, so both variants rank the same number of rows. */
+static const uint32_t *stamp_links(const uint32_t *links, uint16_t *marks, uint16_t stamp, uint32_t *unvisited) {
+    int taken = 0;
+    for (int i = 0; i < 32; i++) {
+        int fresh = marks[links[i]] != stamp;
+        marks[links[i]] = stamp;
+        unvisited[taken] = links[i];
+        taken += fresh | (i < RANKED);
+    }
+    return unvisited;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s ROW_BYTES LOOKAHEAD [visited] [CHAINS]\n", argv[0]);
@@ -79,17 +92,7 @@ int main(int argc, char **argv) {
         int c = turn % chains;
         if (turn / chains % 2 == 0) {
             const uint32_t *links = lists + (size_t)nodes[c] * LIST_WORDS + 1;
-            if (with_visited) {
-                stamp++;
-                int taken = 0;
-                for (int i = 0; i < 32; i++) {
-                    int fresh = marks[links[i]] != stamp;
-                    marks[links[i]] = stamp;
-                    unvisited[taken] = links[i];
-                    taken += fresh | (i < RANKED);
-                }
-                links = unvisited;
-            }
+            if (with_visited) links = stamp_links(links, marks, ++stamp, unvisited);
             for (int i = 0; i < RANKED; i++) {
                 pending[c][i] = links[i];
                 prefetch_row(rows, links[i], row_bytes);
@@ -110,19 +113,7 @@ int main(int argc, char **argv) {
     for (int step = 0; chains == 1 && step < STEPS; step++) {
         uint32_t node = nodes[0];
         const uint32_t *links = lists + (size_t)node * LIST_WORDS + 1;
-        if (with_visited) {
-            /* Every link is checked and stamped; the first RANKED are ranked whatever the marks
-             * say, so both variants rank the same number of rows. */
-            stamp++;
-            int taken = 0;
-            for (int i = 0; i < 32; i++) {
-                int fresh = marks[links[i]] != stamp;
-                marks[links[i]] = stamp;
-                unvisited[taken] = links[i];
-                taken += fresh | (i < RANKED);
-            }
-            links = unvisited;
-        }
+        if (with_visited) links = stamp_links(links, marks, ++stamp, unvisited);
         for (int i = 0; i < lookahead && i < RANKED; i++) prefetch_row(rows, links[i], row_bytes);
         uint32_t best = 0, best_score = UINT32_MAX;
         for (int i = 0; i < RANKED; i++) {

@@ -58,7 +58,7 @@ pub(super) trait Walk {
 }
 
 /// What a layer walk carries from one expansion to the next besides its scratch.
-pub(super) struct LayerWalk {
+struct LayerWalk {
     budget: usize,
     rings: bool,
     paired: bool,
@@ -228,7 +228,7 @@ impl Graph {
     }
 
     /// Seeds the beam from `s.seeds`.
-    pub(super) fn layer_start(
+    fn layer_start(
         &self,
         walk: &impl Walk,
         admit: &impl Admit,
@@ -258,7 +258,7 @@ impl Graph {
 
     /// One expansion (or two, paired): `None` when the beam has nothing left to expand,
     /// `Some(false)` when the budget ran out, `Some(true)` otherwise.
-    pub(super) fn layer_step(
+    fn layer_step(
         &self,
         walk: &impl Walk,
         admit: &impl Admit,
@@ -309,7 +309,7 @@ impl Graph {
     }
 
     /// Leaves the beam in `s.found`.
-    pub(super) fn layer_finish(&self, admit: &impl Admit, s: &mut Scratch) {
+    fn layer_finish(&self, admit: &impl Admit, s: &mut Scratch) {
         let bound = s.beam.bound();
         s.rings.copies.retain(|c| c.distance <= bound && admit.admits(c.node));
         s.found.clear();
