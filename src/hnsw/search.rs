@@ -849,7 +849,8 @@ mod tests {
     }
 
     /// The measurement behind README's interleaving figures (1M clustered 128-d vectors, `N`
-    /// to change): queries/s of layer-0 walks one after another and 2, 4, 8 at a time.
+    /// to change; 4-bit codes, `CODE=8bit` for 8-bit): queries/s of layer-0 walks one after
+    /// another and 2, 4, 8 at a time.
     #[test]
     #[ignore = "a measurement: cargo test --release --lib interleaved_walks_at_scale -- --ignored --nocapture"]
     fn interleaved_walks_at_scale() {
@@ -862,7 +863,9 @@ mod tests {
         let data = clustered(n + count, dim, 1000);
         let (base, queries) = data.split_at(n * dim);
         let distance = Distance::new(Metric::L2);
-        let params = Params { m: 16, ef_construction: 100, seed: 3, quantization: Quantization::Bits4 };
+        let quantization =
+            if std::env::var("CODE").as_deref() == Ok("8bit") { Quantization::Bits8 } else { Quantization::Bits4 };
+        let params = Params { m: 16, ef_construction: 100, seed: 3, quantization };
         let mut graph = Graph::new(dim, params, distance);
         graph.append(base);
         let t = std::time::Instant::now();
@@ -895,7 +898,7 @@ mod tests {
         for &ef in efs {
             for round in 0..rounds {
                 let mut line = format!("ef {ef} round {round}:");
-                for (name, walks_are_coded) in [("f32", false), ("4-bit", true)] {
+                for (name, walks_are_coded) in [("f32", false), ("codes", true)] {
                     let mut base_qps = 0.0;
                     let mut reference = Vec::new();
                     for group in [1, 2, 4, 8] {
