@@ -75,15 +75,16 @@ def estimates(code, rows, queries, centres, assigned, rng):
     if code == "4bit":
         return squared_l2(queries, centres[assigned] + scalar_4bit(residuals, rng))
     rotation, _ = np.linalg.qr(rng.standard_normal((rows.shape[1], rows.shape[1])))
-    rotated = residuals @ rotation.T.astype(np.float32)
+    turn = rotation.T.astype(np.float32)  # x @ turn = P x
+    rotated = residuals @ turn
     bits = rotated > 0
     norm = (rotated * rotated).sum(1)
     factor = np.divide(norm, np.abs(rotated).sum(1), out=np.zeros_like(norm), where=norm > 0)
     # The query's rotated residual to each centre, once per centre rather than per vector.
-    rotated_centres = centres @ rotation.T.astype(np.float32)
+    rotated_centres = centres @ turn
     out = np.empty((len(queries), len(rows)), np.float32)
     for i, query in enumerate(queries):
-        query_residual = (query @ rotation.T.astype(np.float32))[None, :] - rotated_centres  # per centre
+        query_residual = (query @ turn)[None, :] - rotated_centres  # per centre
         per_vector = query_residual[assigned]
         inner = factor * (2 * (bits * per_vector).sum(1) - per_vector.sum(1))
         out[i] = norm + (query_residual * query_residual).sum(1)[assigned] - 2 * inner

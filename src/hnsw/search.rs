@@ -57,6 +57,16 @@ pub(super) trait Walk {
     }
 }
 
+/// What one expansion of a layer walk left to do.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Expanded,
+    /// Every node in the beam lies within its bound, so the walk ends when all were expanded.
+    Done,
+    /// `reach.budget` distances were used up: the results are incomplete.
+    OutOfBudget,
+}
+
 /// What a layer walk carries from one expansion to the next besides its scratch.
 struct LayerWalk {
     budget: usize,
@@ -218,9 +228,9 @@ impl Graph {
         let mut state = self.layer_start(walk, admit, ef, level, reach, s);
         loop {
             match self.layer_step(walk, admit, ef, level, &mut state, s) {
-                Some(true) => continue,
-                Some(false) => return false,
-                None => break,
+                Step::Expanded => continue,
+                Step::OutOfBudget => return false,
+                Step::Done => break,
             }
         }
         self.layer_finish(admit, s);
@@ -256,8 +266,7 @@ impl Graph {
         LayerWalk { budget: reach.budget, rings, paired, two_hop: reach.two_hop }
     }
 
-    /// One expansion (or two, paired): `None` when the beam has nothing left to expand,
-    /// `Some(false)` when the budget ran out, `Some(true)` otherwise.
+    /// One expansion of the closest candidate (or of the two closest, paired).
     fn layer_step(
         &self,
         walk: &impl Walk,
@@ -266,8 +275,8 @@ impl Graph {
         level: usize,
         state: &mut LayerWalk,
         s: &mut Scratch,
-    ) -> Option<bool> {
-        let closest = s.beam.pop()?;
+    ) -> Step {
+        let Some(closest) = s.beam.pop() else { return Step::Done };
         let second = if state.paired { s.beam.pop() } else { None };
         if let Some(next) = s.beam.peek() {
             prefetch_all(self.list(next.node, level));
@@ -288,7 +297,7 @@ impl Graph {
             }
         }
         if s.unvisited.len() > state.budget {
-            return Some(false);
+            return Step::OutOfBudget;
         }
         state.budget -= s.unvisited.len();
         walk.distances(&s.unvisited, &mut s.distances);
@@ -305,7 +314,7 @@ impl Graph {
                 s.beam.insert(scored, admit.admits(n));
             }
         }
-        Some(true)
+        Step::Expanded
     }
 
     /// Leaves the beam in `s.found`.
@@ -827,11 +836,13 @@ mod tests {
             let mut active = false;
             for ((walk, s), state) in walks.iter().zip(scratches.iter_mut()).zip(&mut states) {
                 if let Some(st) = state {
-                    if graph.layer_step(walk, &Everyone, ef, 0, st, s).is_some() {
-                        active = true;
-                    } else {
-                        graph.layer_finish(&Everyone, s);
-                        *state = None;
+                    match graph.layer_step(walk, &Everyone, ef, 0, st, s) {
+                        Step::Expanded => active = true,
+                        Step::Done => {
+                            graph.layer_finish(&Everyone, s);
+                            *state = None;
+                        }
+                        Step::OutOfBudget => unreachable!("a full reach has no budget"),
                     }
                 }
             }
