@@ -39,8 +39,16 @@ def nearest(rows, centres, chunk=20000):
 
 
 def kmeans(rows, count, rng, iterations=8, sample=50000):
+    """Lloyd's iterations on a sample from k-means++ seeds (each next seed drawn in proportion to
+    its squared distance from the seeds so far), which find every cluster of a well-separated
+    set where seeds drawn uniformly leave some clusters without a centre and split others."""
     sample = rows[rng.choice(len(rows), min(sample, len(rows)), replace=False)]
-    centres = sample[rng.choice(len(sample), count, replace=False)].copy()
+    centres = np.empty((count, rows.shape[1]), np.float32)
+    centres[0] = sample[rng.integers(len(sample))]
+    closest = ((sample - centres[0]) ** 2).sum(1)
+    for j in range(1, count):
+        centres[j] = sample[rng.choice(len(sample), p=closest / closest.sum())]
+        closest = np.minimum(closest, ((sample - centres[j]) ** 2).sum(1))
     for _ in range(iterations):
         assigned = nearest(sample, centres)
         for j in range(count):

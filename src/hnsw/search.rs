@@ -783,6 +783,9 @@ impl Graph {
 }
 
 #[cfg(test)]
+mod measurements;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::distance::Distance;
