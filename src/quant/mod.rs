@@ -26,11 +26,13 @@ pub enum Quantization {
     /// The walk reads bfloat16 halves of the vectors (2 bytes a dimension); no codes.
     #[default]
     None,
-    /// 1 bit a dimension.
+    /// 1 bit a dimension. Slower than no codes where vectors crowd into many tight clusters.
     Binary,
-    /// 4 bits a dimension.
+    /// 4 bits a dimension: the fastest code where neighbours lie far apart next to the whole
+    /// set's spread, slower than no codes where vectors crowd into many tight clusters (one
+    /// range per dimension spans them all, and a step is wider than a cluster).
     Bits4,
-    /// 8 bits a dimension.
+    /// 8 bits a dimension: faster than no codes on tight clusters too.
     Bits8,
 }
 
