@@ -124,3 +124,28 @@ fn codes_do_not_depend_on_how_inserts_were_batched() {
         assert!(r_trickled >= r_whole - 0.02, "{code}: {r_trickled} after a batch of one, {r_whole} in one batch");
     }
 }
+
+/// A batch search returns what single searches return, with every code and without, on several
+/// segments, on one thread and several, before and after deletes.
+#[test]
+fn batch_searches_return_what_single_searches_return() {
+    let (dim, n) = (64, 14_000);
+    let data = clustered(n + 37, dim, 40, 11);
+    let (base, queries) = data.split_at(n * dim);
+    for code in [Quantization::None, Quantization::Binary, Quantization::Bits4, Quantization::Bits8] {
+        let index = build(code, Metric::L2, dim, base);
+        assert!(index.segment_count() >= 3);
+        for deleted in [false, true] {
+            if deleted {
+                let gone: Vec<u64> = (0..n as u64).step_by(7).collect();
+                index.delete(&gone).unwrap();
+            }
+            let params = SearchParams { ef: 40, ..SearchParams::default() };
+            let single: Vec<_> = queries.chunks_exact(dim).map(|q| index.search(q, 10, params).unwrap()).collect();
+            for threads in [1, 2, 3] {
+                let batch = index.search_batch(queries, 10, params, threads).unwrap();
+                assert_eq!(batch, single, "{code} deleted {deleted} threads {threads}");
+            }
+        }
+    }
+}
