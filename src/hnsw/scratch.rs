@@ -185,8 +185,24 @@ impl Beam {
     pub fn insert(&mut self, scored: Scored, result: bool) {
         let key = pack_scored(scored) | if result { 0 } else { TRANSIT };
         let at = rank(&self.sorted, key);
-        if at == self.sorted.len() && self.results >= self.ef {
+        let len = self.sorted.len();
+        if at == len && self.results >= self.ef {
             return;
+        }
+        // A full beam's new result pushes the farthest out. Where the last two keys are results
+        // (always, unless nodes are refused or copies met), the farthest leaves before the move
+        // and the new bound is read before it too: reading the tail right after the move waited
+        // on the move's stores (a fifth of this function's samples, 1M 4-bit).
+        if result && self.results == self.ef && len >= 2 {
+            let (last, before) = (self.sorted[len - 1], self.sorted[len - 2]);
+            if (last | before) & TRANSIT == 0 {
+                let new_last = if at == len - 1 { key } else { before };
+                self.sorted.pop();
+                self.sorted.insert(at, key);
+                self.cursor = self.cursor.min(at);
+                self.bound = unpack_scored(new_last).distance;
+                return;
+            }
         }
         self.sorted.insert(at, key);
         self.cursor = self.cursor.min(at);
