@@ -132,7 +132,7 @@ fn batch_searches_return_what_single_searches_return() {
     let (dim, n) = (64, 14_000);
     let data = clustered(n + 37, dim, 40, 11);
     let (base, queries) = data.split_at(n * dim);
-    for code in [Quantization::None, Quantization::Binary, Quantization::Bits4, Quantization::Bits8] {
+    for code in [Quantization::None].into_iter().chain(CODES) {
         let index = build(code, Metric::L2, dim, base);
         assert!(index.segment_count() >= 3);
         for deleted in [false, true] {

@@ -185,40 +185,36 @@ impl Beam {
     pub fn insert(&mut self, scored: Scored, result: bool) {
         let key = pack_scored(scored) | if result { 0 } else { TRANSIT };
         let at = rank(&self.sorted, key);
-        let len = self.sorted.len();
-        if at == len && self.results >= self.ef {
+        if at == self.sorted.len() && self.results >= self.ef {
             return;
         }
-        // A full beam's new result pushes the farthest out. Where the last two keys are results
-        // (always, unless nodes are refused or copies met), the farthest leaves before the move
-        // and the new bound is read before it too: reading the tail right after the move waited
-        // on the move's stores (a fifth of this function's samples, 1M 4-bit).
-        if result && self.results == self.ef && len >= 2 {
-            let (last, before) = (self.sorted[len - 1], self.sorted[len - 2]);
-            if (last | before) & TRANSIT == 0 {
-                let new_last = if at == len - 1 { key } else { before };
+        if result && self.results == self.ef {
+            // A full beam's new result pushes out the farthest, its last key (nothing stays
+            // beyond it once the beam is full), and the nodes in transit between the two. They
+            // leave, and the new bound is read, before the others move: read from the tail right
+            // after the move, the bound waited on the move's stores (a fifth of this function's
+            // samples, 1M 4-bit).
+            debug_assert!(self.sorted.last().is_some_and(|&key| key & TRANSIT == 0));
+            self.sorted.pop();
+            while self.sorted.len() > at && self.sorted.last().is_some_and(|&key| key & TRANSIT != 0) {
                 self.sorted.pop();
-                self.sorted.insert(at, key);
-                self.cursor = self.cursor.min(at);
-                self.bound = unpack_scored(new_last).distance;
-                return;
             }
+            let last = if at == self.sorted.len() { key } else { self.sorted[self.sorted.len() - 1] };
+            self.bound = unpack_scored(last).distance;
+            self.sorted.insert(at, key);
+            self.cursor = self.cursor.min(at);
+            return;
         }
         self.sorted.insert(at, key);
         self.cursor = self.cursor.min(at);
         if result {
             self.results += 1;
-            if self.results > self.ef {
-                while self.sorted.pop().is_some_and(|key| key & TRANSIT != 0) {}
-                self.results -= 1;
-            }
             if self.results == self.ef {
                 while self.sorted.last().is_some_and(|&key| key & TRANSIT != 0) {
                     self.sorted.pop();
                 }
                 self.bound = self.sorted.last().map_or(f32::INFINITY, |&key| unpack_scored(key).distance);
             }
-            self.cursor = self.cursor.min(self.sorted.len());
         }
     }
 
