@@ -20,7 +20,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 
 .PHONY: all lib header demo install test test-rust test-npm51k test-c test-install test-go test-examples test-python test-asan lint \
-	bench bench-peers bench-clustered bench-quantized bench-deletes bench-filtered bench-heap-mapped bench-ab bench-overhead clean bench-storage fuzz
+	bench bench-peers bench-clustered bench-wide bench-quantized bench-deletes bench-filtered bench-heap-mapped bench-ab bench-overhead clean bench-storage fuzz
 
 all: lib
 
@@ -198,6 +198,24 @@ bench-clustered: lib $(VENV)/bin/python | $(BUILD)
 	  --peers hnswlib --omendb python/ --omendb-opt segment_capacity=$(SEGMENT_CAPACITY) \
 	  | tee $(BUILD)/clustered.txt
 	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/clustered.txt
+
+# Wide vectors, generated as the clustered set is: 1536-d cosine (50,000, the width of common
+# text-embedding APIs) and 768-d inner product (100,000), omendb beside hnswlib and faiss, then
+# omendb's codes against its own f32 walk on the 1536-d set.
+bench-wide: lib $(VENV)/bin/python | $(BUILD)
+	$(PEERS_VENV)
+	test -f $(BUILD)/c1536_base.fvecs || $(VENV)/bin/python benches/peers/gen_clustered.py $(BUILD)/c1536 50000 1536
+	test -f $(BUILD)/c768_base.fvecs || $(VENV)/bin/python benches/peers/gen_clustered.py $(BUILD)/c768 100000 768
+	$(VENV)/bin/python benches/peers/ann_peers.py $(BUILD)/c1536 --metric cos --threads 2 --repeat 2 \
+	  --peers hnswlib,faiss --omendb python/ | tee $(BUILD)/wide1536.txt
+	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/wide1536.txt
+	$(VENV)/bin/python benches/peers/ann_peers.py $(BUILD)/c768 --metric ip --threads 2 --repeat 2 \
+	  --peers hnswlib,faiss --omendb python/ | tee $(BUILD)/wide768.txt
+	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/wide768.txt
+	$(VENV)/bin/python benches/peers/quantized.py $(BUILD)/c1536 --metric cos --omendb python/ --rounds 2 \
+	  --no-resident --efs 10,20,40,80 --systems omendb-none,omendb-4bit,omendb-8bit,omendb-binary,omendb-binary/os5 \
+	  | tee $(BUILD)/wide-quantized.txt
+	$(VENV)/bin/python benches/peers/compare.py < $(BUILD)/wide-quantized.txt
 
 # The omendb tool: import rate against the library's batch insert, bench's recall against
 # ann_peers.py, backup time and bytes (full, then incremental after 1% more), on npm51k and on
