@@ -225,6 +225,28 @@ impl Query {
     }
 
     /// The query's bit planes, as the `bit_planes` kernels take them.
+    /// One standard deviation of the error of the estimate under `metric` for a code whose
+    /// last `FACTOR_BYTES` bytes are `factors` (`f₀..f₃` as in `estimate`).
+    ///
+    /// The paper's bound (Theorem 3.2): `⟨x̄, q'⟩ / ⟨x̄, r/|r|⟩` errs from `⟨o_r, q_r⟩ / |o_r|`
+    /// by `√((1 − ⟨ō, o⟩²) / ⟨ō, o⟩²) · |q_r| / √(D − 1)` (one deviation), where
+    /// `⟨ō, o⟩ = Σ|r_i| / (√D |r|)`; times `|o_r| = |r|` that is `√(D f₁² − f₀) |q_r| / √(D − 1)`.
+    /// The query's rounding to `QUERY_BITS` adds up to `step / 2` to each of the `f₃` components
+    /// the bits select (a deviation of `step / √12` each), which the estimate doubles and scales
+    /// by `f₁`. The two add as deviations (not as variances), erring on the wide side. L2 counts
+    /// `⟨o_r, q_r⟩` twice.
+    pub(super) fn deviation(&self, metric: Metric, factors: &[u8]) -> f32 {
+        let dims = (self.planes.len() / QUERY_BITS * 64) as f32;
+        if dims < 2.0 {
+            return f32::INFINITY;
+        }
+        let (f0, f1, f3) = (factor(factors, 0), factor(factors, 1), factor(factors, 3));
+        let code = ((dims * f1 * f1 - f0).max(0.0) * self.norm / (dims - 1.0)).sqrt();
+        let rounding = 2.0 * f1 * self.step * (f3 / 12.0).sqrt();
+        let inner = if metric == Metric::L2 { 2.0 } else { 1.0 };
+        inner * (code + rounding)
+    }
+
     pub(super) fn planes(&self) -> &[u64] {
         &self.planes
     }
@@ -280,11 +302,18 @@ impl BitEstimate {
     /// so every kernel gives the same bits.
     #[inline(always)]
     pub(crate) fn of(self, count: u32, factors: &[u8]) -> f32 {
-        let factor =
-            |i: usize| f32::from_le_bytes([factors[4 * i], factors[4 * i + 1], factors[4 * i + 2], factors[4 * i + 3]]);
-        let inner = self.ones_weight * factor(3) + self.count_weight * count as f32 + self.offset;
-        factor(1) * inner + self.norm_weight * factor(0) + self.centre_weight * factor(2) + self.bias
+        let inner = self.ones_weight * factor(factors, 3) + self.count_weight * count as f32 + self.offset;
+        factor(factors, 1) * inner
+            + self.norm_weight * factor(factors, 0)
+            + self.centre_weight * factor(factors, 2)
+            + self.bias
     }
+}
+
+/// Factor `i` of a code's `FACTOR_BYTES` (`encode`'s order).
+#[inline(always)]
+fn factor(factors: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([factors[4 * i], factors[4 * i + 1], factors[4 * i + 2], factors[4 * i + 3]])
 }
 
 /// The least, the greatest and the sum of `x`, in sixteen lanes (one dependent chain of
@@ -432,5 +461,44 @@ mod tests {
         let mean = errors.iter().sum::<f64>() / errors.len() as f64;
         let spread = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
         assert!(mean.abs() < 2.0 && spread < 12.0, "mean error {mean}, spread {spread}");
+    }
+
+    #[test]
+    fn the_deviation_bounds_each_estimates_error() {
+        let dim = 256;
+        let mut state = 5u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let centre = vec![0.0; dim];
+        let rotation = Rotation::new(dim, 4);
+        let rows: Vec<Vec<f32>> = (0..500).map(|_| (0..dim).map(|_| next()).collect()).collect();
+        let (mut outside, mut pairs) = (0, 0);
+        for _ in 0..20 {
+            let query: Vec<f32> = (0..dim).map(|_| next()).collect();
+            let prepared = Query::new(&rotation, &centre, &query, walsh_hadamard);
+            for metric in [Metric::L2, Metric::InnerProduct] {
+                for row in &rows {
+                    let mut code = vec![0u8; padded(dim) / 8 + FACTOR_BYTES];
+                    encode(&rotation, &centre, row, &mut code, walsh_hadamard);
+                    let (bits, factors) = code.split_at(code.len() - FACTOR_BYTES);
+                    let estimate = prepared.estimate(metric).of(bit_planes(&prepared.planes, bits), factors);
+                    let exact = match metric {
+                        Metric::L2 => row.iter().zip(&query).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(),
+                        _ => -row.iter().zip(&query).map(|(a, b)| a * b).sum::<f32>(),
+                    };
+                    let deviation = prepared.deviation(metric, factors);
+                    // Informative: a deviation is a few percent of the distances' own spread
+                    // (|o| |q| is about 85 here, so √D puts it near 85 / 16).
+                    let scale = if metric == Metric::L2 { 2.0 } else { 1.0 };
+                    assert!(deviation > 0.0 && deviation < scale * 8.0, "{metric:?}: deviation {deviation}");
+                    outside += usize::from((estimate - exact).abs() > 4.0 * deviation);
+                    pairs += 1;
+                }
+            }
+        }
+        // Four deviations of a near-normal error leave out about 6 in 100,000.
+        assert!(outside * 1000 <= pairs, "{outside} of {pairs} estimates err by more than four deviations");
     }
 }
