@@ -119,7 +119,9 @@ const (
 // Quantization is the code the graph walk reads; the best candidates are re-scored exactly.
 // Bits4 is the fastest where neighbours lie far apart next to the whole set's spread (sentence
 // embeddings); where vectors crowd into many tight clusters, Bits4 and Binary are slower than
-// None and Bits8 still gains (README: "Tight clusters").
+// None and Bits8 still gains (README: "Tight clusters"). Binary's error shrinks as 1/sqrt(dim):
+// wide vectors need less than its default oversample (5 reached recall 0.95 on 384-d sentence
+// embeddings, 0.987 at 1536-d).
 type Quantization uint32
 
 const (

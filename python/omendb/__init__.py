@@ -430,7 +430,9 @@ class Index:
         with the exact vectors (oversample 0: the code's default, binary 20, 4bit 2, 8bit 2).
         4bit is the fastest where neighbours lie far apart next to the whole set's spread
         (sentence embeddings); where vectors crowd into many tight clusters, 4bit and binary are
-        slower than "none" and 8bit still gains (README: "Tight clusters").
+        slower than "none" and 8bit still gains (README: "Tight clusters"). Binary's error shrinks
+        as 1/sqrt(dim): wide vectors need less than its default oversample (5 reached recall 0.95
+        on 384-d sentence embeddings, 0.987 at 1536-d).
         compact_threshold: a background thread compacts once more than this fraction of some
         segment's vectors is deleted (0: only when compact() is called)."""
         options = _options(dim, metric, m, ef_construction, ef_search, segment_capacity, threads, seed,

@@ -40,7 +40,9 @@ pub enum omen_quantization {
     None = 0,
     /// 1 bit a dimension of the centred, randomly rotated vector, with factors that make the
     /// distance estimate unbiased (RaBitQ); every metric. Where vectors crowd into many tight
-    /// clusters it needs a large oversample and is slower than no codes.
+    /// clusters it needs a large oversample and is slower than no codes. The estimate's error
+    /// shrinks as 1/sqrt(dim), so wide vectors need less than the default oversample (20): 5
+    /// reached recall 0.95 on 384-d sentence embeddings and 0.987 at 1536-d (README).
     Binary = 1,
     /// 4 bits a dimension, a range per dimension: the fastest code where neighbours lie far
     /// apart next to the whole set's spread (sentence embeddings). Where vectors crowd into many
