@@ -624,10 +624,6 @@ impl QueryCode {
         }
     }
 
-    /// The estimated distances to `nodes`, in order, into `out`, with one kernel call for them
-    /// all (see `IntegerKernel`), the codes `ahead` places on loading meanwhile. False, and
-    /// `out` unchanged, where the kernels have no such call for this code (scalar codes on a
-    /// CPU without integer kernels): call `distance` for each node then.
     /// One standard deviation of the error of `node`'s estimate under `metric`, where the code
     /// bounds it (binary codes); `None` for the scalar codes.
     pub(crate) fn deviation(&self, metric: Metric, rows: CodeRows<'_>, node: u32) -> Option<f32> {
@@ -637,6 +633,10 @@ impl QueryCode {
         })
     }
 
+    /// The estimated distances to `nodes`, in order, into `out`, with one kernel call for them
+    /// all (see `IntegerKernel`), the codes `ahead` places on loading meanwhile. False, and
+    /// `out` unchanged, where the kernels have no such call for this code (scalar codes on a
+    /// CPU without integer kernels): call `distance` for each node then.
     pub(crate) fn distances(
         &self,
         kernels: &QuantKernels,

@@ -224,11 +224,10 @@ impl Query {
         Query { planes, low, step, sum, norm, centre_dot: dot(query, centre) }
     }
 
-    /// The query's bit planes, as the `bit_planes` kernels take them.
     /// One standard deviation of the error of the estimate under `metric` for a code whose
     /// last `FACTOR_BYTES` bytes are `factors` (`f₀..f₃` as in `estimate`).
     ///
-    /// The paper's bound (Theorem 3.2): `⟨x̄, q'⟩ / ⟨x̄, r/|r|⟩` errs from `⟨o_r, q_r⟩ / |o_r|`
+    /// The paper's error bound: `⟨x̄, q'⟩ / ⟨x̄, r/|r|⟩` errs from `⟨o_r, q_r⟩ / |o_r|`
     /// by `√((1 − ⟨ō, o⟩²) / ⟨ō, o⟩²) · |q_r| / √(D − 1)` (one deviation), where
     /// `⟨ō, o⟩ = Σ|r_i| / (√D |r|)`; times `|o_r| = |r|` that is `√(D f₁² − f₀) |q_r| / √(D − 1)`.
     /// The query's rounding to `QUERY_BITS` adds up to `step / 2` to each of the `f₃` components
@@ -247,6 +246,7 @@ impl Query {
         inner * (code + rounding)
     }
 
+    /// The query's bit planes, as the `bit_planes` kernels take them.
     pub(super) fn planes(&self) -> &[u64] {
         &self.planes
     }
