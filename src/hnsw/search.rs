@@ -519,7 +519,7 @@ impl Graph {
         s.found.append(&mut s.rings.copies);
         if exact > 0 {
             self.rescore(query, 0..exact, true, s);
-            if let Some((codes, prepared)) = prepared.as_ref().filter(|_| exact == k) {
+            if let Some((codes, prepared)) = prepared.as_ref().filter(|(_, p)| exact == k && p.bounds_its_error()) {
                 Self::rule_out_by_estimate_error(codes.rows(metric), prepared, metric, exact, s);
             }
             self.rank_coarsely(query, exact, s);
@@ -531,8 +531,7 @@ impl Graph {
     /// Drops from `s.found[exact..]` the candidates whose code estimate lies more than
     /// `ESTIMATE_DEVIATIONS` deviations of its error (`QueryCode::deviation`) above the `exact`
     /// (= k) exactly re-scored first ones' farthest: k others beat them, but for a small chance,
-    /// so their halves need not be read. Only binary codes bound their error; the scalar codes
-    /// keep every candidate.
+    /// so their halves need not be read. Only for codes that bound their error (binary).
     fn rule_out_by_estimate_error(
         rows: CodeRows<'_>,
         prepared: &QueryCode,
@@ -544,9 +543,7 @@ impl Graph {
         let mut kept = exact;
         for i in exact..s.found.len() {
             let candidate = s.found[i];
-            // Every candidate has the same kind of code: a scalar code returns at the first.
-            let Some(deviation) = prepared.deviation(metric, rows, candidate.node) else { return };
-            let least = candidate.distance - ESTIMATE_DEVIATIONS * deviation;
+            let least = candidate.distance - ESTIMATE_DEVIATIONS * prepared.deviation(metric, rows, candidate.node);
             if least.is_nan() || least <= farthest {
                 s.found[kept] = candidate;
                 kept += 1;

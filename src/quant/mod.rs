@@ -624,13 +624,16 @@ impl QueryCode {
         }
     }
 
-    /// One standard deviation of the error of `node`'s estimate under `metric`, where the code
-    /// bounds it (binary codes); `None` for the scalar codes.
-    pub(crate) fn deviation(&self, metric: Metric, rows: CodeRows<'_>, node: u32) -> Option<f32> {
-        (self.kind == Quantization::Binary).then(|| {
-            let code = rows.code(node);
-            self.binary.deviation(metric, &code[code.len() - rabitq::FACTOR_BYTES..])
-        })
+    /// Whether `deviation` bounds the estimates' error: binary codes; the scalar codes do not.
+    pub(crate) fn bounds_its_error(&self) -> bool {
+        self.kind == Quantization::Binary
+    }
+
+    /// One standard deviation of the error of `node`'s estimate under `metric`; only where
+    /// `bounds_its_error`.
+    pub(crate) fn deviation(&self, metric: Metric, rows: CodeRows<'_>, node: u32) -> f32 {
+        let code = rows.code(node);
+        self.binary.deviation(metric, &code[code.len() - rabitq::FACTOR_BYTES..])
     }
 
     /// The estimated distances to `nodes`, in order, into `out`, with one kernel call for them

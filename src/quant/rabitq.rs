@@ -430,14 +430,19 @@ mod tests {
         }
     }
 
+    /// Uniform values in [-1, 1) from `seed`.
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
     #[test]
     fn the_estimate_is_close_to_the_true_inner_product() {
         let dim = 384;
-        let mut state = 3u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(3);
         let centre: Vec<f32> = (0..dim).map(|_| next() * 0.1).collect();
         let rotation = Rotation::new(dim, 9);
         let query: Vec<f32> = (0..dim).map(|_| next()).collect();
@@ -466,11 +471,7 @@ mod tests {
     #[test]
     fn the_deviation_bounds_each_estimates_error() {
         let dim = 256;
-        let mut state = 5u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(5);
         let centre = vec![0.0; dim];
         let rotation = Rotation::new(dim, 4);
         let rows: Vec<Vec<f32>> = (0..500).map(|_| (0..dim).map(|_| next()).collect()).collect();
