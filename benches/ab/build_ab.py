@@ -4,7 +4,7 @@ order reversed every other round, so that a noisy neighbour slows both alike), t
 the new graph at each ef.
 
     python benches/ab/build_ab.py --a OLD/libomendb.so --b target/release/libomendb.so \
-        --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88
+        --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88 [--batch 1000]
 
 Prints one line per build: its build rate, recall@k and queries/s (one search thread, the best
 of two passes) per ef, and queries/s at recall 0.95 as `compare.py` interpolates it between the
@@ -26,6 +26,8 @@ def main():
     ap = ab_arguments(__doc__.split("\n")[0])
     ap.add_argument("--ef", default="32,48,64", help="comma-separated, ascending")
     ap.add_argument("--rounds", type=int, default=2, help="builds with each library")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="rows a call to insert_batch, as an application adding as it goes (default: all at once)")
     a = ap.parse_args()
     packages = {"A": load_package(a.a), "B": load_package(a.b)}
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
@@ -34,7 +36,10 @@ def main():
         for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
             index = new_index(packages[name], base.shape[1], a)
             start = time.perf_counter()
-            index.insert_batch(np.arange(len(base), dtype=np.uint64), base)
+            step = a.batch or len(base)
+            for first in range(0, len(base), step):
+                index.insert_batch(np.arange(first, min(first + step, len(base)), dtype=np.uint64),
+                                   base[first:first + step])
             rate = len(base) / (time.perf_counter() - start)
             points = []
             for ef in efs:

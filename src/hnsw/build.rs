@@ -13,6 +13,9 @@ use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
 use crate::distance::prefetch_all;
 use crate::quant::{Codes, Quantization};
 
+/// Lists a breadth-first walk loads ahead of the one it reads (`Graph::walk_breadth_first`).
+const WALK_AHEAD: usize = 8;
+
 impl Graph {
     /// Adds `vectors` (row-major) as unlinked nodes; `insert` links them.
     pub(crate) fn append(&mut self, vectors: &[f32]) {
@@ -183,8 +186,8 @@ impl Graph {
         let mut repaired = 0;
         for _round in 0..4 {
             let mut reached = vec![false; self.len()];
-            let mut neighbors = Vec::new();
-            self.mark_reachable(unpack(entry).0, &mut reached, &mut neighbors);
+            let mut order = Vec::new();
+            self.mark_reachable(unpack(entry).0, &mut reached, &mut order);
             if reached.iter().all(|&r| r) {
                 break;
             }
@@ -217,7 +220,7 @@ impl Graph {
                     } else {
                         continue;
                     }
-                    self.mark_reachable(node, &mut reached, &mut neighbors);
+                    self.mark_reachable(node, &mut reached, &mut order);
                     repaired += 1;
                 }
             });
@@ -225,19 +228,35 @@ impl Graph {
         repaired
     }
 
-    /// Marks everything reachable from `start` on layer 0.
-    pub(super) fn mark_reachable(&self, start: u32, reached: &mut [bool], neighbors: &mut Vec<u32>) {
-        if reached[start as usize] {
+    /// Marks everything reachable from `start` on layer 0; `order` is scratch.
+    pub(super) fn mark_reachable(&self, start: u32, reached: &mut [bool], order: &mut Vec<u32>) {
+        order.clear();
+        self.walk_breadth_first(start, &(0..reached.len() as u32), reached, order);
+    }
+
+    /// Appends to `order` `start` and every node of `nodes` that its layer-0 links reach within
+    /// `nodes`, in the order a breadth-first walk meets them, skipping and marking nodes as
+    /// `met` (indexed from `nodes.start`) records them.
+    ///
+    /// Each step reads the list of a node queued long before, so the lists `WALK_AHEAD` places
+    /// further on are loaded meanwhile: a depth-first walk reads the list it has just found and
+    /// waits on memory a node, which made the reachability pass a third of a 1M build filled by
+    /// batches of 1,000.
+    pub(super) fn walk_breadth_first(&self, start: u32, nodes: &Range<u32>, met: &mut [bool], order: &mut Vec<u32>) {
+        let at = |node: u32| (node - nodes.start) as usize;
+        if std::mem::replace(&mut met[at(start)], true) {
             return;
         }
-        reached[start as usize] = true;
-        let mut stack = vec![start];
-        while let Some(node) = stack.pop() {
-            self.copy_neighbors(node, 0, neighbors);
-            for &next in neighbors.iter() {
-                if !reached[next as usize] {
-                    reached[next as usize] = true;
-                    stack.push(next);
+        let mut next = order.len();
+        order.push(start);
+        while let Some(&node) = order.get(next) {
+            if let Some(&ahead) = order.get(next + WALK_AHEAD) {
+                prefetch_all(self.list(ahead, 0));
+            }
+            next += 1;
+            for neighbor in self.links(node, 0) {
+                if nodes.contains(&neighbor) && !std::mem::replace(&mut met[at(neighbor)], true) {
+                    order.push(neighbor);
                 }
             }
         }

@@ -37,22 +37,8 @@ impl Graph {
     fn breadth_first(&self, nodes: Range<u32>) -> Vec<u32> {
         let mut met = vec![false; nodes.len()];
         let mut order = Vec::with_capacity(nodes.len());
-        let mut neighbors = Vec::new();
         for start in nodes.clone() {
-            if std::mem::replace(&mut met[(start - nodes.start) as usize], true) {
-                continue;
-            }
-            let mut next = order.len();
-            order.push(start);
-            while let Some(&node) = order.get(next) {
-                next += 1;
-                self.copy_neighbors(node, 0, &mut neighbors);
-                for &neighbor in neighbors.iter().filter(|&&n| nodes.contains(&n)) {
-                    if !std::mem::replace(&mut met[(neighbor - nodes.start) as usize], true) {
-                        order.push(neighbor);
-                    }
-                }
-            }
+            self.walk_breadth_first(start, &nodes, &mut met, &mut order);
         }
         order
     }
