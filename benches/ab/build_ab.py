@@ -5,6 +5,7 @@ the new graph at each ef.
 
     python benches/ab/build_ab.py --a OLD/libomendb.so --b target/release/libomendb.so \
         --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88 [--batch 1000]
+        [--durable build]
 
 Prints one line per build: its build rate, recall@k and queries/s (one search thread, the best
 of two passes) per ef, and queries/s at recall 0.95 as `compare.py` interpolates it between the
@@ -13,7 +14,9 @@ they are linked, changes the graph: compare recall at equal ef and queries/s at 
 queries/s at equal ef.
 """
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -28,18 +31,24 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="builds with each library")
     ap.add_argument("--batch", type=int, default=0,
                     help="rows a call to insert_batch, as an application adding as it goes (default: all at once)")
+    ap.add_argument("--durable", metavar="DIR",
+                    help="build a database in a new directory under DIR (each batch logged and fsynced, "
+                         "the closing checkpoint timed with the build) instead of an in-memory index")
     a = ap.parse_args()
     packages = {"A": load_package(a.a), "B": load_package(a.b)}
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
     efs = [int(e) for e in a.ef.split(",")]
     for round_ in range(a.rounds):
         for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
-            index = new_index(packages[name], base.shape[1], a)
+            path = tempfile.mkdtemp(dir=a.durable) if a.durable else None
+            index = new_index(packages[name], base.shape[1], a, path)
             start = time.perf_counter()
             step = a.batch or len(base)
             for first in range(0, len(base), step):
                 index.insert_batch(np.arange(first, min(first + step, len(base)), dtype=np.uint64),
                                    base[first:first + step])
+            if path:
+                index.flush()
             rate = len(base) / (time.perf_counter() - start)
             points = []
             for ef in efs:
@@ -51,6 +60,8 @@ def main():
                 hits = sum(len(set(got) & set(want[:a.k])) for got, want in zip(ids, truth))
                 points.append((hits / (a.k * len(queries)), best))
             index.close()
+            if path:
+                shutil.rmtree(path)
             at = qps_at(points, 0.95)
             cells = " ".join(f"ef{ef} {r:.3f}/{q:.0f}" for ef, (r, q) in zip(efs, points))
             print(f"{name} {os.path.basename(a.data)} n={len(base)} build {rate:.0f} vec/s {cells} "

@@ -57,10 +57,12 @@ def ab_arguments(description):
     return ap
 
 
-def new_index(package, dim, a):
-    """An empty in-memory index as both A/B scripts build it (`--build-threads`, seed 7)."""
-    return package.Index(dim=dim, metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
-                         quantization=a.quantization, threads=a.build_threads, seed=7)
+def new_index(package, dim, a, path=None):
+    """An empty index as both A/B scripts build it (`--build-threads`, seed 7): in memory, or a
+    new database in directory `path`."""
+    options = dict(dim=dim, metric={"cos": "cosine", "l2": "l2", "ip": "ip"}[a.metric],
+                   quantization=a.quantization, threads=a.build_threads, seed=7)
+    return package.Index.open(path, **options) if path else package.Index(**options)
 
 
 def main():
