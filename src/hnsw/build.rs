@@ -187,8 +187,7 @@ impl Graph {
         for _round in 0..4 {
             let mut reached = vec![false; self.len()];
             let mut order = Vec::new();
-            self.mark_reachable(unpack(entry).0, &mut reached, &mut order);
-            if reached.iter().all(|&r| r) {
+            if self.mark_reachable(unpack(entry).0, &mut reached, &mut order) == reached.len() {
                 break;
             }
             with_scratch(|s| {
@@ -228,10 +227,12 @@ impl Graph {
         repaired
     }
 
-    /// Marks everything reachable from `start` on layer 0; `order` is scratch.
-    pub(super) fn mark_reachable(&self, start: u32, reached: &mut [bool], order: &mut Vec<u32>) {
+    /// Marks everything reachable from `start` on layer 0 that `reached` did not hold yet, and
+    /// returns how many nodes that was; `order` is scratch.
+    pub(super) fn mark_reachable(&self, start: u32, reached: &mut [bool], order: &mut Vec<u32>) -> usize {
         order.clear();
         self.walk_breadth_first(start, &(0..reached.len() as u32), reached, order);
+        order.len()
     }
 
     /// Appends to `order` `start` and every node of `nodes` that its layer-0 links reach within
@@ -408,8 +409,7 @@ pub(super) mod tests {
 
     pub(in crate::hnsw) fn reachable(graph: &Graph) -> usize {
         let mut reached = vec![false; graph.len()];
-        graph.mark_reachable(unpack(graph.entry.load(Acquire)).0, &mut reached, &mut Vec::new());
-        reached.iter().filter(|&&r| r).count()
+        graph.mark_reachable(unpack(graph.entry.load(Acquire)).0, &mut reached, &mut Vec::new())
     }
 
     #[test]

@@ -71,8 +71,7 @@ impl Graph {
         let entry = self.entry.load(Acquire);
         if entry != NO_ENTRY && len > 0 {
             let mut reached = vec![false; len];
-            self.mark_reachable(unpack(entry).0, &mut reached, &mut Vec::new());
-            check.unreachable = reached.iter().filter(|&&r| !r).count();
+            check.unreachable = len - self.mark_reachable(unpack(entry).0, &mut reached, &mut Vec::new());
         } else if len > 0 {
             check.problem(|| format!("{len} nodes but no entry point"));
         }
