@@ -358,7 +358,8 @@ typedef struct omen_options {
    */
   size_t segment_capacity;
   /**
-   * Threads for building and batch search; 0 = one per core. Default 0.
+   * Threads for building and batch search; 0 = one per core. Default 0. A batch of a few rows
+   * is linked on the inserting thread instead.
    */
   size_t threads;
   /**
@@ -758,8 +759,8 @@ OMEN_MUST_USE omen_status omen_index_stats(const struct omen_index *index, struc
  * Inserts `count` vectors with caller-chosen ids, all or nothing.
  *
  * `vectors` is row-major: `count * dim` floats, row i belonging to `ids[i]`. `dim` must equal the
- * index dimension. Vectors are linked in parallel on the index's threads; the call returns when
- * all are searchable. `count = 0` is a successful no-op (`ids` and `vectors` may then be NULL).
+ * index dimension. Vectors are linked in parallel on the index's threads (a batch of a few
+ * rows on the calling thread, where it costs less); the call returns when all are searchable. `count = 0` is a successful no-op (`ids` and `vectors` may then be NULL).
  *
  * # Ownership
  * Borrows `ids` and `vectors` during the call only; the index keeps copies.

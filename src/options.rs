@@ -55,7 +55,8 @@ pub struct Options {
     /// Vectors per segment before it is sealed; default 1,048,576.
     pub segment_capacity: usize,
     /// Threads that build graphs and serve batch searches; 0 = one per core, at most
-    /// [`Options::MAX_THREADS`].
+    /// [`Options::MAX_THREADS`]. A batch of a few rows (2 at two threads, 1 at more, up to 255
+    /// at one) is linked on the inserting thread instead: waking a pool thread costs more.
     pub threads: usize,
     /// Seeds the level draw, so builds are reproducible.
     pub seed: u64,

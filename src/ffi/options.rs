@@ -87,7 +87,8 @@ pub struct omen_options {
     pub ef_search: usize,
     /// Vectors per segment before it is sealed. Default 1048576.
     pub segment_capacity: usize,
-    /// Threads for building and batch search; 0 = one per core. Default 0.
+    /// Threads for building and batch search; 0 = one per core. Default 0. A batch of a few rows
+    /// is linked on the inserting thread instead.
     pub threads: usize,
     /// Seeds the random level of each node, so builds are reproducible.
     pub seed: u64,

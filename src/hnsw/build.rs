@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU32, Ordering::*};
 
 use rayon::prelude::*;
 
-use super::order::LinkingOrder;
+use super::order::{LinkingOrder, LOCALITY_FROM};
+use super::renumber::RENUMBER_FROM;
 use super::scratch::{with_scratch, Scored, Scratch};
 use super::search::{CoarseWalk, Everyone, Reach};
 use super::{lock, pack, unpack, zeroed, Graph, FLAGS, NO_ENTRY, RING};
 use crate::distance::prefetch_all;
-use crate::quant::{Codes, Quantization};
+use crate::quant::{Codes, Quantization, ENCODE_PIECE};
 
 /// Lists a breadth-first walk loads ahead of the one it reads (`Graph::walk_breadth_first`).
 const WALK_AHEAD: usize = 8;
@@ -92,6 +93,26 @@ impl Graph {
     /// `linking_order`.
     pub(crate) fn insert_range(&self, nodes: Range<u32>) {
         self.link(&self.linking_order(nodes));
+    }
+
+    /// Whether `rows` more vectors can be appended and linked (`insert_on_caller`) and the
+    /// batch numbered (`breadth_first_order`) with no rayon call: too few to encode in parallel,
+    /// to order (`LOCALITY_FROM`) or to renumber (`RENUMBER_FROM`), and no codes to learn (again).
+    pub(crate) fn adds_on_caller(&self, rows: usize) -> bool {
+        let learns_codes = match (&self.codes, self.params.quantization) {
+            (_, Quantization::None) => false,
+            (None, _) => true,
+            (Some(codes), _) => codes.needs_training(self.len() + rows),
+        };
+        rows < ENCODE_PIECE.min(LOCALITY_FROM).min(RENUMBER_FROM) && !learns_codes
+    }
+
+    /// Links the appended nodes `nodes` on the calling thread, one after another, with no rayon
+    /// call: for batches that would cost more to hand to a pool than to link (`adds_on_caller`
+    /// must hold). They are too few for a linking order, so this is the order `insert_range`
+    /// links them in too.
+    pub(crate) fn insert_on_caller(&self, nodes: Range<u32>) {
+        with_scratch(|s| nodes.for_each(|node| self.insert(node, s)));
     }
 
     /// Links `order.skeleton`, then `order.rest`. Each thread takes a run of consecutive nodes of
@@ -391,7 +412,8 @@ pub(super) mod tests {
     use crate::hnsw::Params;
     use crate::options::SearchParams;
 
-    pub(in crate::hnsw) fn graph(n: usize, dim: usize) -> Graph {
+    /// `count` pseudo-random values in [0, 1).
+    fn uniform(count: usize) -> Vec<f32> {
         let mut state = 7u64;
         let mut next = || {
             state ^= state << 13;
@@ -399,12 +421,58 @@ pub(super) mod tests {
             state ^= state << 17;
             (state >> 40) as f32 / (1u64 << 24) as f32
         };
-        let data: Vec<f32> = (0..n * dim).map(|_| next()).collect();
-        let params = Params { m: 8, ef_construction: 64, seed: 1, quantization: Quantization::None };
-        let mut graph = Graph::new(dim, params, Distance::new(Metric::L2));
-        graph.append(&data);
+        (0..count).map(|_| next()).collect()
+    }
+
+    fn empty(dim: usize, quantization: Quantization) -> Graph {
+        let params = Params { m: 8, ef_construction: 64, seed: 1, quantization };
+        Graph::new(dim, params, Distance::new(Metric::L2))
+    }
+
+    pub(in crate::hnsw) fn graph(n: usize, dim: usize) -> Graph {
+        let mut graph = empty(dim, Quantization::None);
+        graph.append(&uniform(n * dim));
         graph.insert_range(0..n as u32);
         graph
+    }
+
+    #[test]
+    fn linking_on_the_caller_links_as_a_one_thread_pool_does() {
+        let (n, dim, batch) = (600, 8, 3);
+        let data = uniform(n * dim);
+        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (mut on_caller, mut on_pool) = (empty(dim, Quantization::None), empty(dim, Quantization::None));
+        for (b, rows) in data.chunks(batch * dim).enumerate() {
+            let nodes = (b * batch) as u32..((b + 1) * batch) as u32;
+            assert!(on_caller.adds_on_caller(batch));
+            on_caller.append(rows);
+            on_caller.insert_on_caller(nodes.clone());
+            on_pool.append(rows);
+            one_thread.install(|| on_pool.insert_range(nodes));
+        }
+        assert_eq!(on_caller.entry.load(Relaxed), on_pool.entry.load(Relaxed));
+        for node in 0..n as u32 {
+            for level in 0..=on_pool.levels[node as usize] as usize {
+                let (a, b): (Vec<u32>, Vec<u32>) =
+                    (on_caller.links(node, level).collect(), on_pool.links(node, level).collect());
+                assert_eq!(a, b, "node {node}'s links on layer {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_batches_that_need_no_parallel_step_are_added_on_the_caller() {
+        let dim = 8;
+        let mut plain = empty(dim, Quantization::None);
+        assert!(plain.adds_on_caller(1) && plain.adds_on_caller(ENCODE_PIECE - 1));
+        assert!(!plain.adds_on_caller(ENCODE_PIECE), "encoded in parallel");
+        plain.append(&uniform(100 * dim));
+        assert!(plain.adds_on_caller(200), "no codes to learn");
+        let mut coded = empty(dim, Quantization::Bits4);
+        assert!(!coded.adds_on_caller(1), "the first batch learns the codes");
+        coded.append(&uniform(100 * dim));
+        assert!(coded.adds_on_caller(99));
+        assert!(!coded.adds_on_caller(100), "200 vectors learn them again");
     }
 
     pub(in crate::hnsw) fn reachable(graph: &Graph) -> usize {

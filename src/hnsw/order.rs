@@ -24,7 +24,7 @@ use super::{mix, Graph};
 use crate::distance;
 
 /// Smaller batches are linked in the caller's order: their vectors stay in cache anyway.
-const LOCALITY_FROM: usize = 8_192;
+pub(super) const LOCALITY_FROM: usize = 8_192;
 
 /// The skeleton brings the graph to this fraction (1/n) of its size after the batch.
 const SKELETON_SHARE: usize = 8;

@@ -23,7 +23,7 @@ use super::{pack, unpack, Graph, RingMembers, NO_ENTRY};
 
 /// Smaller batches keep the caller's order: the rewrite reads every list of the graph, and a
 /// graph that small stays in cache anyway.
-const RENUMBER_FROM: usize = 8_192;
+pub(super) const RENUMBER_FROM: usize = 8_192;
 
 impl Graph {
     /// The linked `nodes` in the order to number them in, breadth-first (`renumber` applies

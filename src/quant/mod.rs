@@ -325,6 +325,10 @@ fn sample_step(count: usize) -> usize {
     count.div_ceil(10_000).max(1)
 }
 
+/// Rows encoded as one piece of parallel work by `Codes::push`: an encoding costs well under a
+/// microsecond, so smaller pieces would spend more on handing them out than on encoding.
+pub(crate) const ENCODE_PIECE: usize = 256;
+
 /// One segment's codes: `code_len` bytes a vector, and `|x̂|²` a vector for scalar codes (read
 /// under L2 and cosine).
 pub(crate) struct Codes {
@@ -414,7 +418,10 @@ impl Codes {
         rayon::join(|| bytes.permute_rows(code_len, first, order), permute_norms);
     }
 
-    /// Appends the codes of `rows` (row-major), encoding in parallel.
+    /// Appends the codes of `rows` (row-major), encoding in parallel on the current rayon pool in
+    /// pieces of `ENCODE_PIECE` rows; fewer rows than that are one piece, encoded on the calling
+    /// thread with no rayon call, so a caller outside any pool does not hand them to rayon's
+    /// global one.
     pub(crate) fn push(&mut self, rows: &[f32]) {
         let dim = self.codebook.dim();
         let count = rows.len() / dim;
@@ -422,12 +429,18 @@ impl Codes {
         let start = bytes.len();
         bytes.resize(start + count * self.code_len, 0);
         let mut norms = vec![0f32; count];
-        bytes[start..]
-            .par_chunks_mut(self.code_len.max(1))
-            .zip(rows.par_chunks(dim))
-            .zip(norms.par_iter_mut())
-            .with_min_len(256)
-            .for_each(|((out, row), norm)| *norm = self.codebook.encode(row, out));
+        let code_len = self.code_len.max(1);
+        let encode = |((out, row), norm): ((&mut [u8], &[f32]), &mut f32)| *norm = self.codebook.encode(row, out);
+        if count < ENCODE_PIECE {
+            bytes[start..].chunks_mut(code_len).zip(rows.chunks(dim)).zip(norms.iter_mut()).for_each(encode);
+        } else {
+            bytes[start..]
+                .par_chunks_mut(code_len)
+                .zip(rows.par_chunks(dim))
+                .zip(norms.par_iter_mut())
+                .with_min_len(ENCODE_PIECE)
+                .for_each(encode);
+        }
         // Binary codes rank by Hamming distance alone: no norms.
         if self.codebook.kind != Quantization::Binary {
             self.norms.vec_mut().extend(norms);

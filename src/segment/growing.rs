@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::sealed::Sealed;
-use super::{mapped_bytes, Layout, SearchResult, SegmentPlan, Tombstones, Wanted};
+use super::{mapped_bytes, Layout, SearchResult, SegmentPlan, Threads, Tombstones, Wanted};
 use crate::error::Result;
 use crate::hnsw::{write_segment, Graph, GraphCheck, StoredSegment};
 use crate::memory::{Array, Mapping};
@@ -134,11 +134,18 @@ impl Growing {
         self.capacity - self.len()
     }
 
-    /// Appends and links a batch, in parallel on the current rayon pool, and numbers a large one
-    /// breadth-first (`Graph::breadth_first_order`). Returns the batch's rows in the order of
-    /// their nodes, or nothing when they kept the batch's order. The caller serialises calls and
-    /// keeps the batch within `room()`.
-    pub(crate) fn add(&self, ids: &[u64], vectors: &[f32]) -> Vec<u32> {
+    /// Whether `add` can take `rows` vectors on the calling thread (`Threads::Caller`): they
+    /// leave room in this segment (the one that fills it has it sealed, in parallel) and the graph
+    /// takes them with no rayon call (`Graph::adds_on_caller`).
+    pub(crate) fn takes_on_caller(&self, rows: usize) -> bool {
+        rows < self.room() && read(&self.state).graph.adds_on_caller(rows)
+    }
+
+    /// Appends and links a batch, where `threads` says (`Caller` only when `takes_on_caller`
+    /// holds), and numbers a large one breadth-first (`Graph::breadth_first_order`). Returns the
+    /// batch's rows in the order of their nodes, or nothing when they kept the batch's order.
+    /// The caller serialises calls and keeps the batch within `room()`.
+    pub(crate) fn add(&self, ids: &[u64], vectors: &[f32], threads: Threads) -> Vec<u32> {
         if ids.is_empty() {
             return Vec::new();
         }
@@ -152,7 +159,10 @@ impl Growing {
         };
         let state = read(&self.state);
         let nodes = first as u32..(first + ids.len()) as u32;
-        state.graph.insert_range(nodes.clone());
+        match threads {
+            Threads::Pool => state.graph.insert_range(nodes.clone()),
+            Threads::Caller => state.graph.insert_on_caller(nodes.clone()),
+        }
         let unchecked = self.unchecked.fetch_add(ids.len(), Relaxed) + ids.len();
         if unchecked * CHECK_AFTER_PARTS >= state.graph.len() {
             state.graph.connect();

@@ -96,6 +96,16 @@ impl Placement {
     }
 }
 
+/// Where a batch is linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// In parallel on the current rayon pool.
+    Pool,
+    /// On the calling thread alone, with no rayon call: a caller outside the index's pool would
+    /// otherwise hand the work to rayon's global one.
+    Caller,
+}
+
 /// The segments after a batch, and where its rows went.
 pub(crate) struct Applied {
     pub set: SegmentSet,
@@ -250,14 +260,14 @@ impl SegmentSet {
         }));
 
         let (head_order, built) = rayon::join(
-            || self.growing.add(head_ids, head_vectors),
+            || self.growing.add(head_ids, head_vectors, Threads::Pool),
             || {
                 chunks
                     .par_iter()
                     .enumerate()
                     .map(|(i, (ids, vectors))| {
                         let segment = Growing::new(layout, first_ordinal + i as u32);
-                        let order = segment.add(ids, vectors);
+                        let order = segment.add(ids, vectors, Threads::Pool);
                         (segment, order)
                     })
                     .collect::<Vec<_>>()
@@ -284,6 +294,20 @@ impl SegmentSet {
         }
         let sealed_any = sealed.len() > sealed_before;
         Applied { set: SegmentSet { sealed, growing }, next_ordinal, sealed_any, placements }
+    }
+
+    /// Adds a checked batch on the calling thread, with no rayon call, when the growing segment
+    /// can take it there (`Growing::takes_on_caller`); otherwise `None`, and nothing changed. For
+    /// batches too small to repay a hand-off to the pool: the rest of `with_batch`'s work (new
+    /// segments, sealing, learning codes) never happens to them. The caller serialises batches.
+    pub(crate) fn with_batch_on_caller(&self, next_ordinal: u32, ids: &[u64], vectors: &[f32]) -> Option<Applied> {
+        if !self.growing.takes_on_caller(ids.len()) {
+            return None;
+        }
+        let mut placement = Placement::new(self.growing.ordinal(), self.growing.len() as u32, 0..ids.len());
+        placement.order = self.growing.add(ids, vectors, Threads::Caller);
+        let set = SegmentSet { sealed: self.sealed.clone(), growing: self.growing.clone() };
+        Some(Applied { set, next_ordinal, sealed_any: false, placements: vec![placement] })
     }
 
     /// This set with its growing segment sealed (an empty one takes its place, as ordinal
@@ -363,7 +387,7 @@ impl SegmentSet {
                     let rows = placement.rows.clone();
                     let vectors = &vectors[(rows.start - pooled_start) * dim..(rows.end - pooled_start) * dim];
                     let segment = Growing::new(layout, placement.ordinal);
-                    let order = segment.add(&ids[rows], vectors);
+                    let order = segment.add(&ids[rows], vectors, Threads::Pool);
                     (Arc::new(segment.into_sealed()), order)
                 }
             })
