@@ -999,7 +999,8 @@ OMEN_MUST_USE omen_status omen_index_search_batch_with(const struct omen_index *
  * `out_ids[q*k .. q*k+k]` and `out_distances[q*k .. q*k+k]`, their number to `out_counts[q]`;
  * unused slots are set to `OMEN_NO_ID` and `INFINITY`. `threads`: 1 searches on the calling
  * thread, 0 on the index's own threads, any other value up to 256 on a pool of that size that
- * the index keeps for later calls (the two most recently used sizes).
+ * the index keeps for later calls (the two most recently used sizes). A batch too small to
+ * repay waking the pool's threads (one query; two at two threads) runs on the calling thread.
  * `ef` as in `omen_index_search`. `n_queries = 0` is a successful no-op.
  *
  * # Ownership

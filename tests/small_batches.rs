@@ -1,7 +1,7 @@
-//! Batches of a few rows are linked on the inserting thread rather than handed to the index's
-//! pool (`Engine::links_on_caller`). None of their work may reach rayon's global pool, which
-//! the index does not own, and an index filled a row or a few at a time, through codes learnt
-//! again, seals and a replayed log, finds what one filled in a single batch finds.
+//! Batches of a few rows (or queries) are linked (searched) on the calling thread rather than
+//! handed to the index's pool (`stays_on_caller`). None of their work may reach rayon's global
+//! pool, which the index does not own, and an index filled a row or a few at a time, through
+//! codes learnt again, seals and a replayed log, finds what one filled in a single batch finds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,6 +46,12 @@ fn check(index: &Index, data: &[f32], queries: &[f32], truth: &[Vec<u64>], label
     assert_eq!(out, data, "{label}: every row as it was inserted");
     let in_one = Index::new(index.options().clone()).unwrap();
     in_one.insert_batch(&ids, data).unwrap();
+    // Batch searches of one or two queries run on the caller too, and find what single ones do.
+    for count in [1, 2] {
+        let batch = index.search_batch(&queries[..count * DIM], K, EF, 0).unwrap();
+        let singles: Vec<_> = queries[..count * DIM].chunks(DIM).map(|q| index.search(q, K, EF).unwrap()).collect();
+        assert_eq!(batch, singles, "{label}: a batch of {count} queries");
+    }
     let (small, one) = (index_recall(index, queries, truth, K, EF), index_recall(&in_one, queries, truth, K, EF));
     println!("{label}: recall@{K} at ef {EF}: {small:.4} in small batches, {one:.4} in one");
     assert!(small >= 0.85 && small >= one - 0.02, "{label}: recall {small:.4} in small batches, {one:.4} in one");

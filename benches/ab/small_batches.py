@@ -1,14 +1,16 @@
-"""What a row costs when an application inserts a few rows a call: two builds of the library side
-by side in one process, next to hnswlib, at each batch size, thread count and dimension.
+"""What a row costs when an application inserts a few rows a call, and a query when it searches a
+few a call: two builds of the library side by side in one process, next to hnswlib, at each
+batch size, thread count and dimension.
 
     python benches/ab/small_batches.py --a OLD/libomendb.so --b target/release/libomendb.so \
         [--dims 8,384] [--threads 1,2] [--sizes 1,2,4,8,16,32] [--rounds 2]
 
 Each measurement starts an index (M 16, ef_construction 100, L2) with 1,000 rows in one batch,
 then times inserting the next `--rows` rows (Gaussian, seed 1) in batches of one size, from
-Python. Each round measures A, B and hnswlib in turn (the order reversed every other round, so
-that a noisy neighbour slows all alike); the best round counts. Prints microseconds a row, and
-for reference a single search of the final index (k 10, ef 64).
+Python; then, on the index filled one row a call, `search_batch` (k 10, ef 64, the index's
+threads) of 500 queries in calls of each batch size. Each round measures A, B and hnswlib in turn
+(the order reversed every other round, so that a noisy neighbour slows all alike); the best round
+counts. Prints microseconds a row and a query.
 """
 import argparse
 import time
@@ -19,7 +21,14 @@ from search_ab import load_package
 
 
 def omendb_index(package, dim, threads):
-    return package.Index(dim=dim, metric="l2", threads=threads, seed=7)
+    index = package.Index(dim=dim, metric="l2", threads=threads, seed=7)
+
+    class Adapter:
+        insert_batch = index.insert_batch
+
+        def search_batch(self, queries):
+            index.search_batch(queries, k=10, ef=64)
+    return Adapter()
 
 
 def hnswlib_index(dim, threads, capacity):
@@ -33,23 +42,32 @@ def hnswlib_index(dim, threads, capacity):
         def insert_batch(self, ids, rows):
             index.add_items(rows, ids)
 
-        def search(self, query, k):
-            index.knn_query(query, k)
+        def search_batch(self, queries):
+            index.knn_query(queries, 10)
     return Adapter()
 
 
-def cost(make, rows, size):
-    """Microseconds a row for inserting `rows[1000:]` in batches of `size`, and of one search."""
-    index = make()
-    index.insert_batch(np.arange(1000, dtype=np.uint64), rows[:1000])
+def per_item(step, items, size):
+    """Microseconds an item for calling `step(first, last)` over `items` items, `size` a call."""
     start = time.perf_counter()
-    for first in range(1000, len(rows), size):
-        index.insert_batch(np.arange(first, min(first + size, len(rows)), dtype=np.uint64), rows[first:first + size])
-    per_row = (time.perf_counter() - start) / (len(rows) - 1000) * 1e6
-    start = time.perf_counter()
-    for query in rows[:500]:
-        index.search(query, 10)
-    return per_row, (time.perf_counter() - start) / 500 * 1e6
+    for first in range(0, items, size):
+        step(first, min(first + size, items))
+    return (time.perf_counter() - start) / items * 1e6
+
+
+def costs(make, rows, sizes):
+    """Microseconds a row for inserting `rows[1000:]` in batches of each size, and a query for
+    searching 500 of them in batches of each size (on the index filled one size first)."""
+    inserts, searches = {}, {}
+    for size in sizes:
+        index = make()
+        index.insert_batch(np.arange(1000, dtype=np.uint64), rows[:1000])
+        rest = rows[1000:]
+        inserts[size] = per_item(lambda a, b: index.insert_batch(np.arange(1000 + a, 1000 + b, dtype=np.uint64),
+                                                                 rest[a:b]), len(rest), size)
+        if not searches:
+            searches = {s: per_item(lambda a, b: index.search_batch(rows[a:b]), 500, s) for s in sizes}
+    return inserts, searches
 
 
 def main():
@@ -69,18 +87,16 @@ def main():
         for threads in (int(t) for t in a.threads.split(",")):
             makers = {name: (lambda p=package: omendb_index(p, dim, threads)) for name, package in packages.items()}
             makers["hnswlib"] = lambda: hnswlib_index(dim, threads, len(rows))
-            best = {name: {} for name in makers}
+            best = {}
             for round_ in range(a.rounds):
-                names = list(makers) if round_ % 2 == 0 else list(reversed(makers))
-                for size in sizes:
-                    for name in names:
-                        per_row, search = cost(makers[name], rows, size)
-                        old = best[name].get(size)
-                        best[name][size] = (min(per_row, old[0]), min(search, old[1])) if old else (per_row, search)
-            for name, by_size in best.items():
-                costs = " ".join(f"{size}:{by_size[size][0]:.1f}" for size in sizes)
-                print(f"dim {dim} threads {threads} {name:8s} us/row by batch size {costs}"
-                      f"  (search {by_size[sizes[0]][1]:.1f} us)", flush=True)
+                for name in list(makers) if round_ % 2 == 0 else list(reversed(makers)):
+                    measured = costs(makers[name], rows, sizes)
+                    old = best.get(name, measured)
+                    best[name] = tuple({s: min(m[s], o[s]) for s in sizes} for m, o in zip(measured, old))
+            for name, (inserts, searches) in best.items():
+                print(f"dim {dim} threads {threads} {name:8s} us/row inserted by batch size "
+                      + " ".join(f"{s}:{inserts[s]:.1f}" for s in sizes)
+                      + "; us/query searched " + " ".join(f"{s}:{searches[s]:.1f}" for s in sizes), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::{MutexGuard, PoisonError, RwLock};
 
 use super::ids::{IdMap, Location};
-use super::{Engine, Index, Shared, Writer};
+use super::{stays_on_caller, Engine, Index, Shared, Writer};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::segment::{Applied, Placement, SegmentSet};
@@ -101,27 +101,14 @@ impl Engine {
         // Every check has passed: from here on the batch is applied whole. The log keeps the
         // caller's rows (replay prepares them again); the graph stores the prepared ones.
         let logged = log(ids, vectors)?;
-        let on_caller = self.links_on_caller(ids.len()).then(|| set.with_batch_on_caller(next_ordinal, ids, &prepared));
+        let on_caller = stays_on_caller(ids.len(), self.pool.current_num_threads())
+            .then(|| set.with_batch_on_caller(next_ordinal, ids, &prepared));
         let applied = on_caller
             .flatten()
             .unwrap_or_else(|| self.pool.install(|| set.with_batch(&self.layout, next_ordinal, ids, &prepared)));
         Ok(Some((applied, logged)))
     }
-
-    /// Whether a batch of `rows` is linked faster on the calling thread than on the pool. Handing
-    /// a batch to the pool wakes a worker and waits for it to finish: about 100 µs a batch on a
-    /// 2-core Intel Xeon VM (`benches/ab/small_batches.py`), while linking a row into a small
-    /// index costs 30 µs at 8-d and 130 µs at 384-d. So one thread never gains from the pool, and
-    /// more gain only when the others link enough of the batch meanwhile: at two threads, from 3
-    /// rows of 384-d and about 6 of 8-d.
-    fn links_on_caller(&self, rows: usize) -> bool {
-        rows.saturating_mul(self.pool.current_num_threads() - 1) <= CALLER_ROWS_TIMES_SPARE_THREADS
-    }
 }
-
-/// The most rows a batch linked on the caller may have, times the pool's other threads (whose
-/// help it forgoes): 2 rows at two threads, 1 at more, any number at one (`links_on_caller`).
-const CALLER_ROWS_TIMES_SPARE_THREADS: usize = 2;
 
 /// Makes an applied batch the index's, `new` (the set holding it) replacing `old`, with `map`
 /// write-locked so that `Index::get` sees locations and segments change together: records where

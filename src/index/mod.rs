@@ -66,6 +66,20 @@ struct Engine {
 /// How many pools of other sizes an index keeps for batch searches.
 const KEPT_BATCH_POOLS: usize = 2;
 
+/// Whether `items` pieces of work (rows to link, queries to search) finish sooner on the calling
+/// thread than handed to a pool of `threads` threads. Handing work to a pool wakes a worker and
+/// waits for it to finish: about 100 µs on a 2-core Intel Xeon VM (`benches/ab/small_batches.py`),
+/// while linking a row into a small index costs 30 µs at 8-d and 130 µs at 384-d, and a search
+/// less. So one thread never gains from a pool, and more gain only when the others take enough
+/// of the work meanwhile: at two threads, from 3 rows of 384-d and about 6 of 8-d.
+fn stays_on_caller(items: usize, threads: usize) -> bool {
+    items.saturating_mul(threads.saturating_sub(1)) <= CALLER_ITEMS_TIMES_SPARE_THREADS
+}
+
+/// The most pieces of work kept on the caller, times the pool's other threads (whose help they
+/// forgo): 2 at two threads, 1 at more, any number at one (`stays_on_caller`).
+const CALLER_ITEMS_TIMES_SPARE_THREADS: usize = 2;
+
 impl Engine {
     /// Checks `options` and starts the worker threads.
     fn new(options: Options) -> Result<Engine> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError};
 
 use rayon::prelude::*;
 
-use super::Index;
+use super::{stays_on_caller, Index};
 use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::options::{check_threads, SearchParams};
@@ -163,7 +163,8 @@ impl Index {
     /// `distances[q*k..]`, their number to `counts[q]`; unused slots get id `u64::MAX` and
     /// distance `+inf`. `threads`: 1 runs on the calling thread, 0 on the index's threads, any
     /// other number (up to [`Options::MAX_THREADS`]) on a pool of that size, which the index
-    /// keeps for the next call (two such pools at most). The filter is planned once for the
+    /// keeps for the next call (two such pools at most). A batch too small to repay waking the
+    /// pool's threads (one query; two at two threads) runs on the calling thread. The filter is planned once for the
     /// whole batch. On error nothing is written.
     ///
     /// [`Options::MAX_THREADS`]: crate::options::Options::MAX_THREADS
@@ -201,27 +202,26 @@ impl Index {
             fill(hits, ids, distances)
         };
         let dim = self.dim();
-        match threads {
-            1 => {
-                let mut hits = Vec::new();
-                let rows = queries.chunks_exact(dim).zip(ids.chunks_exact_mut(k)).zip(distances.chunks_exact_mut(k));
-                for (((query, ids), distances), count) in rows.zip(counts.iter_mut()) {
-                    *count = one(query, ids, distances, &mut hits);
-                }
+        let engine = &self.shared.engine;
+        let pool_size = if threads == 0 { engine.pool.current_num_threads() } else { threads };
+        if stays_on_caller(count, pool_size) {
+            let mut hits = Vec::new();
+            let rows = queries.chunks_exact(dim).zip(ids.chunks_exact_mut(k)).zip(distances.chunks_exact_mut(k));
+            for (((query, ids), distances), count) in rows.zip(counts.iter_mut()) {
+                *count = one(query, ids, distances, &mut hits);
             }
-            _ => {
-                let run = || {
-                    queries
-                        .par_chunks_exact(dim)
-                        .zip(ids.par_chunks_exact_mut(k))
-                        .zip(distances.par_chunks_exact_mut(k))
-                        .zip(counts.par_iter_mut())
-                        .for_each_init(Vec::new, |hits, (((query, ids), distances), count)| {
-                            *count = one(query, ids, distances, hits)
-                        })
-                };
-                self.shared.engine.pool_of(threads)?.install(run);
-            }
+        } else {
+            let run = || {
+                queries
+                    .par_chunks_exact(dim)
+                    .zip(ids.par_chunks_exact_mut(k))
+                    .zip(distances.par_chunks_exact_mut(k))
+                    .zip(counts.par_iter_mut())
+                    .for_each_init(Vec::new, |hits, (((query, ids), distances), count)| {
+                        *count = one(query, ids, distances, hits)
+                    })
+            };
+            engine.pool_of(threads)?.install(run);
         }
         Ok(())
     }
