@@ -123,6 +123,26 @@ fn small_batches_stay_off_rayons_global_pool_and_find_what_one_batch_finds() {
         assert_eq!(exhaustive(&index, &queries), before, "the same results after replaying the log");
         check(&index, &data, &queries, &truth, "replayed database, 2 threads, Bits8");
         drop(index);
+        // Closed with a checkpoint, the growing segment opens mapped from its snapshot; a row
+        // linked on the caller moves it to the heap first.
+        let index = Index::open(&dir, database_options()).unwrap();
+        for (i, row) in queries.chunks(DIM).take(5).enumerate() {
+            let id = (ROWS + i) as u64;
+            index.insert_batch(&[id], row).unwrap();
+            assert_eq!(index.search(row, 1, ROWS).unwrap()[0].id, id, "a row inserted into the reopened database");
+        }
+        // What else an application calls between small inserts stays off the global pool too.
+        index.upsert(&[0], &queries[..DIM]).unwrap();
+        assert_eq!(index.delete(&[1]).unwrap(), 1);
+        assert!(index.contains(0) && !index.contains(1));
+        index.compact().unwrap();
+        let copy = dir.with_extension("backup");
+        index.backup(&copy).unwrap();
+        drop(index);
+        for checked in [&dir, &copy] {
+            assert_eq!(Index::verify(checked).unwrap().problems, Vec::<String>::new(), "{}", checked.display());
+        }
+        std::fs::remove_dir_all(&copy).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         done.send(()).unwrap();
     });

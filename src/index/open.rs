@@ -126,7 +126,10 @@ impl Index {
         })?;
         let growing = if manifest.growing.count > 0 {
             let (source, deleted) = (store.source(store.growing_path(&manifest)), deletions(&manifest.growing)?);
-            Growing::open(layout, &source, verify, manifest.growing.count, deleted.as_deref())?
+            // Its sections are checked in parallel: on the index's threads, as the sealed ones'.
+            engine
+                .pool
+                .install(|| Growing::open(layout, &source, verify, manifest.growing.count, deleted.as_deref()))?
         } else {
             Growing::new(layout, manifest.growing.ordinal)
         };
