@@ -193,8 +193,9 @@ impl Index {
     }
 
     /// Inserts `ids.len()` vectors stored row-major in `vectors`. All or nothing: on any error
-    /// the index is unchanged. Linking runs in parallel on the index's threads. An id already
-    /// present is refused ([`Error::DuplicateId`]); [`Index::upsert`] replaces it instead.
+    /// the index is unchanged. Linking runs in parallel on the index's threads, or for a batch
+    /// of a few rows on the calling thread (`Options::threads`). An id already present is
+    /// refused ([`Error::DuplicateId`]); [`Index::upsert`] replaces it instead.
     ///
     /// On an index from [`Index::open`] the batch is in the write-ahead log before this returns
     /// (and fsync'd, as `Options::durability` asks); concurrent inserts share one fsync.
