@@ -309,7 +309,10 @@ def _call(function, *args):
 
 
 def _pointer(array):
-    return array.ctypes.data_as(ctypes.c_void_p)
+    """The address of `array`'s data, for a `void *` argument: the caller keeps `array` alive
+    through the call, as a plain int holds no reference to it. (`ctypes.data_as` would, at three
+    times the cost: 3 against 1 µs, paid per array on every call.)"""
+    return array.ctypes.data
 
 
 _local = threading.local()
