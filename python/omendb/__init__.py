@@ -405,12 +405,14 @@ def _ids(ids):
     """`ids` as a uint64 array, refusing what a conversion would change: floats (truncated) and
     negative numbers (wrapped)."""
     array = np.asarray(ids)
-    if array.size == 0:
-        return np.zeros(0, np.uint64)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
-        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"ids must be integers, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.signedinteger) and (array < 0).any():
-        raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", "ids must not be negative")
+    # uint64 needs no check (the common case, and `np.issubdtype` costs 0.5 µs a call).
+    if array.dtype != np.uint64:
+        if array.size == 0:
+            return np.zeros(0, np.uint64)
+        if array.dtype.kind not in "iu":  # bool is kind "b"
+            raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", f"ids must be integers, got dtype {array.dtype}")
+        if array.dtype.kind == "i" and (array < 0).any():
+            raise InvalidArgumentError(2, "OMEN_STATUS_INVALID_ARGUMENT", "ids must not be negative")
     return np.ascontiguousarray(array, dtype=np.uint64).reshape(-1)
 
 
