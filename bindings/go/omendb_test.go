@@ -154,6 +154,73 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	}
 }
 
+// Single rows are linked on the calling thread (a batch of one never wakes the index's pool), so
+// each goroutine's insert runs on whatever OS thread it holds at that call; several at once, with
+// searches alongside, must lose nothing.
+func TestGoroutinesInsertSingleRowsWhileOthersSearch(t *testing.T) {
+	const dim, writers, rows = 8, 4, 300
+	data := clustered(writers*rows, dim, 5)
+	ix := newIndex(t, dim, L2)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for g := 0; g < 2; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				q := (g*131 + i*17) % (writers * rows)
+				if _, err := ix.Search(data[q*dim:(q+1)*dim], 5, 0); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(g)
+	}
+	var inserters sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		inserters.Add(1)
+		go func(w int) {
+			defer inserters.Done()
+			for r := w * rows; r < (w+1)*rows; r++ {
+				if err := ix.InsertBatch([]uint64{uint64(r)}, data[r*dim:(r+1)*dim]); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	inserters.Wait()
+	close(done)
+	wg.Wait()
+	if ix.Len() != writers*rows {
+		t.Fatalf("len %d, want %d", ix.Len(), writers*rows)
+	}
+	got, found, err := ix.Get(sequence(0, writers*rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := range found {
+		if !found[r] || !reflect.DeepEqual(got[r*dim:(r+1)*dim], data[r*dim:(r+1)*dim]) {
+			t.Fatalf("row %d: found %v, stored %v, inserted %v", r, found[r], got[r*dim:(r+1)*dim], data[r*dim:(r+1)*dim])
+		}
+	}
+	// Every row finds itself: nothing was left unlinked.
+	for r := 0; r < writers*rows; r++ {
+		results, err := ix.Search(data[r*dim:(r+1)*dim], 1, 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if results[0].Distance != 0 {
+			t.Fatalf("row %d: nearest at distance %v", r, results[0].Distance)
+		}
+	}
+}
+
 func TestSearchesWhileOneGoroutineInserts(t *testing.T) {
 	const dim, batches, batch = 16, 20, 200
 	data := clustered(batches*batch, dim, 2)
