@@ -40,12 +40,30 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Removes the templates of test processes that have exited: a static is never dropped, so each
+/// run leaves its own behind. Where `/proc` cannot tell which processes live, none is removed.
+fn remove_stale_templates() {
+    let (Ok(entries), true) = (std::fs::read_dir(std::env::temp_dir()), Path::new("/proc/self").exists()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("omendb-corrupt-template-").and_then(|rest| rest.split('-').next()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A database with two sealed segments, a growing snapshot and a log of four records, left as a
 /// crash would leave it. Returns its directory and the number of batches in the snapshot/segments.
 fn template() -> &'static (PathBuf, u64, u64) {
     static TEMPLATE: std::sync::OnceLock<((PathBuf, u64, u64), Index)> = std::sync::OnceLock::new();
     &TEMPLATE
         .get_or_init(|| {
+            remove_stale_templates();
             let dir = fresh_dir("template");
             let index = Index::open(&dir, options()).unwrap();
             let mut b = 0;
