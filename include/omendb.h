@@ -760,7 +760,8 @@ OMEN_MUST_USE omen_status omen_index_stats(const struct omen_index *index, struc
  *
  * `vectors` is row-major: `count * dim` floats, row i belonging to `ids[i]`. `dim` must equal the
  * index dimension. Vectors are linked in parallel on the index's threads (a batch of a few
- * rows on the calling thread, where it costs less); the call returns when all are searchable. `count = 0` is a successful no-op (`ids` and `vectors` may then be NULL).
+ * rows on the calling thread, where it costs less); the call returns when all are searchable.
+ * `count = 0` is a successful no-op (`ids` and `vectors` may then be NULL).
  *
  * # Ownership
  * Borrows `ids` and `vectors` during the call only; the index keeps copies.

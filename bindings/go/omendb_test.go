@@ -154,16 +154,14 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	}
 }
 
-// Single rows are linked on the calling thread (a batch of one never wakes the index's pool), so
-// each goroutine's insert runs on whatever OS thread it holds at that call; several at once, with
-// searches alongside, must lose nothing.
-func TestGoroutinesInsertSingleRowsWhileOthersSearch(t *testing.T) {
-	const dim, writers, rows = 8, 4, 300
-	data := clustered(writers*rows, dim, 5)
-	ix := newIndex(t, dim, L2)
+// searchUntilStopped starts `searchers` goroutines that search rows of data (dim floats each) one
+// after another, 5 nearest each, until the returned stop is called; stop waits for them. A failed
+// search, or a non-empty complaint from check about its results, fails the test.
+func searchUntilStopped(t *testing.T, ix *Index, data []float32, dim, searchers int, check func([]Result) string) (stop func()) {
 	var wg sync.WaitGroup
 	done := make(chan struct{})
-	for g := 0; g < 2; g++ {
+	rows := len(data) / dim
+	for g := 0; g < searchers; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
@@ -173,14 +171,33 @@ func TestGoroutinesInsertSingleRowsWhileOthersSearch(t *testing.T) {
 					return
 				default:
 				}
-				q := (g*131 + i*17) % (writers * rows)
-				if _, err := ix.Search(data[q*dim:(q+1)*dim], 5, 0); err != nil {
+				q := (g*7919 + i*31) % rows
+				results, err := ix.Search(data[q*dim:(q+1)*dim], 5, 0)
+				if err != nil {
 					t.Error(err)
+					return
+				}
+				if complaint := check(results); complaint != "" {
+					t.Error(complaint)
 					return
 				}
 			}
 		}(g)
 	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// Single rows are linked on the calling thread (a batch of one never wakes the index's pool), so
+// each goroutine's insert runs on whatever OS thread it holds at that call; several at once, with
+// searches alongside, must lose nothing.
+func TestGoroutinesInsertSingleRowsWhileOthersSearch(t *testing.T) {
+	const dim, writers, rows = 8, 4, 300
+	data := clustered(writers*rows, dim, 5)
+	ix := newIndex(t, dim, L2)
+	stop := searchUntilStopped(t, ix, data, dim, 2, func([]Result) string { return "" })
 	var inserters sync.WaitGroup
 	for w := 0; w < writers; w++ {
 		inserters.Add(1)
@@ -195,8 +212,7 @@ func TestGoroutinesInsertSingleRowsWhileOthersSearch(t *testing.T) {
 		}(w)
 	}
 	inserters.Wait()
-	close(done)
-	wg.Wait()
+	stop()
 	if ix.Len() != writers*rows {
 		t.Fatalf("len %d, want %d", ix.Len(), writers*rows)
 	}
@@ -231,40 +247,20 @@ func TestSearchesWhileOneGoroutineInserts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ix.Close()
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				q := (g*7919 + i*31) % (batches * batch)
-				results, err := ix.Search(data[q*dim:(q+1)*dim], 5, 0)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				for j := 1; j < len(results); j++ {
-					if results[j-1].Distance > results[j].Distance {
-						t.Error("unsorted results")
-						return
-					}
-				}
+	stop := searchUntilStopped(t, ix, data, dim, 4, func(results []Result) string {
+		for j := 1; j < len(results); j++ {
+			if results[j-1].Distance > results[j].Distance {
+				return "unsorted results"
 			}
-		}(g)
-	}
+		}
+		return ""
+	})
 	for b := 0; b < batches; b++ {
 		if err := ix.InsertBatch(sequence(b*batch, batch), data[b*batch*dim:(b+1)*batch*dim]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	close(done)
-	wg.Wait()
+	stop()
 	if ix.Len() != batches*batch {
 		t.Fatalf("len %d", ix.Len())
 	}

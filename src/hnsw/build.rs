@@ -25,13 +25,16 @@ impl Graph {
         let stride = 1 + self.params.m;
         self.vectors.push(vectors);
         let total = self.vectors.len();
-        match (&mut self.codes, self.params.quantization) {
-            (_, Quantization::None) => {}
-            (None, kind) => self.codes = Some(Codes::build(kind, self.dim, vectors)),
+        let kind = self.params.quantization;
+        if self.learns_codes(total) {
             // Learnt again from every vector whenever the segment has doubled (and at sealing),
             // so codes do not depend on how the caller batched its inserts.
-            (Some(codes), kind) if codes.needs_training(total) => *codes = self.vectors.recode(kind),
-            (Some(codes), _) => codes.push(vectors),
+            self.codes = Some(match self.codes {
+                None => Codes::build(kind, self.dim, vectors),
+                Some(_) => self.vectors.recode(kind),
+            });
+        } else if let Some(codes) = &mut self.codes {
+            codes.push(vectors);
         }
         let (levels, layer0) = (self.levels.vec_mut(), self.layer0.vec_mut());
         let (upper, upper_start) = (self.upper.vec_mut(), self.upper_start.vec_mut());
@@ -99,12 +102,17 @@ impl Graph {
     /// batch numbered (`breadth_first_order`) with no rayon call: too few to encode in parallel,
     /// to order (`LOCALITY_FROM`) or to renumber (`RENUMBER_FROM`), and no codes to learn (again).
     pub(crate) fn adds_on_caller(&self, rows: usize) -> bool {
-        let learns_codes = match (&self.codes, self.params.quantization) {
+        rows < ENCODE_PIECE.min(LOCALITY_FROM).min(RENUMBER_FROM) && !self.learns_codes(self.len() + rows)
+    }
+
+    /// Whether appending up to `total` vectors learns the codes (`append`): the first batch of a
+    /// quantized graph does, and so does each one that doubles the vectors they were learnt from.
+    fn learns_codes(&self, total: usize) -> bool {
+        match (&self.codes, self.params.quantization) {
             (_, Quantization::None) => false,
             (None, _) => true,
-            (Some(codes), _) => codes.needs_training(self.len() + rows),
-        };
-        rows < ENCODE_PIECE.min(LOCALITY_FROM).min(RENUMBER_FROM) && !learns_codes
+            (Some(codes), _) => codes.needs_training(total),
+        }
     }
 
     /// Links the appended nodes `nodes` on the calling thread, one after another, with no rayon

@@ -169,8 +169,8 @@ impl Index {
     /// distance `+inf`. `threads`: 1 runs on the calling thread, 0 on the index's threads, any
     /// other number (up to [`Options::MAX_THREADS`]) on a pool of that size, which the index
     /// keeps for the next call (two such pools at most). A batch too small to repay waking the
-    /// pool's threads (one query; two at two threads) runs on the calling thread. The filter is planned once for the
-    /// whole batch. On error nothing is written.
+    /// pool's threads (one query; two at two threads) runs on the calling thread. The filter is
+    /// planned once for the whole batch. On error nothing is written.
     ///
     /// [`Options::MAX_THREADS`]: crate::options::Options::MAX_THREADS
     #[allow(clippy::too_many_arguments)]
