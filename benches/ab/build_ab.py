@@ -6,6 +6,8 @@ the new graph at each ef.
     python benches/ab/build_ab.py --a OLD/libomendb.so --b target/release/libomendb.so \
         --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88 [--batch 1000]
         [--durable build]
+    python benches/ab/build_ab.py --a target/release/libomendb.so --b target/release/libomendb.so \
+        --data build/clustered1000000 --metric l2 --ef 56,64,72,80,88,96 --batch 0,1000
 
 Prints one line per build: its build rate, recall@k and queries/s (one search thread, the best
 of two passes) per ef, and queries/s at recall 0.95 as `compare.py` interpolates it between the
@@ -29,8 +31,9 @@ def main():
     ap = ab_arguments(__doc__.split("\n")[0])
     ap.add_argument("--ef", default="32,48,64", help="comma-separated, ascending")
     ap.add_argument("--rounds", type=int, default=2, help="builds with each library")
-    ap.add_argument("--batch", type=int, default=0,
-                    help="rows a call to insert_batch, as an application adding as it goes (default: all at once)")
+    ap.add_argument("--batch", default="0",
+                    help="rows a call to insert_batch, as an application adding as it goes (default 0: all at "
+                         "once); A's,B's to compare batch sizes (one library as both A and B)")
     ap.add_argument("--durable", metavar="DIR",
                     help="build a database in a new directory under DIR (each batch logged and fsynced, "
                          "the closing checkpoint timed with the build) instead of an in-memory index")
@@ -38,12 +41,14 @@ def main():
     packages = {"A": load_package(a.a), "B": load_package(a.b)}
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
     efs = [int(e) for e in a.ef.split(",")]
+    batches = [int(b) for b in a.batch.split(",")]
+    batch = dict(zip("AB", batches * 2 if len(batches) == 1 else batches))
     for round_ in range(a.rounds):
         for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
             path = tempfile.mkdtemp(dir=a.durable) if a.durable else None
             index = new_index(packages[name], base.shape[1], a, path)
             start = time.perf_counter()
-            step = a.batch or len(base)
+            step = batch[name] or len(base)
             for first in range(0, len(base), step):
                 index.insert_batch(np.arange(first, min(first + step, len(base)), dtype=np.uint64),
                                    base[first:first + step])
@@ -64,7 +69,7 @@ def main():
                 shutil.rmtree(path)
             at = qps_at(points, 0.95)
             cells = " ".join(f"ef{ef} {r:.3f}/{q:.0f}" for ef, (r, q) in zip(efs, points))
-            print(f"{name} {os.path.basename(a.data)} n={len(base)} build {rate:.0f} vec/s {cells} "
+            print(f"{name} {os.path.basename(a.data)} n={len(base)} batch {step} build {rate:.0f} vec/s {cells} "
                   f"qps@0.95 {round(at) if at else '-'}", flush=True)
 
 
