@@ -268,7 +268,8 @@ public:
         return {std::move(vectors), std::vector<bool>(found.begin(), found.end())};
     }
 
-    /// Rewrites segments holding deleted vectors without them (see `omen_index_compact`).
+    /// Rewrites segments holding deleted vectors without them, and rebuilds those filled in
+    /// small batches (see `omen_index_compact`).
     void compact() {
         detail::check([&](omen_error **error) { return omen_index_compact(live(), error); });
     }

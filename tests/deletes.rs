@@ -360,3 +360,71 @@ fn large_batches_keep_each_id_with_its_vector() {
     drop(index);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The segments' files and vector counts, sealed ones first (the growing one last, when it
+/// holds vectors).
+fn segment_files(index: &Index) -> Vec<(String, usize, bool)> {
+    index.segments().unwrap().into_iter().map(|s| (s.file, s.vectors, s.sealed)).collect()
+}
+
+/// A segment of 262,144 vectors or more filled in batches none of which held half of it keeps
+/// the order they came in; a compaction rebuilds it as one batch (sealing a growing one first),
+/// once: the rebuilt segment, one filled by a large batch, and one read from its file are left
+/// alone. Every id keeps its vector throughout, and the rebuilt graph finds the true neighbours.
+#[test]
+fn compaction_rebuilds_segments_filled_in_batches() {
+    let dir = temp_dir("rebuild");
+    let options = Options { segment_capacity: 600_000, compact_threshold: 0.0, ..options(Metric::L2) };
+    let mut index = Index::open(&dir, options.clone()).unwrap();
+    let mut rng = Rng::new(23);
+    let count = 270_000;
+    let ids: Vec<u64> = (0..count).map(|i| i * 3 + 1).collect();
+    let vectors: Vec<Vec<f32>> = ids.iter().map(|_| random_vector(&mut rng)).collect();
+    let base = vectors.concat();
+    for (ids, rows) in ids.chunks(1_000).zip(base.chunks(1_000 * DIM)) {
+        index.insert_batch(ids, rows).unwrap();
+    }
+    let mut model: BTreeMap<u64, Vec<f32>> = ids.iter().copied().zip(vectors).collect();
+    holds(&index, &model, "filled in batches");
+    assert_eq!(segment_files(&index).iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [(count as usize, false)]);
+    index.compact().unwrap();
+    let rebuilt = segment_files(&index);
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_eq!((rebuilt[0].1, rebuilt[0].2), (count as usize, true), "sealed and rebuilt: {rebuilt:?}");
+    // Only the rebuild writes a file: the growing segment, sealed, had none yet.
+    assert!(!rebuilt[0].0.is_empty(), "sealed but not rebuilt: {rebuilt:?}");
+    holds(&index, &model, "rebuilt");
+    let queries: Vec<f32> = (0..50).flat_map(|_| random_vector(&mut rng)).collect();
+    let truth = common::brute_force(Metric::L2, DIM, &base, &ids, &queries, 10);
+    let recall = common::index_recall(&index, &queries, &truth, 10, 64);
+    assert!(recall >= 0.95, "recall@10 at ef 64 after the rebuild: {recall}");
+
+    // Rebuilt once: another compaction, and one after a small batch, leave it as it is.
+    index.compact().unwrap();
+    assert_eq!(segment_files(&index), rebuilt, "rebuilt again");
+    let more: Vec<u64> = (0..1_000).map(|i| i * 3 + 2).collect();
+    let rows: Vec<Vec<f32>> = more.iter().map(|_| random_vector(&mut rng)).collect();
+    index.insert_batch(&more, &rows.concat()).unwrap();
+    model.extend(more.into_iter().zip(rows));
+    index.compact().unwrap();
+    assert_eq!(segment_files(&index)[0], rebuilt[0], "rebuilt after a small batch");
+    holds(&index, &model, "after a small batch");
+    drop(index);
+
+    // One batch into a new database: nothing to rebuild.
+    let whole_dir = temp_dir("rebuild-whole");
+    let whole = Index::open(&whole_dir, options.clone()).unwrap();
+    whole.insert_batch(&ids, &base).unwrap();
+    whole.compact().unwrap();
+    assert_eq!(segment_files(&whole).iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [(count as usize, false)]);
+    drop(whole);
+
+    index = Index::open(&dir, options).unwrap();
+    holds(&index, &model, "reopened");
+    let reopened = segment_files(&index);
+    index.compact().unwrap();
+    assert_eq!(segment_files(&index), reopened, "a segment read from its file was rebuilt");
+    drop(index);
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(whole_dir);
+}

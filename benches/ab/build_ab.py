@@ -7,7 +7,7 @@ the new graph at each ef.
         --data build/clustered1000000 --metric l2 --rounds 2 --ef 56,64,72,80,88 [--batch 1000]
         [--durable build]
     python benches/ab/build_ab.py --a target/release/libomendb.so --b target/release/libomendb.so \
-        --data build/clustered1000000 --metric l2 --ef 56,64,72,80,88,96 --batch 0,1000
+        --data build/clustered1000000 --metric l2 --ef 56,64,72,80,88,96 --batch 0,1000 [--compact]
 
 Prints one line per build: its build rate, recall@k and queries/s (one search thread, the best
 of two passes) per ef, and queries/s at recall 0.95 as `compare.py` interpolates it between the
@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--durable", metavar="DIR",
                     help="build a database in a new directory under DIR (each batch logged and fsynced, "
                          "the closing checkpoint timed with the build) instead of an in-memory index")
+    ap.add_argument("--compact", action="store_true",
+                    help="compact after building (timed apart): rebuilds a segment filled in batches as one batch")
     a = ap.parse_args()
     packages = {"A": load_package(a.a), "B": load_package(a.b)}
     base, queries, truth = load_dataset(a.data, a.metric, a.n, a.k)
@@ -55,6 +57,11 @@ def main():
             if path:
                 index.flush()
             rate = len(base) / (time.perf_counter() - start)
+            compacted = ""
+            if a.compact:
+                start = time.perf_counter()
+                index.compact()
+                compacted = f" compact {time.perf_counter() - start:.1f} s"
             points = []
             for ef in efs:
                 best = 0.0
@@ -69,7 +76,7 @@ def main():
                 shutil.rmtree(path)
             at = qps_at(points, 0.95)
             cells = " ".join(f"ef{ef} {r:.3f}/{q:.0f}" for ef, (r, q) in zip(efs, points))
-            print(f"{name} {os.path.basename(a.data)} n={len(base)} batch {step} build {rate:.0f} vec/s {cells} "
+            print(f"{name} {os.path.basename(a.data)} n={len(base)} batch {step} build {rate:.0f} vec/s{compacted} {cells} "
                   f"qps@0.95 {round(at) if at else '-'}", flush=True)
 
 

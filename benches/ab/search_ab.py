@@ -84,6 +84,13 @@ def main():
     for name, package in packages.items():
         indexes[name] = new_index(package, base.shape[1], a)
         indexes[name].insert_batch(np.arange(len(base), dtype=np.uint64), base)
+    search_interleaved(a, indexes, queries, truth)
+
+
+def search_interleaved(a, indexes, queries, truth):
+    """Searches indexes "A" and "B" at each of `a.ef` in `a.rounds` rounds of ten chunks of the
+    queries, the two taking turns a chunk (the order reversed every other round), and reports
+    each one's recall and queries/s."""
     chunks = np.array_split(np.arange(len(queries)), 10)
     # An untimed pass of each over every query first: the index built last starts with its data
     # in the cache, and a large L3 (480 MiB on one Xeon) holds most of a 1M index, so the first ef

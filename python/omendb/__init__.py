@@ -584,7 +584,9 @@ class Index:
 
     def compact(self):
         """Rewrites segments holding deleted vectors without them (and merges small ones), so
-        memory and disk come back; returns when done. Searches keep running meanwhile."""
+        memory and disk come back, and rebuilds as one batch segments of 262,144 vectors or more
+        filled in small batches (faster to search); returns when done. Searches keep running
+        meanwhile."""
         with self._handle as index:
             _call(_lib.omen_index_compact, index)
 

@@ -466,7 +466,10 @@ pub extern "C" fn omen_index_get(
 }
 
 /// Rewrites every segment holding deleted vectors without them (and merges sealed segments less
-/// than half full), then checkpoints a database; returns when done. Searches keep running on the
+/// than half full), rebuilds as one batch each segment of 262,144 vectors or more filled in
+/// batches none of which held half of it (one batch is linked and numbered to keep nearby vectors
+/// together: on 1M vectors inserted 1,000 at a time, searches gained 10-15%), then
+/// checkpoints a database; returns when done. Searches keep running on the
 /// old segments meanwhile; inserts and deletes wait. The old files are removed and their memory
 /// returns once no running search holds them. A crash at any moment reopens to exactly the
 /// acknowledged contents.

@@ -12,10 +12,18 @@ use crate::error::Result;
 pub(super) type CompactionLock = Mutex<()>;
 
 impl Index {
-    /// Rewrites every segment that holds deleted vectors without them, and merges sealed segments
-    /// less than half full, then checkpoints a database (new segment files, one manifest
-    /// replacement; the old files are removed, and their memory returns once no search holds
-    /// them). Returns when done. A growing segment with deletions is sealed first.
+    /// Rewrites every segment that holds deleted vectors without them, merges sealed segments
+    /// less than half full, and rebuilds as one batch each segment of 262,144 vectors or more
+    /// that was filled in batches none of which held half of it; then checkpoints a database (new
+    /// segment files, one manifest replacement; the old files are removed, and their memory
+    /// returns once no search holds them). Returns when done. A growing segment with deletions,
+    /// or filled in batches so, is sealed first.
+    ///
+    /// A segment filled in batches keeps them in the order they came in, where one batch is
+    /// linked and numbered to keep nearby vectors together: on 1M clustered 128-d vectors
+    /// inserted 1,000 at a time, the rebuilt segment answered 10-15% more queries (see
+    /// `REBUILD_FROM` in `segment::growing`). Only batches inserted since the index was opened
+    /// count: what a segment held when it was read from its file counts as one batch.
     ///
     /// The rebuild runs without the writer lock: searches, inserts, upserts and deletes go on
     /// meanwhile (deletes of rewritten vectors are carried over), and only the final swap and
@@ -55,7 +63,7 @@ impl Shared {
                 store.check_writable()?;
             }
             let current = self.snapshot();
-            if current.growing.tombstones().count() > 0 {
+            if current.growing.tombstones().count() > 0 || current.growing.filled_in_batches() {
                 // Node numbers and deletions stay, so the id map needs no change.
                 let sealed = engine.pool.install(|| current.with_growing_sealed(&engine.layout, writer.next_ordinal));
                 writer.next_ordinal += 1;

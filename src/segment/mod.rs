@@ -318,15 +318,17 @@ impl SegmentSet {
         SegmentSet { sealed, growing: Arc::new(Growing::new(layout, next_ordinal)) }
     }
 
-    /// The sealed segments a compaction rewrites: every one holding deleted vectors, and those
-    /// less than half full when there are two or more (merged); `None` when none need it.
+    /// The sealed segments a compaction rewrites: every one holding deleted vectors, those less
+    /// than half full when there are two or more (merged), and those filled in batches
+    /// (`Sealed::filled_in_batches`, rebuilt as one batch); `None` when none need it.
     pub(crate) fn compaction_plan(&self, layout: &Layout) -> Option<CompactionPlan> {
         let small = |s: &Sealed| s.live_len() * 2 < layout.capacity;
         let merge_small = self.sealed.iter().filter(|s| small(s)).count() >= 2;
         let mut plan = CompactionPlan { repaired: Vec::new(), pooled: Vec::new(), pooled_rows: 0 };
         for segment in &self.sealed {
             let deleted = segment.tombstones().count();
-            if merge_small && small(segment) || deleted as f64 > REPAIR_UP_TO * segment.len() as f64 {
+            let rebuilt = segment.filled_in_batches() || deleted as f64 > REPAIR_UP_TO * segment.len() as f64;
+            if merge_small && small(segment) || rebuilt {
                 plan.pooled.push(segment.ordinal());
                 plan.pooled_rows += segment.live_len();
             } else if deleted > 0 {

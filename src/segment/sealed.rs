@@ -18,14 +18,24 @@ pub(crate) struct Sealed {
     tombstones: Arc<Tombstones>,
     /// The file mapping the arrays live in, if they were read from one.
     mapping: Option<Arc<Mapping>>,
+    /// Sealed from a growing segment filled in batches (`Growing::filled_in_batches`), which a
+    /// compaction rebuilds as one batch. False for a segment read from a file, whose batches are
+    /// not recorded.
+    in_batches: bool,
 }
 
 impl Sealed {
-    pub(super) fn new(ordinal: u32, mut graph: Graph, ids: impl Into<Array<u64>>, tombstones: Arc<Tombstones>) -> Self {
+    pub(super) fn new(
+        ordinal: u32,
+        mut graph: Graph,
+        ids: impl Into<Array<u64>>,
+        tombstones: Arc<Tombstones>,
+        in_batches: bool,
+    ) -> Self {
         let mut ids = ids.into();
         graph.shrink_to_fit();
         ids.shrink_to_fit();
-        Sealed { ordinal, graph, ids, tombstones, mapping: None }
+        Sealed { ordinal, graph, ids, tombstones, mapping: None, in_batches }
     }
 
     /// The sealed segment in the file `source` (holding `count` vectors, as the manifest
@@ -40,7 +50,7 @@ impl Sealed {
     ) -> Result<Sealed> {
         let StoredSegment { ordinal, graph, ids, mapping } = layout.read(source, verify, count)?;
         let tombstones = Arc::new(Tombstones::from_words(ids.len(), deleted.unwrap_or_default()));
-        Ok(Sealed { ordinal, graph, ids, tombstones, mapping: Some(mapping) })
+        Ok(Sealed { ordinal, graph, ids, tombstones, mapping: Some(mapping), in_batches: false })
     }
 
     pub(crate) fn write(&self, path: &Path) -> Result<()> {
@@ -82,6 +92,11 @@ impl Sealed {
         &self.tombstones
     }
 
+    /// Whether a compaction should rebuild this segment as one batch (see `in_batches`).
+    pub(crate) fn filled_in_batches(&self) -> bool {
+        self.in_batches
+    }
+
     /// `node`'s stored vector, into `out`.
     pub(crate) fn vector_into(&self, node: u32, out: &mut Vec<f32>) {
         self.graph.vector_into(node, out);
@@ -98,7 +113,8 @@ impl Sealed {
         let ids: Vec<u64> =
             self.ids.iter().enumerate().filter(|&(node, _)| !deleted(node as u32)).map(|(_, &id)| id).collect();
         let tombstones = Arc::new(Tombstones::new(ids.len()));
-        Sealed::new(ordinal, graph, ids, tombstones)
+        // A compaction pools the segments filled in batches instead of repairing them.
+        Sealed::new(ordinal, graph, ids, tombstones, false)
     }
 
     pub(crate) fn plan<'f>(
